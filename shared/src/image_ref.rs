@@ -265,9 +265,7 @@ fn validate_path(path: &str) -> Result<(), ImageRefError> {
             return bad("empty path component");
         }
         if !component_is_valid(component) {
-            return bad(
-                "path components are [a-z0-9] separated by '.', '_', '__' or runs of '-'",
-            );
+            return bad("path components are [a-z0-9] separated by '.', '_', '__' or runs of '-'");
         }
     }
     Ok(())
@@ -342,13 +340,33 @@ mod tests {
         let cases: &[(&str, Option<&str>, &str)] = &[
             ("python", None, "docker.io/library/python:latest"),
             ("python:3", None, "docker.io/library/python:3"),
-            ("python:3.11-slim", None, "docker.io/library/python:3.11-slim"),
-            ("elyra/kernel-py:3.2.3", None, "docker.io/elyra/kernel-py:3.2.3"),
+            (
+                "python:3.11-slim",
+                None,
+                "docker.io/library/python:3.11-slim",
+            ),
+            (
+                "elyra/kernel-py:3.2.3",
+                None,
+                "docker.io/elyra/kernel-py:3.2.3",
+            ),
             ("docker.io/python:3", None, "docker.io/library/python:3"),
-            ("index.docker.io/python", None, "docker.io/library/python:latest"),
-            ("docker.io/library/python:3", None, "docker.io/library/python:3"),
+            (
+                "index.docker.io/python",
+                None,
+                "docker.io/library/python:latest",
+            ),
+            (
+                "docker.io/library/python:3",
+                None,
+                "docker.io/library/python:3",
+            ),
             ("quay.io/x", None, "quay.io/x:latest"),
-            ("quay.io/jupyter/r-notebook:2024", None, "quay.io/jupyter/r-notebook:2024"),
+            (
+                "quay.io/jupyter/r-notebook:2024",
+                None,
+                "quay.io/jupyter/r-notebook:2024",
+            ),
             ("myreg:5000/x", None, "myreg:5000/x:latest"),
             ("myreg:5000/x:1.0", None, "myreg:5000/x:1.0"),
             ("myreg:5000/team/x:1.0", None, "myreg:5000/team/x:1.0"),
@@ -358,25 +376,45 @@ mod tests {
             ("[::1]:5000/x:1", None, "[::1]:5000/x:1"),
             ("Registry/x", None, "Registry/x:latest"),
             ("a_b__c-d--e/g", None, "docker.io/a_b__c-d--e/g:latest"),
-            ("foo/a_b__c-d---e.f:v", None, "docker.io/foo/a_b__c-d---e.f:v"),
+            (
+                "foo/a_b__c-d---e.f:v",
+                None,
+                "docker.io/foo/a_b__c-d---e.f:v",
+            ),
             ("python@{D}", None, "docker.io/library/python@{D}"),
             ("python:3@{D}", None, "docker.io/library/python:3@{D}"),
             ("myreg:5000/x@{D}", None, "myreg:5000/x@{D}"),
             // default registry applies only where the reference names none
             ("python:3", Some("myreg:5000"), "myreg:5000/python:3"),
-            ("elyra/kernel-py:1", Some("quay.io"), "quay.io/elyra/kernel-py:1"),
+            (
+                "elyra/kernel-py:1",
+                Some("quay.io"),
+                "quay.io/elyra/kernel-py:1",
+            ),
             ("quay.io/x", Some("myreg:5000"), "quay.io/x:latest"),
             ("myreg:5000/x", Some("docker.io"), "myreg:5000/x:latest"),
             ("localhost/x", Some("quay.io"), "localhost/x:latest"),
-            ("python", Some("docker.io"), "docker.io/library/python:latest"),
+            (
+                "python",
+                Some("docker.io"),
+                "docker.io/library/python:latest",
+            ),
             ("python", Some(""), "docker.io/library/python:latest"),
-            ("python", Some("index.docker.io"), "docker.io/library/python:latest"),
+            (
+                "python",
+                Some("index.docker.io"),
+                "docker.io/library/python:latest",
+            ),
         ];
         for (input, default, want) in cases {
             let input = with_digest(input);
             let got = ImageRef::parse_with_default_registry(&input, *default)
                 .unwrap_or_else(|e| panic!("{input:?} with default {default:?}: {e}"));
-            assert_eq!(got.to_string(), with_digest(want), "{input:?} / {default:?}");
+            assert_eq!(
+                got.to_string(),
+                with_digest(want),
+                "{input:?} / {default:?}"
+            );
             // The canonical form parses back to itself.
             assert_eq!(ImageRef::parse(&got.to_string()).unwrap(), got, "{input:?}");
         }
@@ -426,7 +464,10 @@ mod tests {
         let long = format!("a/{}", "b".repeat(300));
         assert_eq!(ImageRef::parse(&long), Err(ImageRefError::NameTooLong));
         let long_tag = format!("a:{}", "t".repeat(129));
-        assert!(matches!(ImageRef::parse(&long_tag), Err(ImageRefError::InvalidTag(_))));
+        assert!(matches!(
+            ImageRef::parse(&long_tag),
+            Err(ImageRefError::InvalidTag(_))
+        ));
     }
 
     #[test]

@@ -196,10 +196,26 @@ mod tests {
         assert_eq!(
             images(&found),
             vec![
-                ("prov", "metadata.kernel_provisioner.config.image_name", "quay.io/k:1"),
-                ("python_kubernetes", "metadata.process_proxy.config.image_name", "elyra/kernel-py:3.2.3"),
-                ("spark_python", "metadata.process_proxy.config.image_name", "elyra/kernel-spark-py:1"),
-                ("spark_python", "metadata.process_proxy.config.executor_image_name", "elyra/spark-exec:1"),
+                (
+                    "prov",
+                    "metadata.kernel_provisioner.config.image_name",
+                    "quay.io/k:1"
+                ),
+                (
+                    "python_kubernetes",
+                    "metadata.process_proxy.config.image_name",
+                    "elyra/kernel-py:3.2.3"
+                ),
+                (
+                    "spark_python",
+                    "metadata.process_proxy.config.image_name",
+                    "elyra/kernel-spark-py:1"
+                ),
+                (
+                    "spark_python",
+                    "metadata.process_proxy.config.executor_image_name",
+                    "elyra/spark-exec:1"
+                ),
             ]
         );
         assert!(found.errors.is_empty(), "{:?}", found.errors);
@@ -220,7 +236,11 @@ mod tests {
             images(&found),
             vec![
                 ("good", "metadata.process_proxy.config.image_name", "a:1"),
-                ("numimage", "metadata.process_proxy.config.executor_image_name", "b:2"),
+                (
+                    "numimage",
+                    "metadata.process_proxy.config.executor_image_name",
+                    "b:2"
+                ),
             ]
         );
         let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
@@ -237,7 +257,10 @@ mod tests {
 
     #[test]
     fn whole_listing_errors() {
-        assert!(matches!(images_in_listing(b"<html>"), Err(ListingError::NotJson(_))));
+        assert!(matches!(
+            images_in_listing(b"<html>"),
+            Err(ListingError::NotJson(_))
+        ));
         assert_eq!(images_in_listing(b"{}"), Err(ListingError::NoKernelspecs));
         assert_eq!(
             images_in_listing(br#"{"kernelspecs": []}"#),
@@ -256,7 +279,10 @@ mod tests {
         assert_eq!(spec.interrupt_mode, "signal");
         assert_eq!(spec.language, "");
         let back = serde_json::to_value(&spec).unwrap();
-        assert_eq!(back["metadata"]["process_proxy"]["config"]["image_name"], "a");
+        assert_eq!(
+            back["metadata"]["process_proxy"]["config"]["image_name"],
+            "a"
+        );
         assert_eq!(back["interrupt_mode"], "signal");
     }
 }

@@ -1,0 +1,382 @@
+//! The agent: fetch the image list, plan, pull; once or forever.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    plan::{self, Desired},
+    puller::{CycleReport, ImageResult, Puller},
+    runtime::RuntimeError,
+    source::{FetchError, Fetched, ImageSource},
+};
+
+/// How the loop waits and retries.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub interval: Duration,
+    pub default_registry: Option<String>,
+    /// Attempts at the image list in `--once` mode.
+    pub fetch_attempts: usize,
+    /// First delay after a failed fetch or listing; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// Why `--once` could not run a cycle at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("could not read the image list: {0}")]
+    Fetch(#[from] FetchError),
+    #[error("container runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("shut down before the cycle finished")]
+    Cancelled,
+}
+
+/// The result of `--once`.
+#[derive(Debug, Clone)]
+pub struct OnceReport {
+    pub desired: Desired,
+    pub cycle: CycleReport,
+}
+
+impl OnceReport {
+    /// One line per image that is not on the node, or not a valid name, naming it and why.
+    pub fn failures(&self) -> Vec<String> {
+        let invalid = self
+            .desired
+            .invalid
+            .iter()
+            .map(|i| format!("invalid image name: {i}"));
+        let failed = self
+            .cycle
+            .results
+            .iter()
+            .filter_map(|(image, result)| match result {
+                ImageResult::Failed { error, attempts } => {
+                    Some(format!("{image}: {error} (after {attempts} attempt(s))"))
+                }
+                ImageResult::Cancelled => Some(format!("{image}: cancelled by shutdown")),
+                _ => None,
+            });
+        invalid.chain(failed).collect()
+    }
+}
+
+/// Fetches, plans and pulls.
+pub struct Agent {
+    source: Arc<dyn ImageSource>,
+    puller: Puller,
+    options: AgentOptions,
+}
+
+impl Agent {
+    pub fn new(source: Arc<dyn ImageSource>, puller: Puller, options: AgentOptions) -> Self {
+        Self {
+            source,
+            puller,
+            options,
+        }
+    }
+
+    fn resolve(&self, fetched: &[plan::Candidate]) -> Desired {
+        plan::resolve(fetched, self.options.default_registry.as_deref())
+    }
+
+    fn log_invalid(desired: &Desired) {
+        for invalid in &desired.invalid {
+            error!(origin = %invalid.origin, image = %invalid.image, error = %invalid.error, "invalid image name skipped");
+        }
+    }
+
+    /// One cycle: the image list (retried with backoff), then every image. Used by `--once`.
+    pub async fn run_once(&self, cancel: &CancellationToken) -> Result<OnceReport, AgentError> {
+        let mut delay = self.options.retry_min;
+        let mut attempt = 0;
+        let candidates = loop {
+            attempt += 1;
+            match self.source.fetch().await {
+                Ok(Fetched::Images(candidates)) => break candidates,
+                // No ETag was sent yet, so this only happens with a misbehaving server.
+                Ok(Fetched::NotModified) => break Vec::new(),
+                Err(e) if attempt >= self.options.fetch_attempts => return Err(e.into()),
+                Err(e) => {
+                    warn!(fetcher = self.source.name(), error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "image list unavailable");
+                    if sleep_or_cancel(delay, cancel).await {
+                        return Err(AgentError::Cancelled);
+                    }
+                    delay = (delay * 2).min(self.options.retry_max);
+                }
+            }
+        };
+        let desired = self.resolve(&candidates);
+        Self::log_invalid(&desired);
+        info!(
+            fetcher = self.source.name(),
+            images = desired.images.len(),
+            invalid = desired.invalid.len(),
+            "image list read"
+        );
+        let cycle = self.puller.run_cycle(&desired.images, cancel).await?;
+        log_cycle(&cycle);
+        Ok(OnceReport { desired, cycle })
+    }
+
+    /// Runs until `cancel`: the first cycle at once, then one every interval. A failing source or
+    /// runtime is retried with backoff (never beyond the interval); nothing here exits the loop
+    /// but shutdown.
+    pub async fn run(&self, cancel: &CancellationToken) {
+        let mut desired: Option<Desired> = None;
+        let mut delay = self.options.retry_min;
+        let retry_max = self.options.retry_max.min(self.options.interval);
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let failed = match self.cycle(&mut desired, cancel).await {
+                Ok(()) => false,
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cycle did not complete");
+                    true
+                }
+            };
+            let wait = if failed {
+                let d = delay;
+                delay = (delay * 2).min(retry_max);
+                d
+            } else {
+                delay = self.options.retry_min;
+                self.options.interval
+            };
+            if sleep_or_cancel(wait, cancel).await {
+                info!("shutdown: pull loop stopped");
+                return;
+            }
+        }
+    }
+
+    async fn cycle(
+        &self,
+        desired: &mut Option<Desired>,
+        cancel: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        match self.source.fetch().await {
+            Ok(Fetched::Images(candidates)) => {
+                let new = self.resolve(&candidates);
+                if desired.as_ref() != Some(&new) {
+                    Self::log_invalid(&new);
+                    info!(
+                        fetcher = self.source.name(),
+                        images = new.images.len(),
+                        invalid = new.invalid.len(),
+                        "image list changed"
+                    );
+                    *desired = Some(new);
+                }
+            }
+            Ok(Fetched::NotModified) => {}
+            Err(e) if desired.is_some() => {
+                // Keep pulling the last known list; the source is retried next cycle.
+                warn!(fetcher = self.source.name(), error = %e, "image list unavailable; keeping the previous list");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some(desired) = desired.as_ref() else {
+            return Ok(());
+        };
+        let report = self.puller.run_cycle(&desired.images, cancel).await?;
+        log_cycle(&report);
+        Ok(())
+    }
+}
+
+fn log_cycle(report: &CycleReport) {
+    info!(
+        images = report.results.len(),
+        present = report.count(|r| *r == ImageResult::Present),
+        pulled = report.count(|r| matches!(r, ImageResult::Pulled { .. })),
+        failed = report.count(|r| matches!(r, ImageResult::Failed { .. })),
+        "cycle finished"
+    );
+}
+
+/// Sleeps; returns true when woken by cancellation instead.
+async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        () = cancel.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use async_trait::async_trait;
+    use kip_shared::ImageRef;
+
+    use super::*;
+    use crate::{
+        config::PullPolicy,
+        plan::Candidate,
+        puller::PullOptions,
+        runtime::{ErrorKind, ImageRuntime, PullOutcome},
+    };
+
+    struct ListSource {
+        /// None = fail.
+        script: Vec<Option<Vec<&'static str>>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ImageSource for ListSource {
+        fn name(&self) -> &'static str {
+            "List"
+        }
+        async fn fetch(&self) -> Result<Fetched, FetchError> {
+            let i = self
+                .calls
+                .fetch_add(1, Ordering::SeqCst)
+                .min(self.script.len() - 1);
+            match &self.script[i] {
+                Some(names) => Ok(Fetched::Images(
+                    names
+                        .iter()
+                        .map(|n| Candidate::new(*n, "test list"))
+                        .collect(),
+                )),
+                None => Err(FetchError::Status {
+                    url: "http://gw/api/kernelspecs".into(),
+                    status: 503,
+                }),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Runtime {
+        pulls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl ImageRuntime for Runtime {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        async fn version(&self) -> Result<String, RuntimeError> {
+            Ok("fake".into())
+        }
+        async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+            Ok(self.pulls.lock().unwrap().clone())
+        }
+        async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+            if image.repository().contains("missing") {
+                return Err(RuntimeError::new(ErrorKind::NotFound, "manifest unknown"));
+            }
+            self.pulls.lock().unwrap().push(image.to_string());
+            Ok(PullOutcome::default())
+        }
+    }
+
+    fn make_agent(
+        script: Vec<Option<Vec<&'static str>>>,
+        interval_ms: u64,
+    ) -> (Agent, Arc<Runtime>, Arc<ListSource>) {
+        let rt = Arc::new(Runtime::default());
+        let source = Arc::new(ListSource {
+            script,
+            calls: AtomicUsize::new(0),
+        });
+        let puller = Puller::new(
+            rt.clone(),
+            PullOptions {
+                policy: PullPolicy::IfNotPresent,
+                concurrency: 2,
+                attempts: 2,
+                attempt_timeout: Duration::from_secs(5),
+                backoff_min: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(2),
+            },
+        );
+        let agent = Agent::new(
+            source.clone(),
+            puller,
+            AgentOptions {
+                interval: Duration::from_millis(interval_ms),
+                default_registry: None,
+                fetch_attempts: 3,
+                retry_min: Duration::from_millis(5),
+                retry_max: Duration::from_millis(20),
+            },
+        );
+        (agent, rt, source)
+    }
+
+    #[tokio::test]
+    async fn once_names_every_failure() {
+        let (agent, rt, _) = make_agent(vec![Some(vec!["a:1", "missing:1", "Bad:1", "b:1"])], 1000);
+        let report = agent.run_once(&CancellationToken::new()).await.unwrap();
+        assert_eq!(rt.pulls.lock().unwrap().len(), 2);
+        let failures = report.failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            failures[0].starts_with("invalid image name: test list: \"Bad:1\""),
+            "{failures:?}"
+        );
+        assert!(
+            failures[1].starts_with("docker.io/library/missing:1: not_found"),
+            "{failures:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn once_retries_the_source_then_gives_up() {
+        let (agent, _, source) = make_agent(vec![None, None, Some(vec!["a:1"])], 1000);
+        let report = agent.run_once(&CancellationToken::new()).await.unwrap();
+        assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+        assert!(report.failures().is_empty());
+
+        let (agent, _, source) = make_agent(vec![None], 1000);
+        let err = agent.run_once(&CancellationToken::new()).await.unwrap_err();
+        assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn daemon_waits_for_the_source_and_keeps_the_last_list() {
+        // Down at start, then a list, then down again, then a longer list.
+        let (agent, rt, source) = make_agent(
+            vec![
+                None,
+                None,
+                Some(vec!["a:1"]),
+                None,
+                Some(vec!["a:1", "b:1"]),
+            ],
+            10,
+        );
+        let cancel = CancellationToken::new();
+        let run = agent.run(&cancel);
+        let stop = async {
+            for _ in 0..200 {
+                if rt.pulls.lock().unwrap().len() == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cancel.cancel();
+        };
+        tokio::join!(run, stop);
+        assert_eq!(
+            *rt.pulls.lock().unwrap(),
+            vec!["docker.io/library/a:1", "docker.io/library/b:1"]
+        );
+        assert!(source.calls.load(Ordering::SeqCst) >= 5);
+    }
+}

@@ -1,0 +1,793 @@
+//! Configuration: every `KIP_*` variable (and its `--flag` twin), parsed once into [`Config`].
+//!
+//! Clap reads raw strings (so `--help` lists each variable with its default); [`Config::from_args`]
+//! then validates them all in one pass and reports every bad variable at once.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use kip_shared::ImageRef;
+use tracing::level_filters::LevelFilter;
+
+/// Command line and environment of the `kip` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kip",
+    version,
+    about = "Kernel Image Puller: pre-pulls Jupyter kernel images on this node",
+    long_about = "Kernel Image Puller: learns which kernel images Enterprise Gateway's kernelspecs \
+name (or a static list, or a ConfigMap) and pulls them onto this node ahead of time, through \
+Docker, containerd or any CRI runtime.\n\nEvery option can also be set through the environment \
+variable shown beside it; a flag wins over its variable."
+)]
+pub struct Args {
+    /// Run one cycle, then exit: 0 when every image is present, 1 naming each image that failed.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Base URL of the gateway whose kernelspecs name the images.
+    #[arg(
+        long,
+        env = "KIP_GATEWAY_HOST",
+        default_value = "http://localhost:8888"
+    )]
+    pub gateway_host: String,
+
+    /// Token for the gateway, sent as `Authorization: token …`.
+    #[arg(long, env = "KIP_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Verify the gateway's TLS certificate (true|false).
+    #[arg(long, env = "KIP_VALIDATE_CERT", default_value = "false")]
+    pub validate_cert: String,
+
+    /// Seconds between cycles.
+    #[arg(long, env = "KIP_INTERVAL", default_value = "300")]
+    pub interval: String,
+
+    /// Images pulled at the same time.
+    #[arg(long, env = "KIP_NUM_PULLERS", default_value = "2")]
+    pub num_pullers: String,
+
+    /// Attempts per image and cycle (backoff with jitter between attempts).
+    #[arg(long, env = "KIP_NUM_RETRIES", default_value = "3")]
+    pub num_retries: String,
+
+    /// IfNotPresent (pull only missing images) or Always (pull every cycle).
+    #[arg(long, env = "KIP_PULL_POLICY", default_value = "IfNotPresent")]
+    pub pull_policy: String,
+
+    /// Runtime socket: unix:///path, /path, or tcp://host:port.
+    #[arg(
+        long,
+        env = "KIP_CRI_ENDPOINT",
+        default_value = "unix:///run/containerd/containerd.sock"
+    )]
+    pub cri_endpoint: String,
+
+    /// Registry for image names that carry none (e.g. docker.io, quay.io, myreg:5000).
+    #[arg(long, env = "KIP_DEFAULT_CONTAINER_REGISTRY")]
+    pub default_container_registry: Option<String>,
+
+    /// DEBUG, INFO, WARNING or ERROR (any case). RUST_LOG, when set, takes precedence.
+    #[arg(long, env = "KIP_LOG_LEVEL", default_value = "INFO")]
+    pub log_level: String,
+
+    /// plain or json.
+    #[arg(long, env = "KIP_LOG_FORMAT", default_value = "plain")]
+    pub log_format: String,
+
+    /// KernelSpecsFetcher, StaticListFetcher, ConfigMapImagesFetcher or CombinedImagesFetcher.
+    #[arg(long, env = "KIP_IMAGE_FETCHER", default_value = "KernelSpecsFetcher")]
+    pub image_fetcher: String,
+
+    /// Comma list of the fetchers CombinedImagesFetcher unites.
+    #[arg(
+        long,
+        env = "KIP_INTERNAL_FETCHERS",
+        default_value = "KernelSpecsFetcher"
+    )]
+    pub internal_fetchers: String,
+
+    /// Comma list of images for StaticListFetcher.
+    #[arg(long, env = "KIP_IMAGES", default_value = "")]
+    pub images: String,
+
+    /// Namespace of the ConfigMap for ConfigMapImagesFetcher.
+    #[arg(long, env = "KIP_CM_NAMESPACE", default_value = "enterprise-gateway")]
+    pub cm_namespace: String,
+
+    /// Name of the ConfigMap for ConfigMapImagesFetcher.
+    #[arg(long, env = "KIP_CM_NAME", default_value = "kernel-images")]
+    pub cm_name: String,
+
+    /// Key of the ConfigMap that holds a YAML list of images.
+    #[arg(long, env = "KIP_CM_KEY_NAME", default_value = "image-names")]
+    pub cm_key_name: String,
+
+    /// auto (docker if the endpoint names docker, containerd if it names containerd, else cri),
+    /// docker, containerd or cri.
+    #[arg(long, env = "KIP_CONTAINER_RUNTIME", default_value = "auto")]
+    pub container_runtime: String,
+
+    /// Seconds one pull attempt may take before it is abandoned and retried.
+    #[arg(long, env = "KIP_PULL_TIMEOUT", default_value = "600")]
+    pub pull_timeout: String,
+
+    /// Seconds one request for the image list may take.
+    #[arg(long, env = "KIP_FETCH_TIMEOUT", default_value = "60")]
+    pub fetch_timeout: String,
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Whether to pull images that are already on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    IfNotPresent,
+    Always,
+}
+
+/// Where the runtime listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// An `http://host:port` URL.
+    Tcp(String),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix://{}", path.display()),
+            Self::Tcp(url) => f.write_str(url),
+        }
+    }
+}
+
+/// The API the agent speaks to the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Docker,
+    Containerd,
+    Cri,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Containerd => "containerd",
+            Self::Cri => "cri",
+        }
+    }
+}
+
+/// Where the list of images comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetcherKind {
+    KernelSpecs,
+    StaticList,
+    ConfigMap,
+    Combined,
+}
+
+impl FetcherKind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "KernelSpecsFetcher" => Some(Self::KernelSpecs),
+            "StaticListFetcher" => Some(Self::StaticList),
+            "ConfigMapImagesFetcher" => Some(Self::ConfigMap),
+            "CombinedImagesFetcher" => Some(Self::Combined),
+            _ => None,
+        }
+    }
+}
+
+/// plain text or JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// The ConfigMap that ConfigMapImagesFetcher reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub once: bool,
+    pub gateway_url: reqwest::Url,
+    pub auth_token: Option<Secret>,
+    pub validate_cert: bool,
+    pub interval: Duration,
+    pub num_pullers: usize,
+    pub num_retries: usize,
+    pub pull_policy: PullPolicy,
+    pub endpoint: Endpoint,
+    pub runtime: RuntimeKind,
+    pub default_registry: Option<String>,
+    pub log_level: LevelFilter,
+    pub log_format: LogFormat,
+    pub fetcher: FetcherKind,
+    /// The fetchers CombinedImagesFetcher unites (only meaningful for that fetcher).
+    pub internal_fetchers: Vec<FetcherKind>,
+    /// KIP_IMAGES, trimmed, empties dropped, each a valid reference.
+    pub images: Vec<String>,
+    pub configmap: ConfigMapRef,
+    pub pull_timeout: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Every invalid variable found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  {}={:?}: {}", e.var, e.value, e.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while each field is validated.
+struct Checker(Vec<ConfigError>);
+
+impl Checker {
+    fn check<T>(&mut self, var: &'static str, value: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|problem| {
+            self.0.push(ConfigError {
+                var,
+                value: value.to_owned(),
+                problem,
+            })
+        })
+        .ok()
+    }
+}
+
+impl Config {
+    /// Validates every field; on failure lists all invalid variables.
+    pub fn from_args(args: Args) -> Result<Self, ConfigErrors> {
+        let mut c = Checker(Vec::new());
+        let gateway_url = c.check(
+            "KIP_GATEWAY_HOST",
+            &args.gateway_host,
+            parse_gateway_url(&args.gateway_host),
+        );
+        let validate_cert = c.check(
+            "KIP_VALIDATE_CERT",
+            &args.validate_cert,
+            parse_bool(&args.validate_cert),
+        );
+        let interval = c.check(
+            "KIP_INTERVAL",
+            &args.interval,
+            parse_positive(&args.interval).map(Duration::from_secs),
+        );
+        let num_pullers = c.check(
+            "KIP_NUM_PULLERS",
+            &args.num_pullers,
+            parse_positive(&args.num_pullers).map(|n| n as usize),
+        );
+        let num_retries = c.check(
+            "KIP_NUM_RETRIES",
+            &args.num_retries,
+            parse_positive(&args.num_retries).map(|n| n as usize),
+        );
+        let pull_policy = c.check(
+            "KIP_PULL_POLICY",
+            &args.pull_policy,
+            match args.pull_policy.as_str() {
+                "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+                "Always" => Ok(PullPolicy::Always),
+                _ => Err("expected IfNotPresent or Always".to_owned()),
+            },
+        );
+        let endpoint = c.check(
+            "KIP_CRI_ENDPOINT",
+            &args.cri_endpoint,
+            parse_endpoint(&args.cri_endpoint),
+        );
+        let runtime = c.check(
+            "KIP_CONTAINER_RUNTIME",
+            &args.container_runtime,
+            match args.container_runtime.as_str() {
+                "auto" => Ok(None),
+                "docker" => Ok(Some(RuntimeKind::Docker)),
+                "containerd" => Ok(Some(RuntimeKind::Containerd)),
+                "cri" => Ok(Some(RuntimeKind::Cri)),
+                _ => Err("expected auto, docker, containerd or cri".to_owned()),
+            },
+        );
+        let default_registry = args
+            .default_container_registry
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        let default_registry = c
+            .check(
+                "KIP_DEFAULT_CONTAINER_REGISTRY",
+                default_registry.unwrap_or_default(),
+                match default_registry {
+                    Some(registry) => ImageRef::parse_with_default_registry("x", Some(registry))
+                        .map(|_| Some(registry.to_owned()))
+                        .map_err(|e| e.to_string()),
+                    None => Ok(None),
+                },
+            )
+            .flatten();
+        let log_level = c.check(
+            "KIP_LOG_LEVEL",
+            &args.log_level,
+            match args.log_level.to_ascii_uppercase().as_str() {
+                "TRACE" => Ok(LevelFilter::TRACE),
+                "DEBUG" => Ok(LevelFilter::DEBUG),
+                "INFO" => Ok(LevelFilter::INFO),
+                "WARNING" | "WARN" => Ok(LevelFilter::WARN),
+                "ERROR" | "CRITICAL" => Ok(LevelFilter::ERROR),
+                _ => Err("expected DEBUG, INFO, WARNING or ERROR".to_owned()),
+            },
+        );
+        let log_format = c.check(
+            "KIP_LOG_FORMAT",
+            &args.log_format,
+            match args.log_format.as_str() {
+                "plain" => Ok(LogFormat::Plain),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected plain or json".to_owned()),
+            },
+        );
+        let fetcher = c.check(
+            "KIP_IMAGE_FETCHER",
+            &args.image_fetcher,
+            FetcherKind::parse(&args.image_fetcher).ok_or_else(|| {
+                "expected KernelSpecsFetcher, StaticListFetcher, ConfigMapImagesFetcher or \
+                 CombinedImagesFetcher"
+                    .to_owned()
+            }),
+        );
+        let internal_fetchers = c.check(
+            "KIP_INTERNAL_FETCHERS",
+            &args.internal_fetchers,
+            parse_internal_fetchers(&args.internal_fetchers),
+        );
+        let images = c.check(
+            "KIP_IMAGES",
+            &args.images,
+            parse_image_list(&args.images, default_registry.as_deref()),
+        );
+        for (var, value) in [
+            ("KIP_CM_NAMESPACE", &args.cm_namespace),
+            ("KIP_CM_NAME", &args.cm_name),
+            ("KIP_CM_KEY_NAME", &args.cm_key_name),
+        ] {
+            c.check(
+                var,
+                value,
+                if value.trim().is_empty() {
+                    Err("must not be empty".to_owned())
+                } else {
+                    Ok(())
+                },
+            );
+        }
+        let pull_timeout = c.check(
+            "KIP_PULL_TIMEOUT",
+            &args.pull_timeout,
+            parse_positive(&args.pull_timeout).map(Duration::from_secs),
+        );
+        let fetch_timeout = c.check(
+            "KIP_FETCH_TIMEOUT",
+            &args.fetch_timeout,
+            parse_positive(&args.fetch_timeout).map(Duration::from_secs),
+        );
+
+        let (
+            Some(gateway_url),
+            Some(validate_cert),
+            Some(interval),
+            Some(num_pullers),
+            Some(num_retries),
+            Some(pull_policy),
+            Some(endpoint),
+            Some(runtime),
+            Some(log_level),
+            Some(log_format),
+            Some(fetcher),
+            Some(internal_fetchers),
+            Some(images),
+            Some(pull_timeout),
+            Some(fetch_timeout),
+            true,
+        ) = (
+            gateway_url,
+            validate_cert,
+            interval,
+            num_pullers,
+            num_retries,
+            pull_policy,
+            endpoint,
+            runtime,
+            log_level,
+            log_format,
+            fetcher,
+            internal_fetchers,
+            images,
+            pull_timeout,
+            fetch_timeout,
+            c.0.is_empty(),
+        )
+        else {
+            return Err(ConfigErrors(c.0));
+        };
+        let runtime = runtime.unwrap_or_else(|| detect_runtime(&endpoint));
+        Ok(Self {
+            once: args.once,
+            gateway_url,
+            auth_token: args.auth_token.filter(|t| !t.is_empty()).map(Secret),
+            validate_cert,
+            interval,
+            num_pullers,
+            num_retries,
+            pull_policy,
+            endpoint,
+            runtime,
+            default_registry,
+            log_level,
+            log_format,
+            fetcher,
+            internal_fetchers,
+            images,
+            configmap: ConfigMapRef {
+                namespace: args.cm_namespace.trim().to_owned(),
+                name: args.cm_name.trim().to_owned(),
+                key: args.cm_key_name.trim().to_owned(),
+            },
+            pull_timeout,
+            fetch_timeout,
+        })
+    }
+
+    /// The fetchers actually in use (the internal ones for CombinedImagesFetcher).
+    pub fn fetchers_in_use(&self) -> Vec<FetcherKind> {
+        match self.fetcher {
+            FetcherKind::Combined => self.internal_fetchers.clone(),
+            other => vec![other],
+        }
+    }
+}
+
+fn parse_gateway_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http:// or https:// URL with a host".to_owned());
+    }
+    Ok(url)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a whole number greater than 0".to_owned()),
+    }
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let s = s.trim();
+    if let Some(path) = s.strip_prefix("unix://") {
+        if path.starts_with('/') {
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        return Err(
+            "unix:// needs an absolute path, e.g. unix:///run/containerd/containerd.sock"
+                .to_owned(),
+        );
+    }
+    if s.starts_with('/') {
+        return Ok(Endpoint::Unix(PathBuf::from(s)));
+    }
+    if let Some(rest) = s
+        .strip_prefix("tcp://")
+        .or_else(|| s.strip_prefix("http://"))
+        && !rest.is_empty()
+    {
+        return Ok(Endpoint::Tcp(format!("http://{rest}")));
+    }
+    Err("expected unix:///path/to.sock, /path/to.sock or tcp://host:port".to_owned())
+}
+
+/// `auto`: docker if the endpoint names docker (but not cri-dockerd, which speaks CRI),
+/// containerd if it names containerd, else generic CRI.
+pub fn detect_runtime(endpoint: &Endpoint) -> RuntimeKind {
+    let text = endpoint.to_string().to_ascii_lowercase();
+    if text.contains("cri-dockerd") {
+        RuntimeKind::Cri
+    } else if text.contains("docker") {
+        RuntimeKind::Docker
+    } else if text.contains("containerd") {
+        RuntimeKind::Containerd
+    } else {
+        RuntimeKind::Cri
+    }
+}
+
+fn parse_internal_fetchers(s: &str) -> Result<Vec<FetcherKind>, String> {
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match FetcherKind::parse(name) {
+            Some(FetcherKind::Combined) => {
+                return Err("CombinedImagesFetcher cannot contain itself".to_owned());
+            }
+            Some(kind) if !out.contains(&kind) => out.push(kind),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "unknown fetcher {name:?}; expected KernelSpecsFetcher, StaticListFetcher \
+                     or ConfigMapImagesFetcher"
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("names no fetcher".to_owned());
+    }
+    Ok(out)
+}
+
+/// Splits a comma list of images: trimmed, empties dropped, every entry checked.
+pub fn parse_image_list(s: &str, default_registry: Option<&str>) -> Result<Vec<String>, String> {
+    let mut images = Vec::new();
+    let mut bad = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match ImageRef::parse_with_default_registry(entry, default_registry) {
+            Ok(_) => images.push(entry.to_owned()),
+            Err(e) => bad.push(format!("{entry:?}: {e}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(images)
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> Args {
+        let mut argv = vec!["kip".to_owned()];
+        for (flag, value) in pairs {
+            argv.push(format!("--{flag}={value}"));
+        }
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = Config::from_args(args(&[])).unwrap();
+        assert_eq!(c.gateway_url.as_str(), "http://localhost:8888/");
+        assert_eq!(c.auth_token, None);
+        assert!(!c.validate_cert);
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.num_pullers, 2);
+        assert_eq!(c.num_retries, 3);
+        assert_eq!(c.pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Unix("/run/containerd/containerd.sock".into())
+        );
+        assert_eq!(c.runtime, RuntimeKind::Containerd);
+        assert_eq!(c.default_registry, None);
+        assert_eq!(c.log_level, LevelFilter::INFO);
+        assert_eq!(c.fetcher, FetcherKind::KernelSpecs);
+        assert_eq!(c.internal_fetchers, vec![FetcherKind::KernelSpecs]);
+        assert!(c.images.is_empty());
+        assert_eq!(
+            c.configmap,
+            ConfigMapRef {
+                namespace: "enterprise-gateway".into(),
+                name: "kernel-images".into(),
+                key: "image-names".into()
+            }
+        );
+        assert!(!c.once);
+    }
+
+    #[test]
+    fn every_bad_variable_is_listed() {
+        let err = Config::from_args(args(&[
+            ("pull-policy", "Bogus"),
+            ("num-pullers", "abc"),
+            ("num-retries", "0"),
+            ("interval", "-5"),
+            ("validate-cert", "maybe"),
+            ("gateway-host", "localhost:8888"),
+            ("cri-endpoint", "npipe://x"),
+            ("container-runtime", "podman"),
+            ("log-level", "LOUD"),
+            ("image-fetcher", "Nope"),
+            ("internal-fetchers", "KernelSpecsFetcher,Other"),
+            ("images", "ok:1, Bad:1,,"),
+            ("default-container-registry", "bad host"),
+            ("cm-name", " "),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = err.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            vec![
+                "KIP_GATEWAY_HOST",
+                "KIP_VALIDATE_CERT",
+                "KIP_INTERVAL",
+                "KIP_NUM_PULLERS",
+                "KIP_NUM_RETRIES",
+                "KIP_PULL_POLICY",
+                "KIP_CRI_ENDPOINT",
+                "KIP_CONTAINER_RUNTIME",
+                "KIP_DEFAULT_CONTAINER_REGISTRY",
+                "KIP_LOG_LEVEL",
+                "KIP_IMAGE_FETCHER",
+                "KIP_INTERNAL_FETCHERS",
+                "KIP_IMAGES",
+                "KIP_CM_NAME",
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("KIP_PULL_POLICY=\"Bogus\": expected IfNotPresent or Always"));
+        assert!(text.contains("KIP_NUM_PULLERS=\"abc\""));
+    }
+
+    #[test]
+    fn bad_image_in_static_list_names_the_entry() {
+        let err =
+            Config::from_args(args(&[("images", "a:1, Bad:1 ,b:2,c@sha256:12")])).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].var, "KIP_IMAGES");
+        assert!(
+            err.0[0].problem.contains("\"Bad:1\""),
+            "{}",
+            err.0[0].problem
+        );
+        assert!(
+            err.0[0].problem.contains("\"c@sha256:12\""),
+            "{}",
+            err.0[0].problem
+        );
+    }
+
+    #[test]
+    fn static_list_is_trimmed_and_empties_dropped() {
+        let c = Config::from_args(args(&[("images", " a:1 ,,b:2, ")])).unwrap();
+        assert_eq!(c.images, vec!["a:1", "b:2"]);
+        let c = Config::from_args(args(&[("images", "")])).unwrap();
+        assert!(c.images.is_empty());
+    }
+
+    #[test]
+    fn log_levels_accept_upstream_names_in_any_case() {
+        for (input, want) in [
+            ("DEBUG", LevelFilter::DEBUG),
+            ("debug", LevelFilter::DEBUG),
+            ("Info", LevelFilter::INFO),
+            ("WARNING", LevelFilter::WARN),
+            ("warning", LevelFilter::WARN),
+            ("ERROR", LevelFilter::ERROR),
+            ("critical", LevelFilter::ERROR),
+        ] {
+            let c = Config::from_args(args(&[("log-level", input)])).unwrap();
+            assert_eq!(c.log_level, want, "{input}");
+        }
+    }
+
+    #[test]
+    fn runtime_detection_from_endpoint() {
+        let cases = [
+            ("unix:///var/run/docker.sock", RuntimeKind::Docker),
+            ("/var/run/docker.sock", RuntimeKind::Docker),
+            (
+                "unix:///run/containerd/containerd.sock",
+                RuntimeKind::Containerd,
+            ),
+            (
+                "unix:///run/k3s/containerd/containerd.sock",
+                RuntimeKind::Containerd,
+            ),
+            ("unix:///var/run/crio/crio.sock", RuntimeKind::Cri),
+            ("unix:///var/run/cri-dockerd.sock", RuntimeKind::Cri),
+            ("tcp://127.0.0.1:2375", RuntimeKind::Cri),
+        ];
+        for (endpoint, want) in cases {
+            let c = Config::from_args(args(&[("cri-endpoint", endpoint)])).unwrap();
+            assert_eq!(c.runtime, want, "{endpoint}");
+        }
+        let c = Config::from_args(args(&[
+            ("cri-endpoint", "unix:///var/run/docker.sock"),
+            ("container-runtime", "cri"),
+        ]))
+        .unwrap();
+        assert_eq!(c.runtime, RuntimeKind::Cri);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("unix:///a/b.sock"),
+            Ok(Endpoint::Unix("/a/b.sock".into()))
+        );
+        assert_eq!(
+            parse_endpoint("/a.sock"),
+            Ok(Endpoint::Unix("/a.sock".into()))
+        );
+        assert_eq!(
+            parse_endpoint("tcp://1.2.3.4:5"),
+            Ok(Endpoint::Tcp("http://1.2.3.4:5".into()))
+        );
+        assert!(parse_endpoint("unix://relative.sock").is_err());
+        assert!(parse_endpoint("tcp://").is_err());
+        assert!(parse_endpoint("").is_err());
+    }
+
+    #[test]
+    fn combined_fetchers_and_token() {
+        let c = Config::from_args(args(&[
+            ("image-fetcher", "CombinedImagesFetcher"),
+            (
+                "internal-fetchers",
+                "KernelSpecsFetcher, StaticListFetcher,KernelSpecsFetcher",
+            ),
+            ("auth-token", "s3cret"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.fetchers_in_use(),
+            vec![FetcherKind::KernelSpecs, FetcherKind::StaticList]
+        );
+        assert_eq!(c.auth_token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let err =
+            Config::from_args(args(&[("internal-fetchers", "CombinedImagesFetcher")])).unwrap_err();
+        assert_eq!(err.0[0].var, "KIP_INTERNAL_FETCHERS");
+    }
+}

@@ -1,0 +1,18 @@
+//! Kernel Image Puller: learns which kernel images a Jupyter Enterprise Gateway needs and pulls
+//! them onto the node ahead of time.
+//!
+//! - [`config`]: `KIP_*` variables and flags, validated once.
+//! - [`source`]: where image names come from (gateway kernelspecs, a static list, a ConfigMap).
+//! - [`plan`]: normalising, de-duplicating and presence checks (pure).
+//! - [`runtime`]: container runtimes behind [`runtime::ImageRuntime`] (Docker, CRI).
+//! - [`puller`]: the pull scheduler (concurrency, retries, timeouts).
+//! - [`agent`]: the loop, once or forever.
+
+pub mod agent;
+pub mod config;
+pub mod plan;
+pub mod puller;
+pub mod runtime;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;

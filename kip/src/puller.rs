@@ -1,0 +1,472 @@
+//! The pull scheduler: bounded concurrency, one pull per image at a time, retries with backoff.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::{StreamExt, stream};
+use kip_shared::ImageRef;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    config::PullPolicy,
+    plan::{Present, to_pull},
+    runtime::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError},
+};
+
+/// How pulls are scheduled.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub policy: PullPolicy,
+    /// Pulls at the same time.
+    pub concurrency: usize,
+    /// Attempts per image and cycle.
+    pub attempts: usize,
+    /// Time one attempt may take.
+    pub attempt_timeout: Duration,
+    /// First delay between attempts (doubled each time, with jitter).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What happened to one image in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageResult {
+    /// Already on the node (IfNotPresent).
+    Present,
+    Pulled {
+        outcome: PullOutcome,
+        elapsed: Duration,
+        attempts: usize,
+    },
+    Failed {
+        error: RuntimeError,
+        attempts: usize,
+    },
+    /// Another pull of the same image was under way.
+    InFlight,
+    /// Shutdown began before or during the pull.
+    Cancelled,
+}
+
+/// The outcome of one cycle, image by image, in the desired order.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    pub results: Vec<(ImageRef, ImageResult)>,
+}
+
+impl CycleReport {
+    pub fn failed(&self) -> impl Iterator<Item = (&ImageRef, &RuntimeError)> {
+        self.results.iter().filter_map(|(r, res)| match res {
+            ImageResult::Failed { error, .. } => Some((r, error)),
+            _ => None,
+        })
+    }
+
+    pub fn count(&self, pred: impl Fn(&ImageResult) -> bool) -> usize {
+        self.results.iter().filter(|(_, r)| pred(r)).count()
+    }
+}
+
+/// Pulls images through one runtime.
+pub struct Puller {
+    runtime: Arc<dyn ImageRuntime>,
+    options: PullOptions,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Removes an image from the in-flight set when its pull ends, however it ends.
+struct InFlightGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.set.lock().expect("in-flight lock").remove(&self.key);
+    }
+}
+
+impl Puller {
+    pub fn new(runtime: Arc<dyn ImageRuntime>, options: PullOptions) -> Self {
+        Self {
+            runtime,
+            options,
+            in_flight: Arc::default(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn ImageRuntime> {
+        &self.runtime
+    }
+
+    /// One cycle over the desired images. Fails only when the runtime cannot list its images
+    /// (IfNotPresent); a failing image never stops the others.
+    pub async fn run_cycle(
+        &self,
+        desired: &[ImageRef],
+        cancel: &CancellationToken,
+    ) -> Result<CycleReport, RuntimeError> {
+        // One list call per cycle, not one call per image.
+        let present = match self.options.policy {
+            PullPolicy::IfNotPresent => Present::from_references(self.runtime.list_images().await?),
+            PullPolicy::Always => Present::default(),
+        };
+        let (pull, have) = to_pull(desired, &present, self.options.policy);
+        let mut results: Vec<(ImageRef, ImageResult)> = have
+            .into_iter()
+            .map(|r| (r.clone(), ImageResult::Present))
+            .collect();
+        let pulled: Vec<(ImageRef, ImageResult)> = stream::iter(pull)
+            .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) })
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
+        results.extend(pulled);
+        let order: Vec<String> = desired.iter().map(ImageRef::key).collect();
+        results.sort_by_key(|(r, _)| order.iter().position(|k| *k == r.key()));
+        Ok(CycleReport { results })
+    }
+
+    async fn pull_one(&self, image: &ImageRef, cancel: &CancellationToken) -> ImageResult {
+        if cancel.is_cancelled() {
+            return ImageResult::Cancelled;
+        }
+        let key = image.key();
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.clone())
+        {
+            return ImageResult::InFlight;
+        }
+        let _guard = InFlightGuard {
+            set: self.in_flight.clone(),
+            key,
+        };
+
+        let runtime = self.runtime.name();
+        let started = Instant::now();
+        let mut attempts = 0usize;
+        let attempt = || {
+            attempts += 1;
+            async {
+                match tokio::time::timeout(self.options.attempt_timeout, self.runtime.pull(image))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(RuntimeError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "attempt took longer than {}s (KIP_PULL_TIMEOUT)",
+                            self.options.attempt_timeout.as_secs()
+                        ),
+                    )),
+                }
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.options.backoff_min)
+            .with_max_delay(self.options.backoff_max)
+            .with_max_times(self.options.attempts.saturating_sub(1))
+            .with_jitter();
+        let retried = attempt
+            .retry(backoff)
+            .when(|e: &RuntimeError| e.kind.is_retryable())
+            .notify(|e: &RuntimeError, delay: Duration| {
+                warn!(image = %image, runtime, error = %e, retry_in_ms = delay.as_millis() as u64, "pull attempt failed");
+            });
+        let result = tokio::select! {
+            r = retried => r,
+            () = cancel.cancelled() => {
+                info!(image = %image, runtime, outcome = "cancelled", "pull abandoned for shutdown");
+                return ImageResult::Cancelled;
+            }
+        };
+        let elapsed = started.elapsed();
+        let duration_ms = elapsed.as_millis() as u64;
+        match result {
+            Ok(outcome) => {
+                info!(
+                    image = %image,
+                    runtime,
+                    outcome = "pulled",
+                    duration_ms,
+                    bytes = outcome.bytes,
+                    image_id = outcome.image_id.as_deref(),
+                    attempts,
+                    "pull finished"
+                );
+                ImageResult::Pulled {
+                    outcome,
+                    elapsed,
+                    attempts,
+                }
+            }
+            Err(error) => {
+                warn!(
+                    image = %image,
+                    runtime,
+                    outcome = "failed",
+                    reason = error.kind.as_str(),
+                    error = %error.message,
+                    duration_ms,
+                    attempts,
+                    "pull finished"
+                );
+                ImageResult::Failed { error, attempts }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashMap,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// A runtime whose pulls follow a per-image script of results.
+    #[derive(Default)]
+    struct FakeRuntime {
+        present: Vec<String>,
+        script: Mutex<HashMap<String, Vec<Result<(), ErrorKind>>>>,
+        pulls: Mutex<Vec<String>>,
+        lists: AtomicUsize,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl ImageRuntime for FakeRuntime {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        async fn version(&self) -> Result<String, RuntimeError> {
+            Ok("fake".into())
+        }
+        async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            Ok(self.present.clone())
+        }
+        async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            self.pulls.lock().unwrap().push(image.to_string());
+            tokio::time::sleep(self.delay).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let next = {
+                let mut script = self.script.lock().unwrap();
+                let steps = script.entry(image.to_string()).or_default();
+                if steps.is_empty() {
+                    Ok(())
+                } else {
+                    steps.remove(0)
+                }
+            };
+            next.map(|()| PullOutcome::default())
+                .map_err(|kind| RuntimeError::new(kind, "scripted"))
+        }
+    }
+
+    fn options(policy: PullPolicy) -> PullOptions {
+        PullOptions {
+            policy,
+            concurrency: 2,
+            attempts: 3,
+            attempt_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+        }
+    }
+
+    fn refs(names: &[&str]) -> Vec<ImageRef> {
+        names.iter().map(|n| ImageRef::parse(n).unwrap()).collect()
+    }
+
+    fn pulls_of(rt: &FakeRuntime, image: &str) -> usize {
+        let full = ImageRef::parse(image).unwrap().to_string();
+        rt.pulls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| **p == full)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn if_not_present_lists_once_and_skips_present() {
+        let rt = Arc::new(FakeRuntime {
+            present: vec!["a:1".into(), "docker.io/library/b:1".into()],
+            ..Default::default()
+        });
+        let p = Puller::new(rt.clone(), options(PullPolicy::IfNotPresent));
+        let report = p
+            .run_cycle(&refs(&["a:1", "b:1", "c:1"]), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(rt.lists.load(Ordering::SeqCst), 1);
+        assert_eq!(*rt.pulls.lock().unwrap(), vec!["docker.io/library/c:1"]);
+        assert_eq!(report.count(|r| *r == ImageResult::Present), 2);
+        assert_eq!(report.results[2].0.to_string(), "docker.io/library/c:1");
+        assert!(matches!(
+            report.results[2].1,
+            ImageResult::Pulled { attempts: 1, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn always_pulls_everything_without_listing() {
+        let rt = Arc::new(FakeRuntime {
+            present: vec!["a:1".into()],
+            ..Default::default()
+        });
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        p.run_cycle(&refs(&["a:1", "b:1"]), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(rt.lists.load(Ordering::SeqCst), 0);
+        assert_eq!(rt.pulls.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_but_not_not_found_or_unauthorized() {
+        let rt = Arc::new(FakeRuntime::default());
+        {
+            let mut s = rt.script.lock().unwrap();
+            s.insert(
+                "docker.io/library/flaky:1".into(),
+                vec![Err(ErrorKind::Unavailable), Err(ErrorKind::Timeout)],
+            );
+            s.insert(
+                "docker.io/library/gone:1".into(),
+                vec![Err(ErrorKind::NotFound)],
+            );
+            s.insert(
+                "docker.io/library/secret:1".into(),
+                vec![Err(ErrorKind::Unauthorized)],
+            );
+            s.insert(
+                "docker.io/library/broken:1".into(),
+                vec![Err(ErrorKind::Other); 5],
+            );
+        }
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let report = p
+            .run_cycle(
+                &refs(&["flaky:1", "gone:1", "secret:1", "broken:1", "fine:1"]),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(pulls_of(&rt, "flaky:1"), 3);
+        assert_eq!(pulls_of(&rt, "gone:1"), 1);
+        assert_eq!(pulls_of(&rt, "secret:1"), 1);
+        assert_eq!(
+            pulls_of(&rt, "broken:1"),
+            3,
+            "KIP_NUM_RETRIES bounds the attempts"
+        );
+        assert_eq!(pulls_of(&rt, "fine:1"), 1);
+        let failed: Vec<(String, ErrorKind)> = report
+            .failed()
+            .map(|(r, e)| (r.to_string(), e.kind))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                ("docker.io/library/gone:1".into(), ErrorKind::NotFound),
+                ("docker.io/library/secret:1".into(), ErrorKind::Unauthorized),
+                ("docker.io/library/broken:1".into(), ErrorKind::Other),
+            ]
+        );
+        assert!(matches!(
+            report.results[0].1,
+            ImageResult::Pulled { attempts: 3, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded() {
+        let rt = Arc::new(FakeRuntime {
+            delay: Duration::from_millis(30),
+            ..Default::default()
+        });
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        p.run_cycle(
+            &refs(&["a:1", "b:1", "c:1", "d:1", "e:1"]),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rt.max_running.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn one_image_is_never_pulled_twice_at_once() {
+        let rt = Arc::new(FakeRuntime {
+            delay: Duration::from_millis(100),
+            ..Default::default()
+        });
+        let p = Arc::new(Puller::new(rt.clone(), options(PullPolicy::Always)));
+        let cancel = CancellationToken::new();
+        let images = refs(&["a:1"]);
+        let (r1, r2) = tokio::join!(p.run_cycle(&images, &cancel), p.run_cycle(&images, &cancel));
+        let results = [&r1.unwrap().results[0].1, &r2.unwrap().results[0].1];
+        assert_eq!(pulls_of(&rt, "a:1"), 1);
+        assert!(results.contains(&&ImageResult::InFlight), "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn attempt_timeout_counts_as_timeout() {
+        let rt = Arc::new(FakeRuntime {
+            delay: Duration::from_millis(200),
+            ..Default::default()
+        });
+        let mut o = options(PullPolicy::Always);
+        o.attempt_timeout = Duration::from_millis(20);
+        o.attempts = 2;
+        let p = Puller::new(rt.clone(), o);
+        let report = p
+            .run_cycle(&refs(&["slow:1"]), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            &report.results[0].1,
+            ImageResult::Failed { error, attempts: 2 } if error.kind == ErrorKind::Timeout
+        ));
+    }
+
+    #[tokio::test]
+    async fn cancellation_abandons_pulls() {
+        let rt = Arc::new(FakeRuntime {
+            delay: Duration::from_secs(30),
+            ..Default::default()
+        });
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        let started = Instant::now();
+        let report = p
+            .run_cycle(&refs(&["a:1", "b:1", "c:1"]), &cancel)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(report.count(|r| *r == ImageResult::Cancelled), 3);
+    }
+}

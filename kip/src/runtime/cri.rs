@@ -1,0 +1,134 @@
+//! CRI ImageService over gRPC (containerd's CRI plugin, CRI-O, cri-dockerd): what `crictl`
+//! does, without the binary.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::{
+    ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
+    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+};
+use kip_shared::ImageRef;
+use tokio::net::UnixStream;
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint as TonicEndpoint, Uri},
+};
+use tower::service_fn;
+
+use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use crate::config::Endpoint;
+
+/// gRPC messages from ListImages can be large on busy nodes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Pulls through the CRI ImageService at the configured socket.
+pub struct CriRuntime {
+    channel: Channel,
+}
+
+impl CriRuntime {
+    /// Builds a lazily connecting channel: the socket is dialled on first use and re-dialled after
+    /// failures, so the agent can start before the runtime.
+    pub fn connect(endpoint: &Endpoint) -> Result<Self, RuntimeError> {
+        let invalid = |e: tonic::transport::Error| {
+            RuntimeError::new(ErrorKind::Other, format!("CRI endpoint {endpoint}: {e}"))
+        };
+        let channel = match endpoint {
+            Endpoint::Unix(path) => {
+                let path: PathBuf = path.clone();
+                TonicEndpoint::try_from("http://[::1]:0")
+                    .map_err(invalid)?
+                    .connect_with_connector_lazy(service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
+                    }))
+            }
+            Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
+                .map_err(invalid)?
+                .connect_lazy(),
+        };
+        Ok(Self { channel })
+    }
+
+    fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn cri_error(status: Status) -> RuntimeError {
+    let kind = match status.code() {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Unauthenticated | Code::PermissionDenied => ErrorKind::Unauthorized,
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        Code::Unavailable => ErrorKind::Unavailable,
+        _ => super::classify(status.message()),
+    };
+    // containerd reports registry failures as Unknown with the registry's words; read them.
+    let kind = match (kind, super::classify(status.message())) {
+        (
+            ErrorKind::Other | ErrorKind::Unavailable,
+            k @ (ErrorKind::NotFound | ErrorKind::Unauthorized),
+        ) => k,
+        (k, _) => k,
+    };
+    RuntimeError::new(kind, status.message().to_owned())
+}
+
+#[async_trait]
+impl ImageRuntime for CriRuntime {
+    fn name(&self) -> &'static str {
+        "cri"
+    }
+
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let v = RuntimeServiceClient::new(self.channel.clone())
+            .version(VersionRequest {
+                version: "v1".to_owned(),
+            })
+            .await
+            .map_err(cri_error)?
+            .into_inner();
+        Ok(format!(
+            "{} {} (CRI {})",
+            v.runtime_name, v.runtime_version, v.runtime_api_version
+        ))
+    }
+
+    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+        let images = self
+            .images()
+            .list_images(ListImagesRequest { filter: None })
+            .await
+            .map_err(cri_error)?
+            .into_inner()
+            .images;
+        Ok(images
+            .into_iter()
+            .flat_map(|i| i.repo_tags.into_iter().chain(i.repo_digests))
+            .collect())
+    }
+
+    async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+        let reply = self
+            .images()
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map_err(cri_error)?
+            .into_inner();
+        Ok(PullOutcome {
+            image_id: Some(reply.image_ref).filter(|r| !r.is_empty()),
+            bytes: None,
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! Container runtimes behind one trait: presence listing and pulling.
+//!
+//! The runtime is chosen once at start ([`connect`]); the pull loop knows only [`ImageRuntime`].
+
+mod cri;
+mod docker;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kip_shared::ImageRef;
+
+pub use self::{cri::CriRuntime, docker::DockerRuntime};
+use crate::config::{Endpoint, RuntimeKind};
+
+/// What a successful pull reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOutcome {
+    /// The runtime's id or digest for the pulled image, when it reports one.
+    pub image_id: Option<String>,
+    /// Bytes downloaded, when the runtime reports them.
+    pub bytes: Option<u64>,
+}
+
+/// How a runtime call failed, which decides whether it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The image or repository does not exist: not retried within a cycle.
+    NotFound,
+    /// The registry refused the credentials (or their absence): not retried within a cycle.
+    Unauthorized,
+    /// The runtime or registry could not be reached.
+    Unavailable,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Other => "error",
+        }
+    }
+
+    /// Whether another attempt in the same cycle may succeed.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, Self::NotFound | Self::Unauthorized)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed runtime call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RuntimeError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RuntimeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// An error whose kind is read from the runtime's message.
+    pub fn classified(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            kind: classify(&message),
+            message,
+        }
+    }
+}
+
+/// Reads an error kind out of a runtime or registry message (Docker, containerd and CRI-O word
+/// them alike, since they share the distribution client code).
+pub fn classify(message: &str) -> ErrorKind {
+    let m = message.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    if any(&[
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "access denied",
+        "denied: ",
+        "401 ",
+        "403 forbidden",
+        "insufficient_scope",
+    ]) {
+        ErrorKind::Unauthorized
+    } else if any(&[
+        "not found",
+        "manifest unknown",
+        "name unknown",
+        "does not exist",
+        "no matching manifest",
+    ]) {
+        ErrorKind::NotFound
+    } else if any(&["deadline exceeded", "timeout", "timed out"]) {
+        ErrorKind::Timeout
+    } else if any(&[
+        "connection refused",
+        "no such host",
+        "connection reset",
+        "broken pipe",
+        "no such file or directory",
+        "transport error",
+        "unavailable",
+        "503 service",
+        "502 bad gateway",
+        "too many requests",
+        "eof",
+    ]) {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Other
+    }
+}
+
+/// A container runtime the agent pulls through.
+#[async_trait]
+pub trait ImageRuntime: Send + Sync {
+    /// Short name for logs and metrics (`docker`, `cri`).
+    fn name(&self) -> &'static str;
+
+    /// The runtime's name and version; proves it answers.
+    async fn version(&self) -> Result<String, RuntimeError>;
+
+    /// Every tag and digest reference of the images on the node, as the runtime words them.
+    async fn list_images(&self) -> Result<Vec<String>, RuntimeError>;
+
+    /// Pulls one image. Dropping the future abandons the pull.
+    async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError>;
+}
+
+/// Builds the runtime client for the configured kind. Nothing is dialled until the first call,
+/// so an agent can start before its runtime.
+pub fn connect(
+    kind: RuntimeKind,
+    endpoint: &Endpoint,
+) -> Result<Arc<dyn ImageRuntime>, RuntimeError> {
+    Ok(match kind {
+        RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint)?),
+        // The native containerd backend is not built yet; containerd's CRI plugin serves the
+        // same images to kubelet.
+        RuntimeKind::Containerd | RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_runtime_messages() {
+        use ErrorKind::*;
+        let table = [
+            // Docker Engine
+            (
+                "manifest for 127.0.0.1:5000/x:1 not found: manifest unknown: manifest unknown",
+                NotFound,
+            ),
+            (
+                "pull access denied for nosuch, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+                Unauthorized,
+            ),
+            (
+                "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
+                Unavailable,
+            ),
+            (
+                "Head \"https://r.example/v2/x/manifests/1\": no basic auth credentials",
+                Unauthorized,
+            ),
+            ("unauthorized: authentication required", Unauthorized),
+            // containerd CRI
+            (
+                "failed to pull and unpack image \"127.0.0.1:5000/x:1\": failed to resolve reference \"127.0.0.1:5000/x:1\": 127.0.0.1:5000/x:1: not found",
+                NotFound,
+            ),
+            (
+                "failed to resolve reference: pulling from host r: 401 Unauthorized",
+                Unauthorized,
+            ),
+            (
+                "failed to do request: Head \"http://127.0.0.1:1/v2/x/manifests/1\": dial tcp 127.0.0.1:1: connect: connection refused",
+                Unavailable,
+            ),
+            ("context deadline exceeded", Timeout),
+            ("transport error", Unavailable),
+            ("something odd", Other),
+        ];
+        for (message, want) in table {
+            assert_eq!(classify(message), want, "{message}");
+        }
+        assert!(!NotFound.is_retryable());
+        assert!(!Unauthorized.is_retryable());
+        assert!(Unavailable.is_retryable());
+        assert!(Timeout.is_retryable());
+        assert!(Other.is_retryable());
+    }
+}

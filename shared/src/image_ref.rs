@@ -423,7 +423,8 @@ mod tests {
     #[test]
     fn rejects_junk_with_a_reason() {
         use ImageRefError as E;
-        let cases: &[(&str, fn(&ImageRefError) -> bool)] = &[
+        type Check = fn(&ImageRefError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| *e == E::Empty),
             (" python", |e| matches!(e, E::Whitespace(_))),
             ("python:3 ", |e| matches!(e, E::Whitespace(_))),

@@ -9,8 +9,10 @@ PKGS=(
   containerd          # containerd 1.6 with the CRI plugin
   docker.io           # Docker Engine (dockerd), started by the test scripts
   skopeo umoci        # build and push test images
+  busybox-static      # static /bin/sh rootfs for the test images' base layer
   time                # /usr/bin/time for peak RSS in benchmarks
   jq curl
+  openssl             # reproducible incompressible data for the test images
 )
 
 missing=()

@@ -1,1 +1,229 @@
-//! End-to-end test helpers.
+//! Helpers for the end-to-end tests: the components `tests/scripts/env-up.sh` started, the
+//! binaries under test, test images, and an upstream-shaped fake gateway.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+/// A variable exported by `tests/scripts/env-up.sh`. When it is missing the test is skipped,
+/// except under `CI=true`, where a missing component is a failure.
+pub fn component(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set: run the tests through tests/run.sh (CI=true forbids skipping)")
+        }
+        _ => {
+            eprintln!("SKIP: {var} is not set; run the tests through tests/run.sh");
+            None
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A workspace binary (`kip`, `gateway`), built next to the test executables.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `kip` with a clean environment plus `env`, and returns its output.
+pub fn run_kip(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary("kip"));
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run kip")
+}
+
+/// stdout and stderr together, for assertions on what the agent printed.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Builds `count` multi-layer images `REGISTRY/PREFIX-<i>:1` (shared base layer) and pushes
+/// them to the test registry; returns their references.
+pub fn push_images(registry: &str, prefix: &str, count: usize) -> Vec<String> {
+    let script = repo_root().join("tests/scripts/build-images.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args([registry, prefix, &count.to_string()])
+        .output()
+        .expect("run build-images.sh");
+    assert!(
+        out.status.success(),
+        "build-images.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Lines of the registry's request log that contain `needle` (e.g. `GET /v2/test/x/blobs/`).
+pub fn registry_requests(needle: &str) -> usize {
+    let log = component("KIP_TEST_REGISTRY_LOG").expect("registry log");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Runs a command and returns stdout, failing the test with its stderr otherwise.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A kernelspec entry as upstream's `GET /api/kernelspecs` serves it.
+pub fn kernelspec_entry(name: &str, config: Value) -> Value {
+    json!({
+        "name": name,
+        "spec": {
+            "argv": ["python", "/usr/local/share/jupyter/kernels/{name}/scripts/launch_kubernetes.py",
+                     "--RemoteProcessProxy.kernel-id", "{kernel_id}"],
+            "env": {},
+            "display_name": format!("{name} on Kubernetes"),
+            "language": "python",
+            "interrupt_mode": "signal",
+            "metadata": {
+                "process_proxy": {
+                    "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+                    "config": config
+                },
+                "debugger": true
+            }
+        },
+        "resources": {"logo-64x64": format!("/kernelspecs/{name}/logo-64x64.png")}
+    })
+}
+
+/// What the fake gateway saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub uri: String,
+    pub authorization: Option<String>,
+    pub if_none_match: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Clone)]
+struct GatewayState {
+    body: Arc<Mutex<Value>>,
+    token: Option<String>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+/// A stand-in for Enterprise Gateway's kernelspec listing: token check as upstream
+/// (`Authorization: token …`, 401 body), a strong ETag, and 304 on `If-None-Match`.
+pub struct FakeGateway {
+    pub url: String,
+    body: Arc<Mutex<Value>>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl FakeGateway {
+    pub async fn start(body: Value, token: Option<&str>) -> Self {
+        let state = GatewayState {
+            body: Arc::new(Mutex::new(body)),
+            token: token.map(str::to_owned),
+            seen: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/api/kernelspecs", get(kernelspecs))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url,
+            body: state.body,
+            seen: state.seen,
+        }
+    }
+
+    pub fn set_body(&self, body: Value) {
+        *self.body.lock().unwrap() = body;
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: HeaderMap) -> Response {
+    let header_str = |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = header_str(header::AUTHORIZATION);
+    let if_none_match = header_str(header::IF_NONE_MATCH);
+    let authorized = match &state.token {
+        None => true,
+        Some(token) => authorization.as_deref() == Some(&format!("token {token}")),
+    };
+    let body = serde_json::to_vec(&*state.body.lock().unwrap()).unwrap();
+    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    let response = if !authorized {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"reason": "Unauthorized", "message": ""}"#.to_owned().into_bytes(),
+        )
+            .into_response()
+    } else if if_none_match.as_deref() == Some(etag.as_str()) {
+        (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, etag)],
+            body,
+        )
+            .into_response()
+    };
+    state.seen.lock().unwrap().push(SeenRequest {
+        uri: uri.to_string(),
+        authorization,
+        if_none_match,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}

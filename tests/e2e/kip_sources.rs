@@ -1,0 +1,210 @@
+//! Image sources against HTTP servers run inside the test: an upstream-shaped gateway listing,
+//! and a fake of the Kubernetes API for the ConfigMap fetcher (no Kubernetes API server can be
+//! installed on the test machines, so the fake checks the request the fetcher sends).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, extract::Path, http::StatusCode, routing::get};
+use e2e::{FakeGateway, kernelspec_entry};
+use kip::{
+    config::{ConfigMapRef, Secret},
+    source::{ConfigMapSource, FetchError, Fetched, ImageSource, KernelSpecsSource},
+};
+use serde_json::{Value, json};
+
+fn listing(specs: &[(&str, Value)]) -> Value {
+    let specs: serde_json::Map<String, Value> = specs
+        .iter()
+        .map(|(name, config)| ((*name).to_owned(), kernelspec_entry(name, config.clone())))
+        .collect();
+    json!({"default": "python_kubernetes", "kernelspecs": specs})
+}
+
+fn source(gateway: &FakeGateway, token: Option<&str>) -> KernelSpecsSource {
+    let token = token.map(|t| {
+        // Secret has no public constructor outside config; go through the CLI parser.
+        let args = <kip::config::Args as clap::Parser>::try_parse_from(["kip", "--auth-token", t]).unwrap();
+        kip::config::Config::from_args(args).unwrap().auth_token.unwrap()
+    });
+    KernelSpecsSource::new(
+        &gateway.url.parse().unwrap(),
+        token.map(|t: Secret| t),
+        false,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+fn images(f: Fetched) -> Vec<(String, String)> {
+    match f {
+        Fetched::Images(c) => c.into_iter().map(|c| (c.image, c.origin)).collect(),
+        Fetched::NotModified => panic!("unexpected NotModified"),
+    }
+}
+
+#[tokio::test]
+async fn kernelspecs_token_in_header_only_and_etag_gives_304() {
+    let gw = FakeGateway::start(
+        listing(&[
+            ("python_kubernetes", json!({"image_name": "elyra/kernel-py:3.2.3"})),
+            (
+                "spark_python_kubernetes",
+                json!({"image_name": "elyra/kernel-spark-py:3.2.3", "executor_image_name": "elyra/kernel-spark-py:3.2.3"}),
+            ),
+        ]),
+        Some("s3cr3t-token"),
+    )
+    .await;
+    let src = source(&gw, Some("s3cr3t-token"));
+
+    let first = images(src.fetch().await.unwrap());
+    assert_eq!(
+        first,
+        vec![
+            (
+                "elyra/kernel-py:3.2.3".to_owned(),
+                "kernelspec \"python_kubernetes\": metadata.process_proxy.config.image_name".to_owned()
+            ),
+            (
+                "elyra/kernel-spark-py:3.2.3".to_owned(),
+                "kernelspec \"spark_python_kubernetes\": metadata.process_proxy.config.image_name".to_owned()
+            ),
+            (
+                "elyra/kernel-spark-py:3.2.3".to_owned(),
+                "kernelspec \"spark_python_kubernetes\": metadata.process_proxy.config.executor_image_name"
+                    .to_owned()
+            ),
+        ]
+    );
+    // Unchanged: a conditional request answered 304.
+    assert_eq!(src.fetch().await.unwrap(), Fetched::NotModified);
+    // Changed: the new list.
+    gw.set_body(listing(&[("r_kubernetes", json!({"image_name": "elyra/kernel-r:3.2.3"}))]));
+    assert_eq!(images(src.fetch().await.unwrap())[0].0, "elyra/kernel-r:3.2.3");
+
+    let seen = gw.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 304, 200]);
+    for r in &seen {
+        assert_eq!(r.uri, "/api/kernelspecs", "token or anything else in the URL");
+        assert_eq!(r.authorization.as_deref(), Some("token s3cr3t-token"));
+    }
+    assert_eq!(seen[0].if_none_match, None);
+    assert!(seen[1].if_none_match.is_some());
+}
+
+#[tokio::test]
+async fn kernelspecs_wrong_token_is_an_error_naming_the_status() {
+    let gw = FakeGateway::start(listing(&[]), Some("right")).await;
+    let err = source(&gw, Some("wrong")).fetch().await.unwrap_err();
+    assert!(matches!(err, FetchError::Status { status: 401, .. }), "{err}");
+    let err = source(&gw, None).fetch().await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+}
+
+#[tokio::test]
+async fn kernelspecs_malformed_body_fails_and_is_fetched_again() {
+    let gw = FakeGateway::start(json!({"not": "a listing"}), None).await;
+    let src = source(&gw, None);
+    let err = src.fetch().await.unwrap_err();
+    assert!(err.to_string().contains("no \"kernelspecs\" object"), "{err}");
+    // The ETag of a bad body is not remembered: the next fetch is unconditional.
+    let _ = src.fetch().await;
+    assert!(gw.requests().iter().all(|r| r.if_none_match.is_none()));
+    // A malformed entry is skipped; the others are read.
+    gw.set_body(json!({"kernelspecs": {
+        "bad": {"name": "bad"},
+        "good": kernelspec_entry("good", json!({"image_name": "a:1"}))
+    }}));
+    assert_eq!(images(src.fetch().await.unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn kernelspecs_unreachable_gateway_is_a_request_error() {
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let src = KernelSpecsSource::new(&url.parse().unwrap(), None, false, Duration::from_secs(2)).unwrap();
+    let err = src.fetch().await.unwrap_err();
+    assert!(matches!(err, FetchError::Request { .. }), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+/// A fake Kubernetes API: serves one ConfigMap and records the paths requested.
+async fn fake_kube(data: Option<Value>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let app = Router::new().route(
+        "/api/v1/namespaces/{ns}/configmaps/{name}",
+        get(move |Path((ns, name)): Path<(String, String)>| {
+            let seen = seen2.clone();
+            let data = data.clone();
+            async move {
+                seen.lock().unwrap().push(format!("{ns}/{name}"));
+                if ns != "enterprise-gateway" || name != "kernel-images" {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": format!("configmaps \"{name}\" not found"), "reason": "NotFound", "code": 404});
+                    return (StatusCode::NOT_FOUND, axum::Json(status));
+                }
+                let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns}});
+                if let Some(data) = data {
+                    cm["data"] = data;
+                }
+                (StatusCode::OK, axum::Json(cm))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn cm_source(url: &str, name: &str, key: &str) -> ConfigMapSource {
+    let config = kube::Config::new(url.parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    ConfigMapSource::with_client(
+        ConfigMapRef {
+            namespace: "enterprise-gateway".into(),
+            name: name.into(),
+            key: key.into(),
+        },
+        client,
+    )
+}
+
+#[tokio::test]
+async fn configmap_yaml_list_under_key() {
+    let (url, seen) = fake_kube(Some(json!({"image-names": "- elyra/kernel-py:3.2.3\n- quay.io/x/y:1\n"}))).await;
+    let got = images(cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap());
+    assert_eq!(
+        got,
+        vec![
+            ("elyra/kernel-py:3.2.3".into(), "ConfigMap enterprise-gateway/kernel-images key image-names".into()),
+            ("quay.io/x/y:1".into(), "ConfigMap enterprise-gateway/kernel-images key image-names".into()),
+        ]
+    );
+    assert_eq!(*seen.lock().unwrap(), vec!["enterprise-gateway/kernel-images"]);
+}
+
+#[tokio::test]
+async fn configmap_errors_name_what_is_wrong() {
+    let (url, _) = fake_kube(Some(json!({"image-names": "just-a-string:1"}))).await;
+    let err = cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap_err().to_string();
+    assert!(err.contains("enterprise-gateway/kernel-images") && err.contains("list"), "{err}");
+
+    let err = cm_source(&url, "kernel-images", "other-key").fetch().await.unwrap_err().to_string();
+    assert!(err.contains("no key \"other-key\" (KIP_CM_KEY_NAME)"), "{err}");
+
+    let err = cm_source(&url, "missing", "image-names").fetch().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 404"), "{err}");
+
+    let (url, _) = fake_kube(None).await;
+    let err = cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap_err().to_string();
+    assert!(err.contains("no key"), "{err}");
+}

@@ -1,5 +1,7 @@
 //! Logging: tracing to stderr, plain or JSON, level from `KIP_LOG_LEVEL` unless `RUST_LOG` is set.
 
+use std::io::IsTerminal;
+
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +14,8 @@ pub fn init(level: LevelFilter, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         LogFormat::Plain => builder.init(),

@@ -26,8 +26,12 @@ fn listing(specs: &[(&str, Value)]) -> Value {
 fn source(gateway: &FakeGateway, token: Option<&str>) -> KernelSpecsSource {
     let token = token.map(|t| {
         // Secret has no public constructor outside config; go through the CLI parser.
-        let args = <kip::config::Args as clap::Parser>::try_parse_from(["kip", "--auth-token", t]).unwrap();
-        kip::config::Config::from_args(args).unwrap().auth_token.unwrap()
+        let args = <kip::config::Args as clap::Parser>::try_parse_from(["kip", "--auth-token", t])
+            .unwrap();
+        kip::config::Config::from_args(args)
+            .unwrap()
+            .auth_token
+            .unwrap()
     });
     KernelSpecsSource::new(
         &gateway.url.parse().unwrap(),
@@ -82,14 +86,26 @@ async fn kernelspecs_token_in_header_only_and_etag_gives_304() {
     // Unchanged: a conditional request answered 304.
     assert_eq!(src.fetch().await.unwrap(), Fetched::NotModified);
     // Changed: the new list.
-    gw.set_body(listing(&[("r_kubernetes", json!({"image_name": "elyra/kernel-r:3.2.3"}))]));
-    assert_eq!(images(src.fetch().await.unwrap())[0].0, "elyra/kernel-r:3.2.3");
+    gw.set_body(listing(&[(
+        "r_kubernetes",
+        json!({"image_name": "elyra/kernel-r:3.2.3"}),
+    )]));
+    assert_eq!(
+        images(src.fetch().await.unwrap())[0].0,
+        "elyra/kernel-r:3.2.3"
+    );
 
     let seen = gw.requests();
     assert_eq!(seen.len(), 3);
-    assert_eq!(seen.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 304, 200]);
+    assert_eq!(
+        seen.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![200, 304, 200]
+    );
     for r in &seen {
-        assert_eq!(r.uri, "/api/kernelspecs", "token or anything else in the URL");
+        assert_eq!(
+            r.uri, "/api/kernelspecs",
+            "token or anything else in the URL"
+        );
         assert_eq!(r.authorization.as_deref(), Some("token s3cr3t-token"));
     }
     assert_eq!(seen[0].if_none_match, None);
@@ -100,7 +116,10 @@ async fn kernelspecs_token_in_header_only_and_etag_gives_304() {
 async fn kernelspecs_wrong_token_is_an_error_naming_the_status() {
     let gw = FakeGateway::start(listing(&[]), Some("right")).await;
     let err = source(&gw, Some("wrong")).fetch().await.unwrap_err();
-    assert!(matches!(err, FetchError::Status { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, FetchError::Status { status: 401, .. }),
+        "{err}"
+    );
     let err = source(&gw, None).fetch().await.unwrap_err();
     assert!(err.to_string().contains("HTTP 401"), "{err}");
 }
@@ -110,7 +129,10 @@ async fn kernelspecs_malformed_body_fails_and_is_fetched_again() {
     let gw = FakeGateway::start(json!({"not": "a listing"}), None).await;
     let src = source(&gw, None);
     let err = src.fetch().await.unwrap_err();
-    assert!(err.to_string().contains("no \"kernelspecs\" object"), "{err}");
+    assert!(
+        err.to_string().contains("no \"kernelspecs\" object"),
+        "{err}"
+    );
     // The ETag of a bad body is not remembered: the next fetch is unconditional.
     let _ = src.fetch().await;
     assert!(gw.requests().iter().all(|r| r.if_none_match.is_none()));
@@ -128,7 +150,8 @@ async fn kernelspecs_unreachable_gateway_is_a_request_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let src = KernelSpecsSource::new(&url.parse().unwrap(), None, false, Duration::from_secs(2)).unwrap();
+    let src =
+        KernelSpecsSource::new(&url.parse().unwrap(), None, false, Duration::from_secs(2)).unwrap();
     let err = src.fetch().await.unwrap_err();
     assert!(matches!(err, FetchError::Request { .. }), "{err}");
     assert!(err.to_string().contains(&url), "{err}");
@@ -180,31 +203,70 @@ fn cm_source(url: &str, name: &str, key: &str) -> ConfigMapSource {
 
 #[tokio::test]
 async fn configmap_yaml_list_under_key() {
-    let (url, seen) = fake_kube(Some(json!({"image-names": "- elyra/kernel-py:3.2.3\n- quay.io/x/y:1\n"}))).await;
-    let got = images(cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap());
+    let (url, seen) = fake_kube(Some(
+        json!({"image-names": "- elyra/kernel-py:3.2.3\n- quay.io/x/y:1\n"}),
+    ))
+    .await;
+    let got = images(
+        cm_source(&url, "kernel-images", "image-names")
+            .fetch()
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         got,
         vec![
-            ("elyra/kernel-py:3.2.3".into(), "ConfigMap enterprise-gateway/kernel-images key image-names".into()),
-            ("quay.io/x/y:1".into(), "ConfigMap enterprise-gateway/kernel-images key image-names".into()),
+            (
+                "elyra/kernel-py:3.2.3".into(),
+                "ConfigMap enterprise-gateway/kernel-images key image-names".into()
+            ),
+            (
+                "quay.io/x/y:1".into(),
+                "ConfigMap enterprise-gateway/kernel-images key image-names".into()
+            ),
         ]
     );
-    assert_eq!(*seen.lock().unwrap(), vec!["enterprise-gateway/kernel-images"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["enterprise-gateway/kernel-images"]
+    );
 }
 
 #[tokio::test]
 async fn configmap_errors_name_what_is_wrong() {
     let (url, _) = fake_kube(Some(json!({"image-names": "just-a-string:1"}))).await;
-    let err = cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap_err().to_string();
-    assert!(err.contains("enterprise-gateway/kernel-images") && err.contains("list"), "{err}");
+    let err = cm_source(&url, "kernel-images", "image-names")
+        .fetch()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("enterprise-gateway/kernel-images") && err.contains("list"),
+        "{err}"
+    );
 
-    let err = cm_source(&url, "kernel-images", "other-key").fetch().await.unwrap_err().to_string();
-    assert!(err.contains("no key \"other-key\" (KIP_CM_KEY_NAME)"), "{err}");
+    let err = cm_source(&url, "kernel-images", "other-key")
+        .fetch()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no key \"other-key\" (KIP_CM_KEY_NAME)"),
+        "{err}"
+    );
 
-    let err = cm_source(&url, "missing", "image-names").fetch().await.unwrap_err().to_string();
+    let err = cm_source(&url, "missing", "image-names")
+        .fetch()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HTTP 404"), "{err}");
 
     let (url, _) = fake_kube(None).await;
-    let err = cm_source(&url, "kernel-images", "image-names").fetch().await.unwrap_err().to_string();
+    let err = cm_source(&url, "kernel-images", "image-names")
+        .fetch()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no key"), "{err}");
 }

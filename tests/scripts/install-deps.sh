@@ -11,7 +11,7 @@ PKGS=(
   skopeo umoci        # build and push test images
   busybox-static      # static /bin/sh rootfs for the test images' base layer
   time                # /usr/bin/time for peak RSS in benchmarks
-  jq curl
+  jq curl bc
   openssl             # reproducible incompressible data for the test images
 )
 

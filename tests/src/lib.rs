@@ -22,7 +22,9 @@ pub fn component(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{var} is not set: run the tests through tests/run.sh (CI=true forbids skipping)")
+            panic!(
+                "{var} is not set: run the tests through tests/run.sh (CI=true forbids skipping)"
+            )
         }
         _ => {
             eprintln!("SKIP: {var} is not set; run the tests through tests/run.sh");
@@ -33,7 +35,10 @@ pub fn component(var: &str) -> Option<String> {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A workspace binary (`kip`, `gateway`), built next to the test executables.
@@ -52,7 +57,9 @@ pub fn binary(name: &str) -> PathBuf {
 /// Runs `kip` with a clean environment plus `env`, and returns its output.
 pub fn run_kip(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(binary("kip"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -103,7 +110,10 @@ pub fn registry_requests(needle: &str) -> usize {
 
 /// Runs a command and returns stdout, failing the test with its stderr otherwise.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}",
@@ -189,7 +199,12 @@ impl FakeGateway {
 }
 
 async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: HeaderMap) -> Response {
-    let header_str = |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header_str = |h| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let authorization = header_str(header::AUTHORIZATION);
     let if_none_match = header_str(header::IF_NONE_MATCH);
     let authorized = match &state.token {
@@ -210,7 +225,10 @@ async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: Heade
     } else {
         (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, etag)],
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::ETAG, etag),
+            ],
             body,
         )
             .into_response()
@@ -225,5 +243,7 @@ async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: Heade
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }

@@ -1,0 +1,115 @@
+//! The `kip` command line: help, configuration errors, exit codes.
+
+use e2e::{output_text, run_kip};
+
+#[test]
+fn help_lists_every_variable_with_defaults() {
+    let out = run_kip(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = output_text(&out);
+    for var in [
+        "KIP_GATEWAY_HOST",
+        "KIP_AUTH_TOKEN",
+        "KIP_VALIDATE_CERT",
+        "KIP_INTERVAL",
+        "KIP_NUM_PULLERS",
+        "KIP_NUM_RETRIES",
+        "KIP_PULL_POLICY",
+        "KIP_CRI_ENDPOINT",
+        "KIP_DEFAULT_CONTAINER_REGISTRY",
+        "KIP_LOG_LEVEL",
+        "KIP_IMAGE_FETCHER",
+        "KIP_INTERNAL_FETCHERS",
+        "KIP_IMAGES",
+        "KIP_CM_NAMESPACE",
+        "KIP_CM_NAME",
+        "KIP_CM_KEY_NAME",
+        "KIP_CONTAINER_RUNTIME",
+    ] {
+        assert!(help.contains(&format!("env: {var}")), "--help lacks {var}");
+    }
+    for default in [
+        "[default: http://localhost:8888]",
+        "[default: 300]",
+        "[default: IfNotPresent]",
+        "[default: unix:///run/containerd/containerd.sock]",
+        "[default: KernelSpecsFetcher]",
+        "[default: auto]",
+    ] {
+        assert!(help.contains(default), "--help lacks {default}");
+    }
+}
+
+#[test]
+fn invalid_values_exit_2_naming_every_variable() {
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_PULL_POLICY", "Bogus"),
+            ("KIP_NUM_PULLERS", "abc"),
+            ("KIP_INTERVAL", "0"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let text = output_text(&out);
+    for var in [
+        "KIP_PULL_POLICY=\"Bogus\"",
+        "KIP_NUM_PULLERS=\"abc\"",
+        "KIP_INTERVAL=\"0\"",
+    ] {
+        assert!(text.contains(var), "{var} not named in: {text}");
+    }
+}
+
+#[test]
+fn single_invalid_values_each_exit_2() {
+    for (var, value) in [
+        ("KIP_PULL_POLICY", "Bogus"),
+        ("KIP_NUM_PULLERS", "abc"),
+        ("KIP_NUM_RETRIES", "-1"),
+        ("KIP_IMAGE_FETCHER", "FancyFetcher"),
+        ("KIP_CONTAINER_RUNTIME", "rkt"),
+        ("KIP_VALIDATE_CERT", "perhaps"),
+        ("KIP_IMAGES", "ok:1,NOT VALID"),
+        ("KIP_LOG_LEVEL", "chatty"),
+        ("KIP_GATEWAY_HOST", "not a url"),
+    ] {
+        let out = run_kip(&["--once"], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        assert!(output_text(&out).contains(var), "{var} not named");
+    }
+}
+
+#[test]
+fn flag_wins_over_variable() {
+    // The variable is invalid, the flag valid: the flag is used, so no configuration error.
+    let out = run_kip(
+        &[
+            "--once",
+            "--pull-policy",
+            "Always",
+            "--image-fetcher",
+            "StaticListFetcher",
+        ],
+        &[
+            ("KIP_PULL_POLICY", "Bogus"),
+            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
+        ],
+    );
+    assert_ne!(out.status.code(), Some(2), "{}", output_text(&out));
+}
+
+#[test]
+fn empty_static_list_pulls_nothing_and_succeeds() {
+    // Upstream queued an empty name here; an empty list is simply nothing to do.
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
+            ("KIP_IMAGES", ""),
+            ("KIP_PULL_POLICY", "Always"),
+            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+}

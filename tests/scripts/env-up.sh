@@ -1,0 +1,482 @@
+#!/usr/bin/env bash
+# Starts a private test environment for kip's end-to-end tests.
+#
+#   tests/scripts/env-up.sh DIR [registry] [containerd] [dockerd]
+#
+# Every component runs in the background with ALL of its state under DIR (which is
+# created; it must not exist yet or be empty), listens only on 127.0.0.1 ports that
+# were free and on unix sockets under DIR, so several environments can run side by
+# side and next to any system daemons. With no component named, all three start.
+#
+#   registry    docker-registry (distribution 2.8), plain HTTP, deletes enabled,
+#               access log of every request in its log file
+#   containerd  containerd 1.6 with the CRI plugin (serves the CRI gRPC services on
+#               the same socket), overlayfs snapshotter if overlay works under DIR
+#   dockerd     dockerd 20.10 on its own socket, with its own containerd
+#
+# On success DIR/env holds `export` lines (source it):
+#   KIP_TEST_DIR, KIP_TEST_COMPONENTS (what came up, space separated),
+#   KIP_TEST_REGISTRY (127.0.0.1:PORT), KIP_TEST_REGISTRY_LOG,
+#   KIP_TEST_CONTAINERD_SOCK, KIP_TEST_CONTAINERD_LOG, KIP_TEST_CONTAINERD_SNAPSHOTTER,
+#   KIP_TEST_DOCKER_SOCK, KIP_TEST_DOCKER_LOG
+# and DIR/<component>.pid the pids (stop everything with env-down.sh DIR).
+#
+# A component that does not come up within KIP_TEST_ENV_TIMEOUT seconds (default 60)
+# is reported with the tail of its log. Under CI=true that is fatal (exit 1, the
+# half-started DIR is left for env-down.sh); otherwise the component is stopped, a
+# warning is printed, and its variables are left out of DIR/env so tests can skip.
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 DIR [registry] [containerd] [dockerd]" >&2
+  exit 2
+}
+
+log() { echo "env-up: $*" >&2; }
+
+(($# >= 1)) || usage
+dir_arg=$1
+shift
+
+# --- which components --------------------------------------------------------------
+want_registry=false want_containerd=false want_dockerd=false
+if (($# == 0)); then
+  set -- registry containerd dockerd
+fi
+for c in "$@"; do
+  case $c in
+    registry) want_registry=true ;;
+    containerd) want_containerd=true ;;
+    dockerd | docker) want_dockerd=true ;;
+    *)
+      echo "env-up: unknown component '$c'" >&2
+      usage
+      ;;
+  esac
+done
+
+timeout_s=${KIP_TEST_ENV_TIMEOUT:-60}
+in_ci=false
+[[ ${CI:-} == true ]] && in_ci=true
+
+# --- DIR -----------------------------------------------------------------------------
+# Paths go into config files and are matched by env-down.sh, so keep them plain.
+if [[ $dir_arg =~ [[:space:]\"\'\\] ]]; then
+  echo "env-up: DIR must not contain whitespace, quotes or backslashes: '$dir_arg'" >&2
+  exit 2
+fi
+if [[ -e $dir_arg && ! -d $dir_arg ]]; then
+  echo "env-up: $dir_arg exists and is not a directory" >&2
+  exit 2
+fi
+if [[ -d $dir_arg ]] && [[ -n $(ls -A "$dir_arg") ]]; then
+  echo "env-up: $dir_arg is not empty (run env-down.sh on it first)" >&2
+  exit 2
+fi
+# The longest unix socket path below is DIR/docker/containerd/containerd.sock.ttrpc;
+# sun_path holds 107 bytes.
+abs=$(realpath -m "$dir_arg")
+if ((${#abs} + 42 > 107)); then
+  echo "env-up: DIR path too long for unix sockets (${#abs} chars, max 65): $abs" >&2
+  exit 2
+fi
+mkdir -p "$dir_arg"
+DIR=$(cd "$dir_arg" && pwd -P)
+if [[ $DIR == / ]]; then
+  echo "env-up: refusing to use / as DIR" >&2
+  exit 2
+fi
+# Marks DIR as ours: env-down.sh only removes directories that carry it.
+echo "kip test environment, created $(date -u +%FT%TZ) by pid $$" >"$DIR/.kip-test-env"
+
+# --- helpers ---------------------------------------------------------------------------
+
+# Prints a TCP port on 127.0.0.1 that nothing uses right now. It is drawn from
+# 20000-32767, below Linux's default ephemeral range, so outgoing connections do not
+# take it before the daemon binds it; bind failures are retried by the callers.
+free_port() {
+  local used port i
+  # Ports in any state (listening or connected), from the "local_address" column
+  # (hex IP:PORT) of /proc/net/tcp{,6}.
+  used=$(
+    cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | while read -r _ local _; do
+      if [[ $local == *:* ]]; then echo $((16#${local##*:})); fi
+    done | sort -un
+  )
+  for ((i = 0; i < 200; i++)); do
+    port=$((20000 + RANDOM % 12768))
+    if ! grep -qx "$port" <<<"$used"; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "env-up: no free port found" >&2
+  return 1
+}
+
+# start NAME LOG CMD...: runs CMD in the background in its own session (so a Ctrl-C
+# or hang-up aimed at the caller does not reach it), with stdin from /dev/null and
+# stdout+stderr appended to LOG; records its pid in DIR/NAME.pid and in $started_pid.
+start() {
+  local name=$1 logf=$2
+  shift 2
+  # The subshell closes every inherited descriptor above 2 (a caller's pipe held open
+  # by a daemon would make that caller wait forever), then execs setsid, which does
+  # not fork here (the background child is not a group leader): $! is the daemon.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      # (The group keeps 2>/dev/null from applying to the rest of the subshell; the
+      # glob's own descriptor is already closed and fails harmlessly.)
+      if ((fd > 2)); then { exec {fd}>&-; } 2>/dev/null || true; fi
+    done
+    exec setsid "$@"
+  ) </dev/null >>"$logf" 2>&1 &
+  started_pid=$!
+  echo "$started_pid" >"$DIR/$name.pid"
+}
+
+# wait_ready NAME PID LOG CMD...: polls CMD (output discarded) every 0.2 s until it
+# succeeds. Fails early if PID exits, or after $timeout_s seconds.
+wait_ready() {
+  local name=$1 pid=$2 logf=$3
+  shift 3
+  local deadline=$((SECONDS + timeout_s))
+  while ((SECONDS < deadline)); do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      failure_reason="$name (pid $pid) exited"
+      return 1
+    fi
+    sleep 0.2
+  done
+  failure_reason="$name did not answer within ${timeout_s}s"
+  return 1
+}
+
+# Stops one pid we started (used when a component is given up outside CI).
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# failed NAME LOG [PID...]: reports a component that did not come up. Fatal under CI.
+failed() {
+  local name=$1 logf=$2
+  shift 2
+  {
+    echo "env-up: ERROR: $name failed to start: ${failure_reason:-unknown reason}"
+    if [[ -f $logf ]]; then
+      echo "env-up: ---- last lines of $logf ----"
+      tail -n 40 "$logf"
+      echo "env-up: ----"
+    fi
+  } >&2
+  if $in_ci; then
+    echo "env-up: CI=true: giving up (run env-down.sh $DIR to clean up)" >&2
+    exit 1
+  fi
+  local pid
+  for pid in "$@"; do
+    stop_pid "$pid"
+  done
+  log "WARNING: continuing without $name"
+}
+
+need() {
+  local bin
+  for bin in "$@"; do
+    if ! command -v "$bin" >/dev/null 2>&1; then
+      failure_reason="'$bin' not found in PATH (run tests/scripts/install-deps.sh)"
+      return 1
+    fi
+  done
+}
+
+need_root() {
+  if ((EUID != 0)); then
+    failure_reason="must run as root"
+    return 1
+  fi
+}
+
+env_lines=()
+components=()
+failure_reason=
+
+# --- registry ------------------------------------------------------------------------
+registry_port=
+start_registry() {
+  local d=$DIR/registry logf=$DIR/registry/registry.log attempt port
+  mkdir -p "$d/data"
+  : >"$logf"
+  need docker-registry curl || return 1
+  # A port can be taken between free_port and the bind: retry with another one.
+  for attempt in 1 2 3; do
+    port=$(free_port) || return 1
+    # Access log (Apache combined format, on stdout) is on by default; spelled out so
+    # nobody turns it off: tests grep it for `"GET /v2/<name>/blobs/sha256:...`.
+    cat >"$d/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $d/data
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+  secret: kip-test-env-secret
+EOF
+    echo "env-up: registry attempt $attempt on 127.0.0.1:$port" >>"$logf"
+    start registry "$logf" docker-registry serve "$d/config.yml"
+    if wait_ready registry "$started_pid" "$logf" \
+      curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://127.0.0.1:$port/v2/"; then
+      registry_port=$port
+      return 0
+    fi
+    stop_pid "$started_pid"
+    grep -q 'address already in use' "$logf" || return 1
+  done
+  return 1
+}
+
+# --- containerd ---------------------------------------------------------------------------
+
+# Overlay is what kip meets on real nodes; it does not work when DIR itself is on
+# overlayfs (docker-in-docker) and some other filesystems. Try a real mount.
+overlay_works() {
+  local t=$DIR/overlay-probe rc=1
+  mkdir -p "$t/lower" "$t/upper" "$t/work" "$t/merged"
+  if mount -t overlay overlay -o "lowerdir=$t/lower,upperdir=$t/upper,workdir=$t/work" \
+    "$t/merged" 2>/dev/null; then
+    umount "$t/merged" && rc=0
+  fi
+  rm -rf "$t"
+  return "$rc"
+}
+
+# write_containerd_config FILE BASE WITH_CRI SNAPSHOTTER: a containerd 1.6 config whose
+# every path is under BASE. Paths a plugin does not take from root/state must be set
+# explicitly (opt plugin, CNI dirs), or they fall back to the system ones.
+write_containerd_config() {
+  local file=$1 base=$2 with_cri=$3 snapshotter=$4 disabled
+  # Snapshotters that cannot work here would only log errors at startup. (The old
+  # io.containerd.runtime.v1.linux must stay: the tasks service, and so CRI, need it.)
+  disabled='"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"'
+  if ! $with_cri; then
+    disabled+=', "io.containerd.grpc.v1.cri"'
+  fi
+  cat >"$file" <<EOF
+version = 2
+root = "$base/root"
+state = "$base/state"
+temp = "$base/tmp"
+disabled_plugins = [$disabled]
+required_plugins = []
+oom_score = 0
+
+[grpc]
+  address = "$base/containerd.sock"
+  tcp_address = ""
+
+[ttrpc]
+  address = "$base/containerd.sock.ttrpc"
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "$base/opt"
+
+  [plugins."io.containerd.snapshotter.v1.overlayfs"]
+    root_path = ""
+
+EOF
+  if $with_cri; then
+    # The CRI plugin keeps its own root and state in <root>/io.containerd.grpc.v1.cri
+    # and <state>/io.containerd.grpc.v1.cri (containerd 1.6 has no key for them).
+    cat >>"$file" <<EOF
+  [plugins."io.containerd.grpc.v1.cri"]
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    enable_selinux = false
+    disable_apparmor = true
+    sandbox_image = "registry.k8s.io/pause:3.6"
+    netns_mounts_under_state_dir = true
+    max_concurrent_downloads = 3
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "$snapshotter"
+      default_runtime_name = "runc"
+      disable_snapshot_annotations = true
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+
+        # runc's state would default to /run/containerd/runc/<namespace>, shared
+        # with every other containerd.
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          Root = "$base/runc"
+
+    # No CNI plugins are installed: pod sandboxes cannot get networking, images can
+    # still be pulled. Empty private dirs keep the system's CNI config out.
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "$base/cni/bin"
+      conf_dir = "$base/cni/net.d"
+
+    # hosts.toml files per registry (\`certs.d/HOST:PORT/hosts.toml\`); env-up writes
+    # one that makes the test registry plain HTTP.
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "$base/certs.d"
+EOF
+  fi
+}
+
+containerd_snapshotter=
+start_containerd() {
+  local d=$DIR/containerd logf=$DIR/containerd/containerd.log
+  mkdir -p "$d/root" "$d/state" "$d/tmp" "$d/opt" "$d/cni/bin" "$d/cni/net.d" "$d/certs.d"
+  : >"$logf"
+  need containerd ctr runc containerd-shim-runc-v2 || return 1
+  need_root || return 1
+  if [[ -n ${KIP_TEST_SNAPSHOTTER:-} ]]; then
+    containerd_snapshotter=$KIP_TEST_SNAPSHOTTER
+  elif overlay_works; then
+    containerd_snapshotter=overlayfs
+  else
+    containerd_snapshotter=native
+    log "WARNING: overlay mounts do not work under $DIR; containerd uses the native snapshotter"
+  fi
+  write_containerd_config "$d/config.toml" "$d" true "$containerd_snapshotter"
+  if [[ -n $registry_port ]]; then
+    write_hosts_toml "$d/certs.d" "127.0.0.1:$registry_port"
+  fi
+  start containerd "$logf" containerd --config "$d/config.toml" --log-level info
+  local pid=$started_pid
+  wait_ready containerd "$pid" "$logf" ctr --address "$d/containerd.sock" version || return 1
+  # containerd keeps running when the CRI plugin fails to load (e.g. no snapshotter),
+  # so check that it did load.
+  if ! ctr --address "$d/containerd.sock" plugins ls 2>/dev/null |
+    awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" && $NF == "ok" { f = 1 } END { exit !f }'; then
+    failure_reason="containerd is up but its CRI plugin did not load (see 'ctr plugins ls')"
+    return 1
+  fi
+}
+
+# write_hosts_toml CERTS_D HOST:PORT: tells containerd's CRI plugin to use plain HTTP.
+write_hosts_toml() {
+  mkdir -p "$1/$2"
+  cat >"$1/$2/hosts.toml" <<EOF
+server = "http://$2"
+
+[host."http://$2"]
+  capabilities = ["pull", "resolve", "push"]
+  skip_verify = true
+EOF
+}
+
+# --- dockerd ---------------------------------------------------------------------------------
+start_dockerd() {
+  local d=$DIR/docker logf=$DIR/docker/docker.log
+  local cd=$DIR/docker/containerd cdlog=$DIR/docker/containerd/containerd.log
+  mkdir -p "$d/data" "$d/exec" "$cd/root" "$cd/state" "$cd/tmp" "$cd/opt"
+  : >"$logf"
+  : >"$cdlog"
+  need dockerd docker containerd ctr runc containerd-shim-runc-v2 || return 1
+  need_root || return 1
+  # dockerd only starts a containerd of its own when /run/containerd/containerd.sock
+  # does not exist; otherwise it would use (and leave containers in) the system one.
+  # So it gets its own containerd, started here, without the CRI plugin.
+  write_containerd_config "$cd/config.toml" "$cd" false overlayfs
+  start docker-containerd "$cdlog" containerd --config "$cd/config.toml" --log-level info
+  docker_containerd_pid=$started_pid
+  if ! wait_ready docker-containerd "$docker_containerd_pid" "$cdlog" \
+    ctr --address "$cd/containerd.sock" version; then
+    failure_reason="dockerd's containerd: $failure_reason"
+    dockerd_log_for_failure=$cdlog
+    return 1
+  fi
+  # Without --config-file dockerd would read /etc/docker/daemon.json; without
+  # "deprecated-key-path" (a daemon.json-only key in 20.10) it would write its
+  # identity key to /etc/docker/key.json.
+  printf '{\n  "deprecated-key-path": "%s"\n}\n' "$d/key.json" >"$d/daemon.json"
+  start dockerd "$logf" dockerd \
+    --config-file "$d/daemon.json" \
+    --host "unix://$d/docker.sock" \
+    --data-root "$d/data" \
+    --exec-root "$d/exec" \
+    --pidfile "$d/docker.pid" \
+    --containerd "$cd/containerd.sock" \
+    --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+    --bridge=none --userland-proxy=false \
+    --log-level info
+  dockerd_pid=$started_pid
+  wait_ready dockerd "$dockerd_pid" "$logf" docker -H "unix://$d/docker.sock" version || return 1
+}
+
+# --- main --------------------------------------------------------------------------------------
+t0=$SECONDS
+env_lines+=("export KIP_TEST_DIR=$DIR")
+
+if $want_registry; then
+  if start_registry; then
+    components+=(registry)
+    env_lines+=("export KIP_TEST_REGISTRY=127.0.0.1:$registry_port"
+      "export KIP_TEST_REGISTRY_LOG=$DIR/registry/registry.log")
+    log "registry up at 127.0.0.1:$registry_port ($((SECONDS - t0))s)"
+  else
+    failed registry "$DIR/registry/registry.log" "$(cat "$DIR/registry.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_containerd; then
+  if start_containerd; then
+    components+=(containerd)
+    env_lines+=("export KIP_TEST_CONTAINERD_SOCK=$DIR/containerd/containerd.sock"
+      "export KIP_TEST_CONTAINERD_LOG=$DIR/containerd/containerd.log"
+      "export KIP_TEST_CONTAINERD_SNAPSHOTTER=$containerd_snapshotter")
+    log "containerd up at $DIR/containerd/containerd.sock, snapshotter $containerd_snapshotter ($((SECONDS - t0))s)"
+  else
+    failed containerd "$DIR/containerd/containerd.log" "$(cat "$DIR/containerd.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_dockerd; then
+  docker_containerd_pid='' dockerd_pid='' dockerd_log_for_failure=$DIR/docker/docker.log
+  if start_dockerd; then
+    components+=(dockerd)
+    env_lines+=("export KIP_TEST_DOCKER_SOCK=$DIR/docker/docker.sock"
+      "export KIP_TEST_DOCKER_LOG=$DIR/docker/docker.log")
+    log "dockerd up at $DIR/docker/docker.sock ($((SECONDS - t0))s)"
+  else
+    # Stop dockerd before its containerd.
+    failed dockerd "$dockerd_log_for_failure" "$dockerd_pid" "$docker_containerd_pid"
+  fi
+fi
+
+env_lines+=("export KIP_TEST_COMPONENTS=\"${components[*]}\"")
+printf '%s\n' "${env_lines[@]}" >"$DIR/env.tmp"
+mv "$DIR/env.tmp" "$DIR/env"
+log "ready in $((SECONDS - t0))s: ${components[*]:-nothing} (source $DIR/env)"

@@ -111,6 +111,9 @@ impl Puller {
         desired: &[ImageRef],
         cancel: &CancellationToken,
     ) -> Result<CycleReport, RuntimeError> {
+        if desired.is_empty() {
+            return Ok(CycleReport::default());
+        }
         // One list call per cycle, not one call per image.
         let present = match self.options.policy {
             PullPolicy::IfNotPresent => Present::from_references(self.runtime.list_images().await?),

@@ -107,7 +107,6 @@ fn empty_static_list_pulls_nothing_and_succeeds() {
         &[
             ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
             ("KIP_IMAGES", ""),
-            ("KIP_PULL_POLICY", "Always"),
             ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
         ],
     );

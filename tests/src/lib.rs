@@ -171,6 +171,12 @@ pub struct FakeGateway {
 
 impl FakeGateway {
     pub async fn start(body: Value, token: Option<&str>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, body, token)
+    }
+
+    /// Serves on a listener the caller bound (e.g. on a port chosen before the gateway is up).
+    pub fn start_on(listener: tokio::net::TcpListener, body: Value, token: Option<&str>) -> Self {
         let state = GatewayState {
             body: Arc::new(Mutex::new(body)),
             token: token.map(str::to_owned),
@@ -179,7 +185,6 @@ impl FakeGateway {
         let app = Router::new()
             .route("/api/kernelspecs", get(kernelspecs))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {

@@ -36,9 +36,11 @@ make_cold() {
   case $1 in
     docker) "${DOCKER[@]}" rmi -f "${REFS[@]}" >/dev/null 2>&1 || true
             "${DOCKER[@]}" image prune -af >/dev/null 2>&1 || true ;;
-    cri)    "${CTR[@]}" images rm --sync "${REFS[@]}" >/dev/null 2>&1 || true
-            # drop any leftover content so both sides download everything
-            "${CTR[@]}" content ls -q 2>/dev/null | xargs -r "${CTR[@]}" content rm >/dev/null 2>&1 || true ;;
+    # The CRI plugin adds its own records (sha256:<id>, name@digest) beside the tag; remove every
+    # record in this private containerd, then any content left, so both sides download everything.
+    cri)    "${CTR[@]}" images ls -q | xargs -r "${CTR[@]}" images rm --sync >/dev/null 2>&1 || true
+            "${CTR[@]}" content ls -q 2>/dev/null | xargs -r "${CTR[@]}" content rm >/dev/null 2>&1 || true
+            if [[ -n $("${CTR[@]}" content ls -q) ]]; then echo "bench: content left after cold step" >&2; exit 1; fi ;;
   esac
 }
 
@@ -47,7 +49,7 @@ run_kip() { # runtime -> "seconds maxrss_kib"
   local out; out=$(mktemp)
   /usr/bin/time -f "%e %M" -o "$out" env -i PATH="$PATH" KIP_CRI_ENDPOINT="unix://$sock" \
     KIP_CONTAINER_RUNTIME="$1" KIP_IMAGE_FETCHER=StaticListFetcher KIP_IMAGES="$LIST" \
-    KIP_NUM_PULLERS="$IMAGES" KIP_LOG_LEVEL=WARNING "$KIP" --once >&2
+    KIP_NUM_PULLERS="$IMAGES" KIP_PULL_POLICY=Always KIP_LOG_LEVEL=WARNING "$KIP" --once >&2
   cat "$out"; rm -f "$out"
 }
 

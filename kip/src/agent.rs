@@ -1,11 +1,19 @@
 //! The agent: fetch the image list, plan, pull; once or forever.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
+    admin::Readiness,
+    metrics::Metrics,
     plan::{self, Desired},
     puller::{CycleReport, ImageResult, Puller},
     runtime::RuntimeError,
@@ -70,15 +78,56 @@ pub struct Agent {
     source: Arc<dyn ImageSource>,
     puller: Puller,
     options: AgentOptions,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    runtime_answered: AtomicBool,
 }
 
 impl Agent {
-    pub fn new(source: Arc<dyn ImageSource>, puller: Puller, options: AgentOptions) -> Self {
+    pub fn new(
+        source: Arc<dyn ImageSource>,
+        puller: Puller,
+        options: AgentOptions,
+        metrics: Arc<Metrics>,
+        ready: Arc<Readiness>,
+    ) -> Self {
         Self {
             source,
             puller,
             options,
+            metrics,
+            ready,
+            runtime_answered: AtomicBool::new(false),
         }
+    }
+
+    /// Reads the image list, counting the outcome.
+    async fn fetch(&self) -> Result<Fetched, FetchError> {
+        let result = self.source.fetch().await;
+        self.metrics.record_fetch(match &result {
+            Ok(Fetched::Images(_)) => "ok",
+            Ok(Fetched::NotModified) => "not_modified",
+            Err(_) => "error",
+        });
+        result
+    }
+
+    /// Asks the runtime for its version until it first answers.
+    async fn check_runtime(&self) -> Result<(), RuntimeError> {
+        if !self.runtime_answered.load(Ordering::Relaxed) {
+            let runtime = self.puller.runtime();
+            let version = runtime.version().await?;
+            info!(runtime = runtime.name(), version, "runtime answered");
+            self.runtime_answered.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn cycle_done(&self, desired: &Desired, report: &CycleReport) {
+        self.metrics
+            .record_cycle(desired.images.len(), report.on_node());
+        self.ready.set_ready();
+        log_cycle(report);
     }
 
     fn resolve(&self, fetched: &[plan::Candidate]) -> Desired {
@@ -97,7 +146,7 @@ impl Agent {
         let mut attempt = 0;
         let candidates = loop {
             attempt += 1;
-            match self.source.fetch().await {
+            match self.fetch().await {
                 Ok(Fetched::Images(candidates)) => break candidates,
                 // No ETag was sent yet, so this only happens with a misbehaving server.
                 Ok(Fetched::NotModified) => break Vec::new(),
@@ -120,7 +169,7 @@ impl Agent {
             "image list read"
         );
         let cycle = self.puller.run_cycle(&desired.images, cancel).await?;
-        log_cycle(&cycle);
+        self.cycle_done(&desired, &cycle);
         Ok(OnceReport { desired, cycle })
     }
 
@@ -162,7 +211,8 @@ impl Agent {
         desired: &mut Option<Desired>,
         cancel: &CancellationToken,
     ) -> Result<(), AgentError> {
-        match self.source.fetch().await {
+        self.check_runtime().await?;
+        match self.fetch().await {
             Ok(Fetched::Images(candidates)) => {
                 let new = self.resolve(&candidates);
                 if desired.as_ref() != Some(&new) {
@@ -187,7 +237,7 @@ impl Agent {
             return Ok(());
         };
         let report = self.puller.run_cycle(&desired.images, cancel).await?;
-        log_cycle(&report);
+        self.cycle_done(desired, &report);
         Ok(())
     }
 }
@@ -303,6 +353,7 @@ mod tests {
                 backoff_min: Duration::from_millis(1),
                 backoff_max: Duration::from_millis(2),
             },
+            Arc::default(),
         );
         let agent = Agent::new(
             source.clone(),
@@ -314,6 +365,8 @@ mod tests {
                 retry_min: Duration::from_millis(5),
                 retry_max: Duration::from_millis(20),
             },
+            Arc::default(),
+            Arc::default(),
         );
         (agent, rt, source)
     }

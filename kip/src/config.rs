@@ -117,6 +117,15 @@ pub struct Args {
     /// Seconds one request for the image list may take.
     #[arg(long, env = "KIP_FETCH_TIMEOUT", default_value = "60")]
     pub fetch_timeout: String,
+
+    /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it. Not served
+    /// with --once.
+    #[arg(long, env = "KIP_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: String,
+
+    /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
+    pub shutdown_grace: String,
 }
 
 /// A secret string that never prints itself.
@@ -238,6 +247,9 @@ pub struct Config {
     pub configmap: ConfigMapRef,
     pub pull_timeout: Duration,
     pub fetch_timeout: Duration,
+    /// `None` when disabled.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    pub shutdown_grace: Duration,
 }
 
 /// One invalid variable.
@@ -414,6 +426,26 @@ impl Config {
             &args.fetch_timeout,
             parse_positive(&args.fetch_timeout).map(Duration::from_secs),
         );
+        let admin_addr = c.check(
+            "KIP_ADMIN_ADDR",
+            &args.admin_addr,
+            match args.admin_addr.trim() {
+                "off" | "" => Ok(None),
+                addr => addr
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| "expected host:port (e.g. 0.0.0.0:9090) or off".to_owned()),
+            },
+        );
+        let shutdown_grace = c.check(
+            "KIP_SHUTDOWN_GRACE",
+            &args.shutdown_grace,
+            args.shutdown_grace
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| "expected a whole number of seconds".to_owned()),
+        );
 
         let (
             Some(gateway_url),
@@ -431,6 +463,8 @@ impl Config {
             Some(images),
             Some(pull_timeout),
             Some(fetch_timeout),
+            Some(admin_addr),
+            Some(shutdown_grace),
             true,
         ) = (
             gateway_url,
@@ -448,6 +482,8 @@ impl Config {
             images,
             pull_timeout,
             fetch_timeout,
+            admin_addr,
+            shutdown_grace,
             c.0.is_empty(),
         )
         else {
@@ -478,6 +514,8 @@ impl Config {
             },
             pull_timeout,
             fetch_timeout,
+            admin_addr,
+            shutdown_grace,
         })
     }
 
@@ -633,6 +671,17 @@ mod tests {
             }
         );
         assert!(!c.once);
+        assert_eq!(c.admin_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        let c = Config::from_args(args(&[("admin-addr", "off")])).unwrap();
+        assert_eq!(c.admin_addr, None);
+        let err = Config::from_args(args(&[
+            ("admin-addr", "localhost"),
+            ("shutdown-grace", "x"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = err.0.iter().map(|e| e.var).collect();
+        assert_eq!(vars, vec!["KIP_ADMIN_ADDR", "KIP_SHUTDOWN_GRACE"]);
     }
 
     #[test]

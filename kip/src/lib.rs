@@ -7,9 +7,12 @@
 //! - [`runtime`]: container runtimes behind [`runtime::ImageRuntime`] (Docker, CRI).
 //! - [`puller`]: the pull scheduler (concurrency, retries, timeouts).
 //! - [`agent`]: the loop, once or forever.
+//! - [`admin`], [`metrics`]: `/livez`, `/readyz` and `/metrics` on the admin address.
 
+pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod metrics;
 pub mod plan;
 pub mod puller;
 pub mod runtime;

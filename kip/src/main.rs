@@ -1,16 +1,18 @@
-//! `kip`: wires configuration, runtime, image source and the pull loop together.
+//! `kip`: wires configuration, runtime, image source, admin endpoint and the pull loop together.
 
-use std::{process::ExitCode, time::Duration};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use kip::{
+    admin::{self, Readiness},
     agent::{Agent, AgentOptions},
     config::{Args, Config},
+    metrics::Metrics,
     puller::{PullOptions, Puller},
     runtime, shutdown, source, telemetry,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let config = match Config::from_args(Args::parse()) {
@@ -46,6 +48,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = shutdown::install().context("installing signal handlers")?;
     let runtime = runtime::connect(config.runtime, &config.endpoint)?;
     let source = source::from_config(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(Readiness::default());
     info!(
         runtime = runtime.name(),
         endpoint = %config.endpoint,
@@ -66,6 +70,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
         },
+        metrics.clone(),
     );
     let agent = Agent::new(
         source,
@@ -77,12 +82,48 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
         },
+        metrics.clone(),
+        ready.clone(),
     );
-    if !config.once {
-        agent.run(&cancel).await;
-        return Ok(ExitCode::SUCCESS);
+    if config.once {
+        return once(&agent, &cancel).await;
     }
-    let report = agent.run_once(&cancel).await?;
+
+    let admin = match config.admin_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("KIP_ADMIN_ADDR={addr}: cannot listen"))?;
+            info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
+            Some(tokio::spawn(admin::serve(
+                listener,
+                admin::router(ready, metrics),
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
+    // The loop stops new pulls and abandons running ones on cancellation; the grace period bounds
+    // how long that may take.
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        () = agent.run(&cancel) => {}
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(grace_s = grace.as_secs(), "shutdown grace expired; exiting");
+        }
+    }
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+    }
+    info!("kip stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn once(
+    agent: &Agent,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let report = agent.run_once(cancel).await?;
     let failures = report.failures();
     if failures.is_empty() {
         info!(

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::PullPolicy,
+    metrics::Metrics,
     plan::{Present, to_pull},
     runtime::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError},
 };
@@ -70,12 +71,18 @@ impl CycleReport {
     pub fn count(&self, pred: impl Fn(&ImageResult) -> bool) -> usize {
         self.results.iter().filter(|(_, r)| pred(r)).count()
     }
+
+    /// Images on the node at the end of the cycle (already present or pulled).
+    pub fn on_node(&self) -> usize {
+        self.count(|r| matches!(r, ImageResult::Present | ImageResult::Pulled { .. }))
+    }
 }
 
 /// Pulls images through one runtime.
 pub struct Puller {
     runtime: Arc<dyn ImageRuntime>,
     options: PullOptions,
+    metrics: Arc<Metrics>,
     in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -92,10 +99,15 @@ impl Drop for InFlightGuard {
 }
 
 impl Puller {
-    pub fn new(runtime: Arc<dyn ImageRuntime>, options: PullOptions) -> Self {
+    pub fn new(
+        runtime: Arc<dyn ImageRuntime>,
+        options: PullOptions,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             runtime,
             options,
+            metrics,
             in_flight: Arc::default(),
         }
     }
@@ -188,10 +200,19 @@ impl Puller {
             r = retried => r,
             () = cancel.cancelled() => {
                 info!(image = %image, runtime, outcome = "cancelled", "pull abandoned for shutdown");
+                self.metrics.record_pull(runtime, "cancelled", started.elapsed(), None);
                 return ImageResult::Cancelled;
             }
         };
         let elapsed = started.elapsed();
+        match &result {
+            Ok(outcome) => self
+                .metrics
+                .record_pull(runtime, "pulled", elapsed, outcome.bytes),
+            Err(error) => self
+                .metrics
+                .record_pull(runtime, error.kind.as_str(), elapsed, None),
+        }
         let duration_ms = elapsed.as_millis() as u64;
         match result {
             Ok(outcome) => {
@@ -314,7 +335,11 @@ mod tests {
             present: vec!["a:1".into(), "docker.io/library/b:1".into()],
             ..Default::default()
         });
-        let p = Puller::new(rt.clone(), options(PullPolicy::IfNotPresent));
+        let p = Puller::new(
+            rt.clone(),
+            options(PullPolicy::IfNotPresent),
+            Arc::default(),
+        );
         let report = p
             .run_cycle(&refs(&["a:1", "b:1", "c:1"]), &CancellationToken::new())
             .await
@@ -335,7 +360,7 @@ mod tests {
             present: vec!["a:1".into()],
             ..Default::default()
         });
-        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
         p.run_cycle(&refs(&["a:1", "b:1"]), &CancellationToken::new())
             .await
             .unwrap();
@@ -365,7 +390,7 @@ mod tests {
                 vec![Err(ErrorKind::Other); 5],
             );
         }
-        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
         let report = p
             .run_cycle(
                 &refs(&["flaky:1", "gone:1", "secret:1", "broken:1", "fine:1"]),
@@ -406,7 +431,7 @@ mod tests {
             delay: Duration::from_millis(30),
             ..Default::default()
         });
-        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
         p.run_cycle(
             &refs(&["a:1", "b:1", "c:1", "d:1", "e:1"]),
             &CancellationToken::new(),
@@ -422,7 +447,11 @@ mod tests {
             delay: Duration::from_millis(100),
             ..Default::default()
         });
-        let p = Arc::new(Puller::new(rt.clone(), options(PullPolicy::Always)));
+        let p = Arc::new(Puller::new(
+            rt.clone(),
+            options(PullPolicy::Always),
+            Arc::default(),
+        ));
         let cancel = CancellationToken::new();
         let images = refs(&["a:1"]);
         let (r1, r2) = tokio::join!(p.run_cycle(&images, &cancel), p.run_cycle(&images, &cancel));
@@ -440,7 +469,7 @@ mod tests {
         let mut o = options(PullPolicy::Always);
         o.attempt_timeout = Duration::from_millis(20);
         o.attempts = 2;
-        let p = Puller::new(rt.clone(), o);
+        let p = Puller::new(rt.clone(), o, Arc::default());
         let report = p
             .run_cycle(&refs(&["slow:1"]), &CancellationToken::new())
             .await
@@ -457,7 +486,7 @@ mod tests {
             delay: Duration::from_secs(30),
             ..Default::default()
         });
-        let p = Puller::new(rt.clone(), options(PullPolicy::Always));
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
         tokio::spawn(async move {

@@ -342,8 +342,9 @@ async fn cri_kernelspec_images_land_on_the_node() {
     kernelspecs_images_land(Rt::Cri).await;
 }
 
-/// The daemon: the gateway is down at start, the agent stays up and retries with backoff, pulls
-/// once the gateway answers, and exits 0 promptly on SIGTERM.
+/// The daemon: the gateway is down at start, the agent stays up (live, not ready) and retries with
+/// backoff, pulls once the gateway answers (then ready, with metrics), and exits 0 promptly on
+/// SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     let rt = Rt::Cri;
@@ -352,17 +353,15 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     };
     let images = push_images(&registry, "test/cri-daemon", 1);
     // Choose the gateway's port, but do not listen yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = e2e::free_port();
+    let admin = format!("127.0.0.1:{}", e2e::free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(e2e::binary("kip"))
         .env_clear()
         .env("KIP_GATEWAY_HOST", format!("http://127.0.0.1:{port}"))
         .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
         .env("KIP_CONTAINER_RUNTIME", "cri")
+        .env("KIP_ADMIN_ADDR", &admin)
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
@@ -371,29 +370,55 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
         child.try_wait().unwrap().is_none(),
         "kip exited while the gateway was down"
     );
+    assert_eq!(
+        e2e::http_get(&admin, "/livez").0,
+        200,
+        "not live while the gateway is down"
+    );
+    assert_eq!(
+        e2e::http_get(&admin, "/readyz").0,
+        503,
+        "ready before any cycle completed"
+    );
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
     let body = json!({"default": "k", "kernelspecs": {"k": kernelspec_entry("k", json!({"image_name": images[0]}))}});
     let _gateway = FakeGateway::start_on(listener, body, None);
-    let mut present = false;
+    let mut ready = false;
     for _ in 0..60 {
-        if rt.has_image(&images[0]) {
-            present = true;
+        if e2e::http_get(&admin, "/readyz").0 == 200 {
+            ready = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(ready, "not ready after the gateway came up:\n{text}");
     assert!(
-        present,
-        "image not pulled after the gateway came up:\n{text}"
+        rt.has_image(&images[0]),
+        "ready but the image is missing:\n{text}"
     );
     assert!(
         text.contains("cycle did not complete"),
         "no retry logged:\n{text}"
     );
+    let (status, metrics) = e2e::http_get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 1",
+        "kip_fetch_total{result=\"error\"}",
+        "kip_fetch_total{result=\"ok\"} 1",
+        "kip_images_desired 1",
+        "kip_images_present 1",
+        "kip_pull_duration_seconds_count{runtime=\"cri\"} 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
+    }
 
     run_ok("kill", &["-TERM", &child.id().to_string()]);
     let started = std::time::Instant::now();

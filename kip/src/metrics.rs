@@ -1,0 +1,198 @@
+//! Prometheus metrics, owned by the application and passed to whoever records them.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PullLabels {
+    pub runtime: String,
+    /// `pulled`, or the failure kind (`not_found`, `unauthorized`, `unavailable`, `timeout`,
+    /// `error`), or `cancelled`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    pub runtime: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// `ok`, `not_modified` or `error`.
+    pub result: String,
+}
+
+/// Every metric the agent exports, under the `kip_` prefix.
+pub struct Metrics {
+    registry: Registry,
+    pulls: Family<PullLabels, Counter>,
+    pull_duration: Family<RuntimeLabels, Histogram>,
+    pulled_bytes: Family<RuntimeLabels, Counter>,
+    images_desired: Gauge,
+    images_present: Gauge,
+    fetches: Family<FetchLabels, Counter>,
+    last_cycle: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kip");
+        let pulls = Family::<PullLabels, Counter>::default();
+        registry.register("pulls", "Image pulls by runtime and result", pulls.clone());
+        // 0.1 s … ~27 min: kernel images take seconds to many minutes.
+        let pull_duration = Family::<RuntimeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.1, 2.0, 15))
+        });
+        registry.register_with_unit(
+            "pull_duration",
+            "Time to pull one image, all attempts included",
+            Unit::Seconds,
+            pull_duration.clone(),
+        );
+        let pulled_bytes = Family::<RuntimeLabels, Counter>::default();
+        registry.register_with_unit(
+            "pulled",
+            "Bytes downloaded by pulls, where the runtime reports them",
+            Unit::Bytes,
+            pulled_bytes.clone(),
+        );
+        let images_desired = Gauge::default();
+        registry.register(
+            "images_desired",
+            "Images the sources name",
+            images_desired.clone(),
+        );
+        let images_present = Gauge::default();
+        registry.register(
+            "images_present",
+            "Desired images present on the node after the last cycle",
+            images_present.clone(),
+        );
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "fetch",
+            "Reads of the image list by result",
+            fetches.clone(),
+        );
+        let last_cycle = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_successful_cycle_timestamp_seconds",
+            "Unix time of the last cycle that completed",
+            last_cycle.clone(),
+        );
+        Self {
+            registry,
+            pulls,
+            pull_duration,
+            pulled_bytes,
+            images_desired,
+            images_present,
+            fetches,
+            last_cycle,
+        }
+    }
+
+    pub fn record_pull(&self, runtime: &str, result: &str, elapsed: Duration, bytes: Option<u64>) {
+        self.pulls
+            .get_or_create(&PullLabels {
+                runtime: runtime.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        let labels = RuntimeLabels {
+            runtime: runtime.to_owned(),
+        };
+        if result == "pulled" {
+            self.pull_duration
+                .get_or_create(&labels)
+                .observe(elapsed.as_secs_f64());
+        }
+        if let Some(bytes) = bytes {
+            self.pulled_bytes.get_or_create(&labels).inc_by(bytes);
+        }
+    }
+
+    pub fn record_fetch(&self, result: &str) {
+        self.fetches
+            .get_or_create(&FetchLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_cycle(&self, desired: usize, present: usize) {
+        self.images_desired.set(desired as i64);
+        self.images_present.set(present as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.last_cycle.set(now);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Current value of `kip_images_present`, for tests and logs.
+    pub fn images_present(&self) -> i64 {
+        self.images_present.get()
+    }
+
+    #[doc(hidden)]
+    pub fn last_cycle_timestamp(&self) -> f64 {
+        f64::from_bits(self.last_cycle.inner().load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_documented_names() {
+        let m = Metrics::new();
+        m.record_pull("cri", "pulled", Duration::from_millis(1500), Some(1024));
+        m.record_pull("cri", "not_found", Duration::from_millis(10), None);
+        m.record_fetch("ok");
+        m.record_fetch("not_modified");
+        m.record_cycle(3, 2);
+        let text = m.encode();
+        for needle in [
+            "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 1",
+            "kip_pulls_total{runtime=\"cri\",result=\"not_found\"} 1",
+            "kip_pull_duration_seconds_count{runtime=\"cri\"} 1",
+            "kip_pulled_bytes_total{runtime=\"cri\"} 1024",
+            "kip_images_desired 3",
+            "kip_images_present 2",
+            "kip_fetch_total{result=\"not_modified\"} 1",
+            "kip_last_successful_cycle_timestamp_seconds ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(m.last_cycle_timestamp() > 1.7e9);
+    }
+}

@@ -7,6 +7,8 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use kip_shared::ImageRef;
+
+use crate::credentials::Keyring;
 use tracing::level_filters::LevelFilter;
 
 /// Command line and environment of the `kip` binary.
@@ -122,6 +124,12 @@ pub struct Args {
     /// with --once.
     #[arg(long, env = "KIP_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: String,
+
+    /// Comma list of registry credential files (`.dockerconfigjson` or `.dockercfg`, as mounted
+    /// from Kubernetes pull secrets). Default: $DOCKER_CONFIG/config.json, then
+    /// ~/.docker/config.json, those that exist.
+    #[arg(long, env = "KIP_DOCKER_CONFIG")]
+    pub docker_config: Option<String>,
 
     /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
@@ -250,6 +258,8 @@ pub struct Config {
     /// `None` when disabled.
     pub admin_addr: Option<std::net::SocketAddr>,
     pub shutdown_grace: Duration,
+    /// Registry credentials from KIP_DOCKER_CONFIG (or the default files).
+    pub keyring: Keyring,
 }
 
 /// One invalid variable.
@@ -446,6 +456,11 @@ impl Config {
                 .map(Duration::from_secs)
                 .map_err(|_| "expected a whole number of seconds".to_owned()),
         );
+        let keyring = c.check(
+            "KIP_DOCKER_CONFIG",
+            args.docker_config.as_deref().unwrap_or_default(),
+            load_keyring(args.docker_config.as_deref()),
+        );
 
         let (
             Some(gateway_url),
@@ -465,6 +480,7 @@ impl Config {
             Some(fetch_timeout),
             Some(admin_addr),
             Some(shutdown_grace),
+            Some(keyring),
             true,
         ) = (
             gateway_url,
@@ -484,6 +500,7 @@ impl Config {
             fetch_timeout,
             admin_addr,
             shutdown_grace,
+            keyring,
             c.0.is_empty(),
         )
         else {
@@ -516,6 +533,7 @@ impl Config {
             fetch_timeout,
             admin_addr,
             shutdown_grace,
+            keyring,
         })
     }
 
@@ -526,6 +544,27 @@ impl Config {
             other => vec![other],
         }
     }
+}
+
+/// Loads the named credential files, or the default ones that exist.
+fn load_keyring(paths: Option<&str>) -> Result<Keyring, String> {
+    let paths: Vec<PathBuf> = match paths.map(str::trim).filter(|p| !p.is_empty()) {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        None => [
+            std::env::var_os("DOCKER_CONFIG").map(|d| PathBuf::from(d).join("config.json")),
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_file())
+        .collect(),
+    };
+    Keyring::load(&paths).map_err(|e| e.to_string())
 }
 
 fn parse_gateway_url(s: &str) -> Result<reqwest::Url, String> {

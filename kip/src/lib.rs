@@ -4,6 +4,7 @@
 //! - [`config`]: `KIP_*` variables and flags, validated once.
 //! - [`source`]: where image names come from (gateway kernelspecs, a static list, a ConfigMap).
 //! - [`plan`]: normalising, de-duplicating and presence checks (pure).
+//! - [`credentials`]: registry credentials from pull secrets, matched like kubelet's keyring.
 //! - [`runtime`]: container runtimes behind [`runtime::ImageRuntime`] (Docker, CRI).
 //! - [`puller`]: the pull scheduler (concurrency, retries, timeouts).
 //! - [`agent`]: the loop, once or forever.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod credentials;
 pub mod metrics;
 pub mod plan;
 pub mod puller;

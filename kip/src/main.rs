@@ -46,7 +46,11 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = shutdown::install().context("installing signal handlers")?;
-    let runtime = runtime::connect(config.runtime, &config.endpoint)?;
+    let runtime = runtime::connect(
+        config.runtime,
+        &config.endpoint,
+        Arc::new(config.keyring.clone()),
+    )?;
     let source = source::from_config(&config)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(Readiness::default());

@@ -46,6 +46,9 @@ done
 # skopeo options common to all copies: no signature policy file needed, plain HTTP
 # (with TLS verification off, containers/image falls back to http://), a few retries.
 SKOPEO_COPY=(skopeo --insecure-policy copy --retry-times 2)
+# KIP_TEST_PUSH_CREDS=user:password pushes to a registry that requires authentication.
+DEST_CREDS=()
+if [[ -n ${KIP_TEST_PUSH_CREDS:-} ]]; then DEST_CREDS=(--dest-creds "$KIP_TEST_PUSH_CREDS"); fi
 
 # --- --retag --------------------------------------------------------------------------------
 if [[ ${1:-} == --retag ]]; then
@@ -165,7 +168,7 @@ log "built $count image(s) in $((SECONDS - t0))s; pushing to $registry (format $
 # --- push -----------------------------------------------------------------------------------------
 push_one() {
   local i=$1
-  "${SKOPEO_COPY[@]}" --format "$format" --dest-tls-verify=false \
+  "${SKOPEO_COPY[@]}" --format "$format" --dest-tls-verify=false "${DEST_CREDS[@]}" \
     --digestfile "$work/digest-$i" \
     "oci:$layout:image-$i" "docker://$registry/$prefix-$i:1" >"$work/push-$i.log" 2>&1
 }

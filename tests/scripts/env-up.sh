@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a private test environment for kip's end-to-end tests.
 #
-#   tests/scripts/env-up.sh DIR [registry] [containerd] [dockerd]
+#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [containerd] [dockerd]
 #
 # Every component runs in the background with ALL of its state under DIR (which is
 # created; it must not exist yet or be empty), listens only on 127.0.0.1 ports that
@@ -28,7 +28,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 DIR [registry] [containerd] [dockerd]" >&2
+  echo "usage: $0 DIR [registry] [registry-auth] [containerd] [dockerd]" >&2
   exit 2
 }
 
@@ -39,13 +39,14 @@ dir_arg=$1
 shift
 
 # --- which components --------------------------------------------------------------
-want_registry=false want_containerd=false want_dockerd=false
+want_registry=false want_registry_auth=false want_containerd=false want_dockerd=false
 if (($# == 0)); then
-  set -- registry containerd dockerd
+  set -- registry registry-auth containerd dockerd
 fi
 for c in "$@"; do
   case $c in
     registry) want_registry=true ;;
+    registry-auth) want_registry_auth=true ;;
     containerd) want_containerd=true ;;
     dockerd | docker) want_dockerd=true ;;
     *)
@@ -212,9 +213,10 @@ components=()
 failure_reason=
 
 # --- registry ------------------------------------------------------------------------
-registry_port=
+# start_registry NAME [AUTH_YAML]: a docker-registry in DIR/NAME; sets started_registry_port.
+started_registry_port=
 start_registry() {
-  local d=$DIR/registry logf=$DIR/registry/registry.log attempt port
+  local name=$1 auth=${2:-} d=$DIR/$1 logf=$DIR/$1/registry.log attempt port
   mkdir -p "$d/data"
   : >"$logf"
   need docker-registry curl || return 1
@@ -241,18 +243,34 @@ storage:
 http:
   addr: 127.0.0.1:$port
   secret: kip-test-env-secret
+$auth
 EOF
-    echo "env-up: registry attempt $attempt on 127.0.0.1:$port" >>"$logf"
-    start registry "$logf" docker-registry serve "$d/config.yml"
-    if wait_ready registry "$started_pid" "$logf" \
-      curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://127.0.0.1:$port/v2/"; then
-      registry_port=$port
+    echo "env-up: $name attempt $attempt on 127.0.0.1:$port" >>"$logf"
+    start "$name" "$logf" docker-registry serve "$d/config.yml"
+    # /v2/ answers 200 (401 with auth on): either way the registry is serving.
+    if wait_ready "$name" "$started_pid" "$logf" \
+      curl -sS --noproxy '*' -o /dev/null --max-time 2 "http://127.0.0.1:$port/v2/"; then
+      started_registry_port=$port
       return 0
     fi
     stop_pid "$started_pid"
     grep -q 'address already in use' "$logf" || return 1
   done
   return 1
+}
+
+# The registry with htpasswd auth: fixed test credentials, with a password whose base64
+# forms hold '+' and '/' (what a client sending standard instead of URL-safe base64 breaks on).
+AUTH_USER=kip
+AUTH_PASSWORD='k1p?>~?>>??>>>/+'
+start_auth_registry() {
+  need htpasswd || return 1
+  mkdir -p "$DIR/registry-auth"
+  htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" >"$DIR/registry-auth/htpasswd" || return 1
+  start_registry registry-auth "auth:
+  htpasswd:
+    realm: kip-test
+    path: $DIR/registry-auth/htpasswd"
 }
 
 # --- containerd ---------------------------------------------------------------------------
@@ -441,13 +459,27 @@ t0=$SECONDS
 env_lines+=("export KIP_TEST_DIR=$DIR")
 
 if $want_registry; then
-  if start_registry; then
+  if start_registry registry; then
+    registry_port=$started_registry_port
     components+=(registry)
     env_lines+=("export KIP_TEST_REGISTRY=127.0.0.1:$registry_port"
       "export KIP_TEST_REGISTRY_LOG=$DIR/registry/registry.log")
     log "registry up at 127.0.0.1:$registry_port ($((SECONDS - t0))s)"
   else
     failed registry "$DIR/registry/registry.log" "$(cat "$DIR/registry.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_registry_auth; then
+  if start_auth_registry; then
+    components+=(registry-auth)
+    env_lines+=("export KIP_TEST_AUTH_REGISTRY=127.0.0.1:$started_registry_port"
+      "export KIP_TEST_AUTH_REGISTRY_LOG=$DIR/registry-auth/registry.log"
+      "export KIP_TEST_AUTH_USER=$AUTH_USER"
+      "export KIP_TEST_AUTH_PASSWORD='$AUTH_PASSWORD'")
+    log "registry with htpasswd auth up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
+  else
+    failed registry-auth "$DIR/registry-auth/registry.log" "$(cat "$DIR/registry-auth.pid" 2>/dev/null || true)"
   fi
 fi
 

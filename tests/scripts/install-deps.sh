@@ -12,6 +12,7 @@ PKGS=(
   busybox-static      # static /bin/sh rootfs for the test images' base layer
   time                # /usr/bin/time for peak RSS in benchmarks
   jq curl bc
+  apache2-utils       # htpasswd for the registry with basic auth
   openssl             # reproducible incompressible data for the test images
 )
 

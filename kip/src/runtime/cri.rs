@@ -1,12 +1,12 @@
 //! CRI ImageService over gRPC (containerd's CRI plugin, CRI-O, cri-dockerd): what `crictl`
 //! does, without the binary.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
+    AuthConfig, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use kip_shared::ImageRef;
@@ -18,7 +18,7 @@ use tonic::{
 use tower::service_fn;
 
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
-use crate::config::Endpoint;
+use crate::{config::Endpoint, credentials::Keyring};
 
 /// gRPC messages from ListImages can be large on busy nodes.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -26,12 +26,13 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Pulls through the CRI ImageService at the configured socket.
 pub struct CriRuntime {
     channel: Channel,
+    keyring: Arc<Keyring>,
 }
 
 impl CriRuntime {
     /// Builds a lazily connecting channel: the socket is dialled on first use and re-dialled after
     /// failures, so the agent can start before the runtime.
-    pub fn connect(endpoint: &Endpoint) -> Result<Self, RuntimeError> {
+    pub fn connect(endpoint: &Endpoint, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
         let invalid = |e: tonic::transport::Error| {
             RuntimeError::new(ErrorKind::Other, format!("CRI endpoint {endpoint}: {e}"))
         };
@@ -51,7 +52,7 @@ impl CriRuntime {
                 .map_err(invalid)?
                 .connect_lazy(),
         };
-        Ok(Self { channel })
+        Ok(Self { channel, keyring })
     }
 
     fn images(&self) -> ImageServiceClient<Channel> {
@@ -120,7 +121,16 @@ impl ImageRuntime for CriRuntime {
                     image: image.to_string(),
                     ..Default::default()
                 }),
-                auth: None,
+                auth: self.keyring.lookup(image).map(|c| AuthConfig {
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                    identity_token: c.identity_token.clone().unwrap_or_default(),
+                    // Left empty: containerd then uses the credential for the hosts this pull
+                    // contacts (for Docker Hub, registry-1.docker.io rather than docker.io);
+                    // a bare host:port here is rejected as an invalid URL.
+                    server_address: String::new(),
+                    ..Default::default()
+                }),
                 sandbox_config: None,
             })
             .await

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use kip_shared::ImageRef;
 
 pub use self::{cri::CriRuntime, docker::DockerRuntime};
-use crate::config::{Endpoint, RuntimeKind};
+use crate::{
+    config::{Endpoint, RuntimeKind},
+    credentials::Keyring,
+};
 
 /// What a successful pull reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,12 +155,15 @@ pub trait ImageRuntime: Send + Sync {
 pub fn connect(
     kind: RuntimeKind,
     endpoint: &Endpoint,
+    keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn ImageRuntime>, RuntimeError> {
     Ok(match kind {
-        RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint)?),
+        RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint, keyring)?),
         // The native containerd backend is not built yet; containerd's CRI plugin serves the
         // same images to kubelet.
-        RuntimeKind::Containerd | RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint)?),
+        RuntimeKind::Containerd | RuntimeKind::Cri => {
+            Arc::new(CriRuntime::connect(endpoint, keyring)?)
+        }
     })
 }
 

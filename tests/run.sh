@@ -15,7 +15,11 @@ echo "== build"
 cargo build --workspace --bins
 
 DIR=$(mktemp -d /tmp/kip-test.XXXXXX)
-cleanup() { bash tests/scripts/env-down.sh "$DIR" || true; }
+# Quiet unless it fails, so the test totals stay the last line of the run.
+cleanup() {
+  local out
+  out=$(bash tests/scripts/env-down.sh "$DIR" 2>&1) || echo "$out" >&2
+}
 trap cleanup EXIT INT TERM
 
 echo "== components in $DIR"
@@ -24,4 +28,12 @@ bash tests/scripts/env-up.sh "$DIR"
 source "$DIR/env"
 
 echo "== tests"
-cargo test --workspace -- "$@"
+# No doc-tests in the workspace; --lib --bins --tests runs every other test target.
+LOG="$DIR/cargo-test.log"
+set +e
+cargo test --workspace --lib --bins --tests -- "$@" 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Response header with which a gateway says that `GET /api/kernelspecs?wait=SECONDS` with
+/// `If-None-Match` is held until the listing changes (or the wait ends with 304).
+pub const WATCH_HEADER: &str = "x-kernelspecs-watch";
+
 /// The metadata stanzas that carry image names, in the order upstream's puller reads them.
 pub const IMAGE_STANZAS: [&str; 2] = ["process_proxy", "kernel_provisioner"];
 /// The keys under `<stanza>.config` that name images.

@@ -109,3 +109,8 @@ imagePullSecrets:
 {{- define "kip.pspRendered" -}}
 {{- if and .Values.kip.podSecurityPolicy.create .Values.global.rbac .Values.kip.serviceAccountName (.Capabilities.APIVersions.Has "policy/v1beta1/PodSecurityPolicy") }}true{{ end -}}
 {{- end -}}
+
+{{/* Service account of the gateway: global.serviceAccountName, else deployment.serviceAccountName. */}}
+{{- define "eg.serviceAccount" -}}
+{{- .Values.global.serviceAccountName | default .Values.deployment.serviceAccountName -}}
+{{- end -}}

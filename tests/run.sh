@@ -25,3 +25,7 @@ source "$DIR/env"
 
 echo "== tests"
 cargo test --workspace -- "$@"
+
+# Offline: renders the Helm chart with Helm's Go SDK, lints it and validates every manifest.
+echo "== chart tests"
+"${KIP_CHART_VENV:-/opt/kip-test/venv}/bin/python" -m pytest -q -p no:cacheprovider tests/chart

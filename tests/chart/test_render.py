@@ -483,3 +483,13 @@ def test_global_service_account_name_takes_precedence():
     assert m.has("ServiceAccount", "team-eg") and not m.has("ServiceAccount", "enterprise-gateway-sa")
     binding = m.get("ClusterRoleBinding", "enterprise-gateway-controller")
     assert binding["subjects"][0]["name"] == "team-eg"
+
+
+def test_large_numbers_render_as_integers():
+    # Helm reads numbers as floats; 10000000 must not become "1e+07".
+    m = render({"kernel": {"cullIdleTimeout": 10000000}, "kip": {"interval": 10000000},
+                "deployment": {"extraEnv": {"EG_MAX_KERNELS": 10000000, "RATIO": 0.5}}})
+    assert env_of(container(m.get("Deployment")))["EG_CULL_IDLE_TIMEOUT"] == "10000000"
+    assert env_of(container(m.get("Deployment")))["EG_MAX_KERNELS"] == "10000000"
+    assert env_of(container(m.get("Deployment")))["RATIO"] == "0.5"
+    assert env_of(container(m.get("DaemonSet")))["KIP_INTERVAL"] == "10000000"

@@ -69,7 +69,7 @@ EVERYTHING = {
         "images": ["python:3.12", "quay.io/org/kernel:1"],
         "configMap": {"namespace": "images", "name": "kernel-images", "key": "image-names"},
         "criSocket": "/run/containerd/containerd.sock",
-        "pullSecrets": ["kernel-registry-key"],
+        "pullSecrets": ["kernel.registry.key"],
         "priorityClassName": "system-node-critical",
         "livenessProbe": {"enabled": True},
         "logFormat": "json",

@@ -14,6 +14,7 @@ PKGS=(
   jq curl bc
   apache2-utils       # htpasswd for the registry with basic auth
   openssl             # reproducible incompressible data for the test images
+  python3-venv        # the chart tests' virtual environment
 )
 
 missing=()
@@ -29,5 +30,17 @@ if ((${#missing[@]})); then
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
+fi
+# Chart tests: Helm's Go SDK (helm-python-sdk renders and lints offline), Kubernetes schemas
+# (kubernetes-validate bundles them), pytest. Versions pinned; reinstalled only when they change.
+CHART_VENV=${KIP_CHART_VENV:-/opt/kip-test/venv}
+CHART_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.3)
+stamp="$CHART_VENV/.kip-packages"
+if [[ ! -x "$CHART_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "${CHART_PKGS[*]}" ]]; then
+  echo "install-deps: chart test environment in $CHART_VENV"
+  mkdir -p "$(dirname "$CHART_VENV")"
+  /usr/bin/python3 -m venv "$CHART_VENV"
+  "$CHART_VENV/bin/pip" install -q "${CHART_PKGS[@]}"
+  echo "${CHART_PKGS[*]}" >"$stamp"
 fi
 echo "install-deps: ok"

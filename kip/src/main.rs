@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = shutdown::install().context("installing signal handlers")?;
-    let runtime = runtime::connect(config.runtime, &config.endpoint)?;
+    let runtime = runtime::connect(config.runtime, &config.endpoint, &config.containerd)?;
     let source = source::from_config(&config)?;
     info!(
         runtime = runtime.name(),

@@ -2,6 +2,7 @@
 //!
 //! The runtime is chosen once at start ([`connect`]); the pull loop knows only [`ImageRuntime`].
 
+mod containerd;
 mod cri;
 mod docker;
 
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kip_shared::ImageRef;
 
-pub use self::{cri::CriRuntime, docker::DockerRuntime};
-use crate::config::{Endpoint, RuntimeKind};
+pub use self::{containerd::ContainerdRuntime, cri::CriRuntime, docker::DockerRuntime};
+use crate::config::{ContainerdConfig, Endpoint, RuntimeKind};
 
 /// What a successful pull reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,7 +135,7 @@ pub fn classify(message: &str) -> ErrorKind {
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {
-    /// Short name for logs and metrics (`docker`, `cri`).
+    /// Short name for logs and metrics (`docker`, `containerd`, `cri`).
     fn name(&self) -> &'static str;
 
     /// The runtime's name and version; proves it answers.
@@ -152,12 +153,12 @@ pub trait ImageRuntime: Send + Sync {
 pub fn connect(
     kind: RuntimeKind,
     endpoint: &Endpoint,
+    containerd: &ContainerdConfig,
 ) -> Result<Arc<dyn ImageRuntime>, RuntimeError> {
     Ok(match kind {
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint)?),
-        // The native containerd backend is not built yet; containerd's CRI plugin serves the
-        // same images to kubelet.
-        RuntimeKind::Containerd | RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint)?),
+        RuntimeKind::Containerd => Arc::new(ContainerdRuntime::connect(endpoint, containerd)?),
+        RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint)?),
     })
 }
 

@@ -352,7 +352,11 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     };
     let images = push_images(&registry, "test/cri-daemon", 1);
     // Choose the gateway's port, but do not listen yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(e2e::binary("kip"))
         .env_clear()
@@ -363,9 +367,14 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
         .spawn()
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert!(child.try_wait().unwrap().is_none(), "kip exited while the gateway was down");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kip exited while the gateway was down"
+    );
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let body = json!({"default": "k", "kernelspecs": {"k": kernelspec_entry("k", json!({"image_name": images[0]}))}});
     let _gateway = FakeGateway::start_on(listener, body, None);
     let mut present = false;
@@ -377,8 +386,14 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     let text = std::fs::read_to_string(log.path()).unwrap();
-    assert!(present, "image not pulled after the gateway came up:\n{text}");
-    assert!(text.contains("cycle did not complete"), "no retry logged:\n{text}");
+    assert!(
+        present,
+        "image not pulled after the gateway came up:\n{text}"
+    );
+    assert!(
+        text.contains("cycle did not complete"),
+        "no retry logged:\n{text}"
+    );
 
     run_ok("kill", &["-TERM", &child.id().to_string()]);
     let started = std::time::Instant::now();
@@ -386,8 +401,16 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed().as_secs() < 10, "kip did not stop within 10 s of SIGTERM");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "kip did not stop within 10 s of SIGTERM"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(log.path()).unwrap());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
 }

@@ -158,6 +158,12 @@ fn is_locked(e: &RuntimeError) -> bool {
     e.message.contains("locked") || e.message.contains("unavailable: ref")
 }
 
+/// Whether a Write failed because the blob got committed meanwhile (by another pull sharing a
+/// layer, or another agent); containerd words this differently on STAT and on COMMIT.
+fn is_exists(e: &RuntimeError) -> bool {
+    e.message.contains("already exists") || e.message.contains("exists")
+}
+
 /// Puts one blob into the content store, downloading through `fetch(range_from)` only what is
 /// missing, and sets `labels` on it.
 pub(crate) async fn ensure_blob<F, Fut>(
@@ -178,6 +184,8 @@ where
             return Ok(Written::Present);
         }
         match write_blob(ctx, digest, size, labels.clone(), &fetch).await {
+            // Committed by someone else: the next round only labels it.
+            Err(e) if is_exists(&e) => {}
             Err(e) if is_locked(&e) => {
                 // Another writer is on it: wait for it to finish (or to give up).
                 tokio::time::sleep(delay).await;
@@ -273,11 +281,12 @@ where
                 ));
             }
         }
-        // Committed by someone else meanwhile: fine, just label it.
-        Err(e) if e.message.contains("already exists") => {
-            ctx.update_content_labels(digest, labels).await?;
+        Err(e) if is_exists(&e) => return Err(e),
+        Err(e) => {
+            // A bad ingest (wrong bytes from an earlier run) would fail every resume: drop it.
+            abort(ctx, &r#ref).await;
+            return Err(e);
         }
-        Err(e) => return Err(e),
     }
     drop(w.tx);
     Ok(if plan == Resume::CommitOnly {
@@ -289,6 +298,25 @@ where
 
 /// Writes a small in-memory document (manifest, index, config).
 pub(crate) async fn ensure_bytes(
+    ctx: &Ctx,
+    digest: &str,
+    bytes: &[u8],
+    labels: HashMap<String, String>,
+) -> Result<(), RuntimeError> {
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match write_bytes(ctx, digest, bytes, labels.clone()).await {
+            Err(e) if is_exists(&e) => {}
+            Err(e) if is_locked(&e) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn write_bytes(
     ctx: &Ctx,
     digest: &str,
     bytes: &[u8],
@@ -314,6 +342,16 @@ pub(crate) async fn ensure_bytes(
             ctx.update_content_labels(digest, labels).await
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Drops an ingest (best effort).
+pub(crate) async fn abort(ctx: &Ctx, r#ref: &str) {
+    let req = ctx.request(containerd_client::services::v1::AbortRequest {
+        r#ref: r#ref.to_owned(),
+    });
+    if let Err(s) = ContentClient::new(ctx.channel.clone()).abort(req).await {
+        tracing::debug!(ingest = r#ref, error = %s.message(), "abort ingest");
     }
 }
 

@@ -20,10 +20,10 @@ use std::{
 
 use async_trait::async_trait;
 use containerd_client::services::v1::{
-    AbortRequest, CreateImageRequest, Image, InfoRequest, ListContentRequest, ListImagesRequest,
-    ListStatusesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest,
-    content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
-    version_client::VersionClient,
+    AbortRequest, AddResourceRequest, CreateImageRequest, Image, InfoRequest, ListContentRequest,
+    ListImagesRequest, ListStatusesRequest, ReadContentRequest, Resource, UpdateImageRequest,
+    UpdateRequest, content_client::ContentClient, images_client::ImagesClient,
+    leases_client::LeasesClient, version_client::VersionClient,
 };
 use futures_util::{StreamExt, future::try_join_all};
 use hyper_util::rt::TokioIo;
@@ -98,7 +98,30 @@ impl Ctx {
         ContentClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
+    /// Adds a resource to the pull's lease, so GC keeps it until the image references it
+    /// (content or snapshots left by an earlier, failed pull are otherwise unreferenced).
+    pub(crate) async fn hold(&self, kind: &str, id: &str) -> Result<(), RuntimeError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let mut plain = self.clone();
+        plain.lease = None;
+        LeasesClient::new(self.channel.clone())
+            .add_resource(plain.request(AddResourceRequest {
+                id: lease.clone(),
+                resource: Some(Resource {
+                    id: id.to_owned(),
+                    r#type: kind.to_owned(),
+                }),
+            }))
+            .await
+            .map_err(|s| grpc_error(&format!("lease {kind} {id}"), s))?;
+        Ok(())
+    }
+
+    /// Whether the blob is in the namespace; held by the lease from now on.
     pub(crate) async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
+        self.hold("content", digest).await?;
         let req = self.request(InfoRequest {
             digest: digest.to_owned(),
         });
@@ -392,20 +415,18 @@ impl ContainerdRuntime {
 
         // The config first: its diff IDs drive the unpack, which runs while layers download.
         let config_desc = &manifest.config;
-        let config_bytes = if ctx.content_exists(&config_desc.digest).await? {
-            ctx.read(&config_desc.digest).await?
-        } else {
+        {
             let _permit = self.downloads.acquire().await.map_err(closed)?;
-            let bytes = self.registry.fetch_small_blob(image, config_desc).await?;
-            ensure_bytes(
+            ensure_blob(
                 ctx,
                 &config_desc.digest,
-                &bytes,
+                config_desc.size,
                 HashMap::from([source_label.clone()]),
+                |from| self.registry.blob(image, &config_desc.digest, from),
             )
             .await?;
-            bytes
-        };
+        }
+        let config_bytes = ctx.read(&config_desc.digest).await?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
             RuntimeError::new(ErrorKind::Other, format!("{image}: image config: {e}"))
         })?;

@@ -464,25 +464,6 @@ impl Registry {
         })
     }
 
-    /// Fetches a small blob (the config) into memory and checks its digest.
-    pub(crate) async fn fetch_small_blob(
-        &self,
-        image: &ImageRef,
-        desc: &Descriptor,
-    ) -> Result<Vec<u8>, RuntimeError> {
-        let what = format!("{image}: blob {}", desc.digest);
-        let resp = self.blob(image, &desc.digest, None).await?;
-        let bytes = Self::read_small(resp, &what).await?;
-        let digest = sha256_digest(&bytes);
-        if digest != desc.digest {
-            return Err(RuntimeError::new(
-                ErrorKind::Other,
-                format!("{what}: content has digest {digest}"),
-            ));
-        }
-        Ok(bytes)
-    }
-
     /// Starts a blob download, from `range_from` when set. A 206 answer continues there; a 200
     /// answer (the registry ignored the range) starts at 0: check [`reqwest::Response::status`].
     pub(crate) async fn blob(

@@ -58,6 +58,8 @@ fn nonce() -> String {
 
 /// Whether the snapshot `chain_id` exists in the configured snapshotter.
 pub(crate) async fn snapshot_exists(ctx: &Ctx, chain_id: &str) -> Result<bool, RuntimeError> {
+    ctx.hold(&format!("snapshots/{}", ctx.snapshotter), chain_id)
+        .await?;
     let req = ctx.request(StatSnapshotRequest {
         snapshotter: ctx.snapshotter.clone(),
         key: chain_id.to_owned(),

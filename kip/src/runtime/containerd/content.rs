@@ -213,61 +213,71 @@ where
     let plan = resume_plan(stat.offset, size);
     tracing::debug!(digest, offset = stat.offset, size, ?plan, "ingest");
     let mut downloaded = 0u64;
-    if plan != Resume::CommitOnly {
-        let range_from = match plan {
-            Resume::From(n) => Some(n),
-            _ => None,
-        };
-        let resp = fetch(range_from).await?;
-        // 206: the registry continues at range_from; 200: the whole blob, so start over (a WRITE
-        // at offset 0 truncates the ingest, which is what is wanted then).
-        let mut offset = match (range_from, resp.status().as_u16()) {
-            (Some(n), 206) => n as i64,
-            _ => 0,
-        };
-        let mut body = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-        loop {
-            let next = body.next().await;
-            let done = next.is_none();
-            if let Some(chunk) = next {
-                let chunk = chunk.map_err(|e| {
-                    RuntimeError::new(ErrorKind::Unavailable, format!("{what}: download: {e}"))
-                })?;
-                buf.extend_from_slice(&chunk);
-            }
-            if buf.len() >= CHUNK || (done && !buf.is_empty()) {
-                let data = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
-                let n = data.len() as i64;
-                let reply = w.call(write_msg(&r#ref, offset, data)).await?;
-                offset += n;
-                downloaded += n as u64;
-                if reply.offset != offset {
-                    return Err(RuntimeError::new(
-                        ErrorKind::Other,
-                        format!(
-                            "{what}: ingest at offset {} after writing up to {offset}",
-                            reply.offset
-                        ),
-                    ));
+    let mut offset = 0i64;
+    let transfer = async {
+        if plan != Resume::CommitOnly {
+            let range_from = match plan {
+                Resume::From(n) => Some(n),
+                _ => None,
+            };
+            let resp = fetch(range_from).await?;
+            // 206: the registry continues at range_from; 200: the whole blob, so start over (a WRITE
+            // at offset 0 truncates the ingest, which is what is wanted then).
+            offset = match (range_from, resp.status().as_u16()) {
+                (Some(n), 206) => n as i64,
+                _ => 0,
+            };
+            let mut body = resp.bytes_stream();
+            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+            loop {
+                let next = body.next().await;
+                let done = next.is_none();
+                if let Some(chunk) = next {
+                    let chunk = chunk.map_err(|e| {
+                        RuntimeError::new(ErrorKind::Unavailable, format!("{what}: download: {e}"))
+                    })?;
+                    buf.extend_from_slice(&chunk);
                 }
-                if offset > size {
-                    return Err(RuntimeError::new(
-                        ErrorKind::Other,
-                        format!("{what}: registry sent more than the {size} bytes expected"),
-                    ));
+                if buf.len() >= CHUNK || (done && !buf.is_empty()) {
+                    let data = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                    let n = data.len() as i64;
+                    let reply = w.call(write_msg(&r#ref, offset, data)).await?;
+                    offset += n;
+                    downloaded += n as u64;
+                    if reply.offset != offset {
+                        return Err(RuntimeError::new(
+                            ErrorKind::Other,
+                            format!(
+                                "{what}: ingest at offset {} after writing up to {offset}",
+                                reply.offset
+                            ),
+                        ));
+                    }
+                    if offset > size {
+                        return Err(RuntimeError::new(
+                            ErrorKind::Other,
+                            format!("{what}: registry sent more than the {size} bytes expected"),
+                        ));
+                    }
+                }
+                if done {
+                    break;
                 }
             }
-            if done {
-                break;
+            if offset != size {
+                return Err(RuntimeError::new(
+                    ErrorKind::Unavailable,
+                    format!("{what}: download ended at {offset} of {size} bytes"),
+                ));
             }
         }
-        if offset != size {
-            return Err(RuntimeError::new(
-                ErrorKind::Unavailable,
-                format!("{what}: download ended at {offset} of {size} bytes"),
-            ));
+        Ok(())
+    };
+    if let Err(e) = transfer.await {
+        if offset > 0 && offset < size {
+            keep_for_resume(ctx, &r#ref).await;
         }
+        return Err(e);
     }
     match w
         .call(commit_msg(&r#ref, size, digest, labels.clone()))
@@ -289,6 +299,9 @@ where
         }
     }
     drop(w.tx);
+    if matches!(plan, Resume::From(_)) {
+        ctx.delete_lease(&resume_lease(&r#ref)).await;
+    }
     Ok(if plan == Resume::CommitOnly {
         Written::CommittedOnly
     } else {
@@ -342,6 +355,31 @@ async fn write_bytes(
             ctx.update_content_labels(digest, labels).await
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The lease that keeps a partial ingest for the next pull to resume.
+pub(crate) fn resume_lease(r#ref: &str) -> String {
+    format!(
+        "kip-resume-{}",
+        r#ref.trim_start_matches("kip-").replace(':', "-")
+    )
+}
+
+/// Moves a partial ingest under a lease of its own (expiring like the pull leases), so deleting
+/// the failed pull's lease does not let GC remove the bytes already downloaded.
+async fn keep_for_resume(ctx: &Ctx, r#ref: &str) {
+    let id = resume_lease(r#ref);
+    if let Err(e) = ctx.create_lease(&id).await
+        && !e.message.contains("exists")
+    {
+        tracing::debug!(ingest = r#ref, error = %e, "resume lease");
+        return;
+    }
+    let mut keeper = ctx.clone();
+    keeper.lease = Some(id);
+    if let Err(e) = keeper.hold("ingests", r#ref).await {
+        tracing::debug!(ingest = r#ref, error = %e, "resume lease");
     }
 }
 

@@ -119,6 +119,44 @@ impl Ctx {
         Ok(())
     }
 
+    /// Creates a lease that containerd's GC removes after [`LEASE_EXPIRY`].
+    pub(crate) async fn create_lease(&self, id: &str) -> Result<(), RuntimeError> {
+        let labels = HashMap::from([(
+            "containerd.io/gc.expire".to_owned(),
+            rfc3339(unix_now() + LEASE_EXPIRY.as_secs()),
+        )]);
+        let mut plain = self.clone();
+        plain.lease = None;
+        LeasesClient::new(self.channel.clone())
+            .create(
+                plain.request(containerd_client::services::v1::CreateRequest {
+                    id: id.to_owned(),
+                    labels,
+                }),
+            )
+            .await
+            .map_err(|s| grpc_error("create lease", s))?;
+        Ok(())
+    }
+
+    /// Deletes a lease (best effort: it expires anyway).
+    pub(crate) async fn delete_lease(&self, id: &str) {
+        let mut plain = self.clone();
+        plain.lease = None;
+        if let Err(s) = LeasesClient::new(self.channel.clone())
+            .delete(
+                plain.request(containerd_client::services::v1::DeleteRequest {
+                    id: id.to_owned(),
+                    sync: false,
+                }),
+            )
+            .await
+            && s.code() != Code::NotFound
+        {
+            warn!(lease = id, error = %s.message(), "could not delete lease; it expires by itself");
+        }
+    }
+
     /// Whether the blob is in the namespace; held by the lease from now on.
     pub(crate) async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
         self.hold("content", digest).await?;
@@ -207,12 +245,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A lease for one pull. Deleted by [`LeaseGuard::release`], or in the background when the pull
-/// is dropped (timeout, shutdown); its gc.expire label covers an agent that dies.
+/// A lease for one pull, deleted by [`LeaseGuard::release`]. A pull that is dropped (timeout,
+/// shutdown) leaves its lease to expire (gc.expire), which keeps its partial downloads for the
+/// next attempt to resume.
 struct LeaseGuard {
     ctx: Ctx,
     id: String,
-    released: bool,
 }
 
 impl LeaseGuard {
@@ -225,59 +263,15 @@ impl LeaseGuard {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos())
         );
-        let labels = HashMap::from([(
-            "containerd.io/gc.expire".to_owned(),
-            rfc3339(unix_now() + LEASE_EXPIRY.as_secs()),
-        )]);
-        let mut plain = ctx.clone();
-        plain.lease = None;
-        LeasesClient::new(ctx.channel.clone())
-            .create(
-                plain.request(containerd_client::services::v1::CreateRequest {
-                    id: id.clone(),
-                    labels,
-                }),
-            )
-            .await
-            .map_err(|s| grpc_error("create lease", s))?;
+        ctx.create_lease(&id).await?;
         Ok(Self {
-            ctx: plain,
+            ctx: ctx.clone(),
             id,
-            released: false,
         })
     }
 
-    fn delete_request(&self) -> tonic::Request<containerd_client::services::v1::DeleteRequest> {
-        self.ctx
-            .request(containerd_client::services::v1::DeleteRequest {
-                id: self.id.clone(),
-                sync: false,
-            })
-    }
-
-    async fn release(mut self) {
-        self.released = true;
-        if let Err(s) = LeasesClient::new(self.ctx.channel.clone())
-            .delete(self.delete_request())
-            .await
-        {
-            warn!(lease = %self.id, error = %s.message(), "could not delete lease; it expires by itself");
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let mut client = LeasesClient::new(self.ctx.channel.clone());
-            let req = self.delete_request();
-            handle.spawn(async move {
-                let _ = client.delete(req).await;
-            });
-        }
+    async fn release(self) {
+        self.ctx.delete_lease(&self.id).await;
     }
 }
 

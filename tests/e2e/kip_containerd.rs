@@ -327,7 +327,11 @@ fn interrupted_pull_resumes(cd: Cd) {
     let ns = unique(cd, "kipresume");
     let out = kip(
         &["--once"],
-        &with(cd.env(&ns, &[via_proxy.clone()]), "KIP_NUM_RETRIES", "1"),
+        &with(
+            cd.env(&ns, std::slice::from_ref(&via_proxy)),
+            "KIP_NUM_RETRIES",
+            "1",
+        ),
     );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -268,7 +268,7 @@ impl Registry {
     fn base_url(&self, image: &ImageRef) -> String {
         let host = Self::api_host(image.registry());
         let lower = host.to_ascii_lowercase();
-        let scheme = if is_loopback(host) || self.insecure.iter().any(|h| *h == lower) {
+        let scheme = if is_loopback(host) || self.insecure.contains(&lower) {
             "http"
         } else {
             "https"

@@ -189,7 +189,9 @@ fn policies(rt: Rt) {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(rt.has_image(&images[0]));
     let (blobs, manifests) = (blob_gets(), manifest_requests());
-    assert!(blobs >= 3, "first pull fetched {blobs} blobs of {repo}");
+    // Config and the image's own data layer at least: the shared base layer may already be in
+    // the runtime's content store from images other tests pulled.
+    assert!(blobs >= 2, "first pull fetched {blobs} blobs of {repo}");
 
     // IfNotPresent: the image is on the node, so the registry hears nothing about it.
     let out = kip(&["--once"], &rt.kip_env(&images));

@@ -50,6 +50,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         config.runtime,
         &config.endpoint,
         Arc::new(config.keyring.clone()),
+        &config.containerd,
     )?;
     let source = source::from_config(&config)?;
     let metrics = Arc::new(Metrics::new());

@@ -2,6 +2,7 @@
 //!
 //! The runtime is chosen once at start ([`connect`]); the pull loop knows only [`ImageRuntime`].
 
+mod containerd;
 mod cri;
 mod docker;
 
@@ -10,9 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kip_shared::ImageRef;
 
-pub use self::{cri::CriRuntime, docker::DockerRuntime};
+pub use self::{containerd::ContainerdRuntime, cri::CriRuntime, docker::DockerRuntime};
 use crate::{
-    config::{Endpoint, RuntimeKind},
+    config::{ContainerdConfig, Endpoint, RuntimeKind},
     credentials::Keyring,
 };
 
@@ -137,7 +138,7 @@ pub fn classify(message: &str) -> ErrorKind {
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {
-    /// Short name for logs and metrics (`docker`, `cri`).
+    /// Short name for logs and metrics (`docker`, `containerd`, `cri`).
     fn name(&self) -> &'static str;
 
     /// The runtime's name and version; proves it answers.
@@ -156,14 +157,20 @@ pub fn connect(
     kind: RuntimeKind,
     endpoint: &Endpoint,
     keyring: Arc<Keyring>,
+    containerd: &ContainerdConfig,
 ) -> Result<Arc<dyn ImageRuntime>, RuntimeError> {
     Ok(match kind {
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint, keyring)?),
-        // The native containerd backend is not built yet; containerd's CRI plugin serves the
-        // same images to kubelet.
-        RuntimeKind::Containerd | RuntimeKind::Cri => {
-            Arc::new(CriRuntime::connect(endpoint, keyring)?)
+        RuntimeKind::Containerd => {
+            if !keyring.is_empty() {
+                tracing::warn!(
+                    "the containerd backend does not send registry credentials yet; \
+                     private registries need KIP_CONTAINER_RUNTIME=cri"
+                );
+            }
+            Arc::new(ContainerdRuntime::connect(endpoint, containerd)?)
         }
+        RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint, keyring)?),
     })
 }
 

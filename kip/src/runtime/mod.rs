@@ -147,6 +147,18 @@ pub trait ImageRuntime: Send + Sync {
     /// Every tag and digest reference of the images on the node, as the runtime words them.
     async fn list_images(&self) -> Result<Vec<String>, RuntimeError>;
 
+    /// The images on the node, each as the group of its tag and digest references, so that the
+    /// digest a tag points to can be told. Runtimes that cannot group them return one reference
+    /// per group (then no tag is known to point to any digest, and `Always` pulls).
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
+        Ok(self
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|r| vec![r])
+            .collect())
+    }
+
     /// Pulls one image. Dropping the future abandons the pull.
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError>;
 }
@@ -172,6 +184,26 @@ pub fn connect(
         }
         RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint, keyring)?),
     })
+}
+
+/// Resolves tags with a manifest HEAD against their registry (plain HTTP for loopback and the
+/// insecure registries), for `KIP_PULL_POLICY=Always`.
+struct RegistryTagResolver(containerd::registry::Registry);
+
+#[async_trait]
+impl crate::puller::TagResolver for RegistryTagResolver {
+    async fn digest(&self, image: &ImageRef) -> Result<String, RuntimeError> {
+        self.0.head_digest(image).await
+    }
+}
+
+/// The resolver `Always` uses to pull only tags that moved.
+pub fn tag_resolver(
+    insecure_registries: &[String],
+) -> Result<Arc<dyn crate::puller::TagResolver>, RuntimeError> {
+    Ok(Arc::new(RegistryTagResolver(
+        containerd::registry::Registry::new(insecure_registries.to_vec())?,
+    )))
 }
 
 #[cfg(test)]

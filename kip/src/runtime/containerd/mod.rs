@@ -8,7 +8,7 @@
 //! lease. Interrupted downloads stay as ingests and are resumed with HTTP Range next time.
 
 mod content;
-mod registry;
+pub(crate) mod registry;
 mod unpack;
 
 use std::{

@@ -427,6 +427,56 @@ impl Registry {
         })
     }
 
+    /// The digest the reference's tag points to now, from a manifest HEAD: no manifest or blob is
+    /// downloaded, and Docker Hub does not count a HEAD as a pull.
+    pub(crate) async fn head_digest(&self, image: &ImageRef) -> Result<String, RuntimeError> {
+        let what = format!("{image}: manifest HEAD");
+        let url = format!(
+            "{}/manifests/{}",
+            self.base_url(image),
+            image.tag_or_digest()
+        );
+        let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
+        let key = format!("{} {}", image.registry(), image.repository());
+        let mut fetched_token = false;
+        let resp = loop {
+            let mut req = self.http.head(&url).header(header::ACCEPT, &accept);
+            let token = self.tokens.lock().unwrap().get(&key).cloned();
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().await.map_err(|e| unavailable(&what, &e))?;
+            let challenge = (resp.status() == StatusCode::UNAUTHORIZED && !fetched_token)
+                .then(|| {
+                    resp.headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_bearer_challenge)
+                })
+                .flatten();
+            let Some(challenge) = challenge else {
+                break resp;
+            };
+            let token = self.fetch_token(image, &challenge, &what).await?;
+            self.tokens.lock().unwrap().insert(key.clone(), token);
+            fetched_token = true;
+        };
+        if !resp.status().is_success() {
+            return Err(status_error(&what, resp.status(), ""));
+        }
+        resp.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                RuntimeError::new(
+                    ErrorKind::Other,
+                    format!("{what}: no Docker-Content-Digest"),
+                )
+            })
+    }
+
     /// Resolves the reference to the node platform's manifest.
     pub(crate) async fn resolve(&self, image: &ImageRef) -> Result<Resolved, RuntimeError> {
         let top = self.fetch_manifest(image, image.tag_or_digest()).await?;

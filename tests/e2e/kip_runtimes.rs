@@ -694,3 +694,61 @@ async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
         "no watch was held"
     );
 }
+
+/// The registry goes away in the middle of a download and comes back: the agent neither crashes
+/// nor gives up, retries, and the image ends up complete.
+fn registry_down_mid_pull_then_back(rt: Rt) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), rt.socket()) else {
+        return;
+    };
+    let out = Command::new("bash")
+        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
+        .args([
+            registry.as_str(),
+            &format!("test/{}-flaky", rt.name()),
+            "1",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let proxy = e2e::CuttingProxy::start(&registry, 512 * 1024);
+    let via_proxy = format!("{}/{}", proxy.addr, image.split_once('/').unwrap().1);
+    let env = with(
+        rt.kip_env(std::slice::from_ref(&via_proxy)),
+        "KIP_NUM_RETRIES",
+        "6",
+    );
+    let healer = std::thread::spawn(move || {
+        // Back once the first downloads have been cut.
+        let started = std::time::Instant::now();
+        while proxy.cuts() == 0 && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let cuts = proxy.cuts();
+        proxy.heal();
+        (cuts, proxy)
+    });
+    let out = kip(&["--once"], &env);
+    let (cuts, _proxy) = healer.join().unwrap();
+    let text = output_text(&out);
+    assert!(cuts > 0, "the proxy never cut a download:\n{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    rt.assert_complete(&via_proxy);
+}
+
+#[test]
+fn docker_registry_down_mid_pull_then_back() {
+    registry_down_mid_pull_then_back(Rt::Docker);
+}
+
+#[test]
+fn cri_registry_down_mid_pull_then_back() {
+    registry_down_mid_pull_then_back(Rt::Cri);
+}

@@ -6,7 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    AuthConfig, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
+    AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use kip_shared::ImageRef;
@@ -120,6 +120,21 @@ impl ImageRuntime for CriRuntime {
             .into_iter()
             .map(|i| i.repo_tags.into_iter().chain(i.repo_digests).collect())
             .collect())
+    }
+
+    async fn image_fs_path(&self) -> Result<Option<PathBuf>, RuntimeError> {
+        let info = self
+            .images()
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .map_err(cri_error)?
+            .into_inner();
+        Ok(info
+            .image_filesystems
+            .into_iter()
+            .filter_map(|fs| fs.fs_id)
+            .map(|id| PathBuf::from(id.mountpoint))
+            .find(|p| !p.as_os_str().is_empty()))
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {

@@ -135,6 +135,34 @@ pub fn classify(message: &str) -> ErrorKind {
     }
 }
 
+/// Usage of a filesystem, as `df` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub used_bytes: u64,
+    /// Used plus available to unprivileged writers.
+    pub capacity_bytes: u64,
+}
+
+impl FsUsage {
+    pub fn percent(&self) -> f64 {
+        if self.capacity_bytes == 0 {
+            return 0.0;
+        }
+        self.used_bytes as f64 * 100.0 / self.capacity_bytes as f64
+    }
+
+    /// Reads the usage of the filesystem holding `path`.
+    pub fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        let st = rustix::fs::statvfs(path)?;
+        let block = st.f_frsize.max(1);
+        let used = st.f_blocks.saturating_sub(st.f_bfree) * block;
+        Ok(Self {
+            used_bytes: used,
+            capacity_bytes: used + st.f_bavail * block,
+        })
+    }
+}
+
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {
@@ -157,6 +185,12 @@ pub trait ImageRuntime: Send + Sync {
             .into_iter()
             .map(|r| vec![r])
             .collect())
+    }
+
+    /// Where the runtime keeps its images (CRI's image filesystem, Docker's root directory), when
+    /// it says; the agent checks that filesystem's usage before pulling.
+    async fn image_fs_path(&self) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        Ok(None)
     }
 
     /// Pulls one image. Dropping the future abandons the pull.

@@ -4,18 +4,12 @@
 use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use kip_shared::ImageRef;
-use tokio::net::UnixStream;
-use tonic::{
-    Code, Status,
-    transport::{Channel, Endpoint as TonicEndpoint, Uri},
-};
-use tower::service_fn;
+use tonic::{Code, Status, transport::Channel};
 
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{config::Endpoint, credentials::Keyring};
@@ -33,25 +27,7 @@ impl CriRuntime {
     /// Builds a lazily connecting channel: the socket is dialled on first use and re-dialled after
     /// failures, so the agent can start before the runtime.
     pub fn connect(endpoint: &Endpoint, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
-        let invalid = |e: tonic::transport::Error| {
-            RuntimeError::new(ErrorKind::Other, format!("CRI endpoint {endpoint}: {e}"))
-        };
-        let channel = match endpoint {
-            Endpoint::Unix(path) => {
-                let path: PathBuf = path.clone();
-                TonicEndpoint::try_from("http://[::1]:0")
-                    .map_err(invalid)?
-                    .connect_with_connector_lazy(service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                        }
-                    }))
-            }
-            Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
-                .map_err(invalid)?
-                .connect_lazy(),
-        };
+        let channel = super::grpc_channel(endpoint, "CRI")?;
         Ok(Self { channel, keyring })
     }
 

@@ -197,6 +197,35 @@ pub trait ImageRuntime: Send + Sync {
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError>;
 }
 
+/// A lazily connecting gRPC channel to a runtime socket: dialled on first use and re-dialled after
+/// failures, so the agent can start before its runtime. `what` names the API in errors.
+pub(crate) fn grpc_channel(
+    endpoint: &Endpoint,
+    what: &str,
+) -> Result<tonic::transport::Channel, RuntimeError> {
+    use tonic::transport::{Endpoint as TonicEndpoint, Uri};
+    let invalid = |e: tonic::transport::Error| {
+        RuntimeError::new(ErrorKind::Other, format!("{what} endpoint {endpoint}: {e}"))
+    };
+    Ok(match endpoint {
+        Endpoint::Unix(path) => {
+            let path = path.clone();
+            TonicEndpoint::try_from("http://[::1]:0")
+                .map_err(invalid)?
+                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+        }
+        Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
+            .map_err(invalid)?
+            .connect_lazy(),
+    })
+}
+
 /// Builds the runtime client for the configured kind. Nothing is dialled until the first call,
 /// so an agent can start before its runtime.
 pub fn connect(

@@ -791,3 +791,94 @@ fn docker_disk_pressure_skips_pulls() {
 fn cri_disk_pressure_skips_pulls() {
     disk_pressure_skips_pulls(Rt::Cri);
 }
+
+/// A registry with Bearer-token auth, as Docker Hub works: the runtime follows the challenge to
+/// the test token issuer. A `public/` image pulls anonymously; a private one is refused without
+/// credentials (not retried) and pulls with the pull secret.
+fn token_registry(rt: Rt) {
+    let (Some(registry), Some(issuer_log), Some(user), Some(password), Some(_)) = (
+        component("KIP_TEST_TOKEN_REGISTRY"),
+        component("KIP_TEST_TOKEN_ISSUER_LOG"),
+        component("KIP_TEST_AUTH_USER"),
+        component("KIP_TEST_AUTH_PASSWORD"),
+        rt.socket(),
+    ) else {
+        return;
+    };
+    let push = |prefix: &str| {
+        let out = Command::new("bash")
+            .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
+            .args([registry.as_str(), prefix, "1"])
+            .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let public = push(&format!("public/{}-tok", rt.name()));
+    let private = push(&format!("team/{}-tok", rt.name()));
+    let token_requests = || {
+        std::fs::read_to_string(&issuer_log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("GET /token?"))
+            .count()
+    };
+
+    let before = token_requests();
+    let out = kip(&["--once"], &rt.kip_env(std::slice::from_ref(&public)));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    rt.assert_complete(&public);
+    assert!(
+        token_requests() > before,
+        "the pull did not go through the token issuer"
+    );
+
+    let out = kip(&["--once"], &rt.kip_env(std::slice::from_ref(&private)));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{private}: unauthorized"))
+            || text.contains(&format!("{private}: not_found")),
+        "{text}"
+    );
+    assert!(text.contains("after 1 attempt(s)"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("config.json");
+    let auth = base64_encode(format!("{user}:{password}").as_bytes());
+    std::fs::write(
+        &secret,
+        json!({"auths": {registry.as_str(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let out = kip(
+        &["--once"],
+        &with(
+            rt.kip_env(std::slice::from_ref(&private)),
+            "KIP_DOCKER_CONFIG",
+            secret.to_str().unwrap(),
+        ),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    rt.assert_complete(&private);
+    assert!(
+        !text.contains(&password),
+        "the password leaked into the output"
+    );
+}
+
+#[test]
+fn docker_token_registry() {
+    token_registry(Rt::Docker);
+}
+
+#[test]
+fn cri_token_registry() {
+    token_registry(Rt::Cri);
+}

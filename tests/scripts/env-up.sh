@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a private test environment for kip's end-to-end tests.
 #
-#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [containerd] [containerd2] [dockerd]
+#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [registry-token] [containerd] [containerd2] [dockerd]
 #
 # Every component runs in the background with ALL of its state under DIR (which is
 # created; it must not exist yet or be empty), listens only on 127.0.0.1 ports that
@@ -33,10 +33,11 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 DIR [registry] [registry-auth] [containerd] [containerd2] [dockerd]" >&2
+  echo "usage: $0 DIR [registry] [registry-auth] [registry-token] [containerd] [containerd2] [dockerd]" >&2
   exit 2
 }
 
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { echo "env-up: $*" >&2; }
 
 (($# >= 1)) || usage
@@ -44,14 +45,15 @@ dir_arg=$1
 shift
 
 # --- which components --------------------------------------------------------------
-want_registry=false want_registry_auth=false want_containerd=false want_containerd2=false want_dockerd=false
+want_registry=false want_registry_auth=false want_registry_token=false want_containerd=false want_containerd2=false want_dockerd=false
 if (($# == 0)); then
-  set -- registry registry-auth containerd containerd2 dockerd
+  set -- registry registry-auth registry-token containerd containerd2 dockerd
 fi
 for c in "$@"; do
   case $c in
     registry) want_registry=true ;;
     registry-auth) want_registry_auth=true ;;
+    registry-token) want_registry_token=true ;;
     containerd) want_containerd=true ;;
     containerd2) want_containerd2=true ;;
     dockerd | docker) want_dockerd=true ;;
@@ -221,6 +223,7 @@ failure_reason=
 # --- registry ------------------------------------------------------------------------
 # start_registry NAME [AUTH_YAML]: a docker-registry in DIR/NAME; sets started_registry_port.
 started_registry_port=
+registry_port= # the plain registry's port, once it is up
 start_registry() {
   local name=$1 auth=${2:-} d=$DIR/$1 logf=$DIR/$1/registry.log attempt port
   mkdir -p "$d/data"
@@ -277,6 +280,30 @@ start_auth_registry() {
   htpasswd:
     realm: kip-test
     path: $DIR/registry-auth/htpasswd"
+}
+
+# The registry with Bearer-token auth, as Docker Hub works: a challenge names the test token
+# issuer (tests/scripts/token-issuer.py), which signs JWTs with a test key the registry trusts.
+# Anonymous clients get pull tokens for `public/` repositories; the test user gets everything.
+start_token_registry() {
+  local d=$DIR/registry-token port logf
+  need openssl curl || return 1
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kip-test-token-issuer \
+    -keyout "$d/key.pem" -out "$d/cert.pem" >/dev/null 2>&1 || return 1
+  port=$(free_port) || return 1
+  logf=$d/issuer.log
+  start token-issuer "$logf" python3 "$SCRIPT_DIR/token-issuer.py" "$port" "$d/key.pem" \
+    "$d/cert.pem" "$AUTH_USER" "$AUTH_PASSWORD" kip-test-registry kip-test-issuer
+  wait_ready token-issuer "$started_pid" "$logf" \
+    curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://127.0.0.1:$port/token" || return 1
+  token_issuer_port=$port
+  start_registry registry-token "auth:
+  token:
+    realm: http://127.0.0.1:$port/token
+    service: kip-test-registry
+    issuer: kip-test-issuer
+    rootcertbundle: $d/cert.pem"
 }
 
 # --- containerd ---------------------------------------------------------------------------
@@ -589,6 +616,20 @@ if $want_registry_auth; then
     log "registry with htpasswd auth up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
   else
     failed registry-auth "$DIR/registry-auth/registry.log" "$(cat "$DIR/registry-auth.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_registry_token; then
+  if start_token_registry; then
+    components+=(registry-token)
+    env_lines+=("export KIP_TEST_TOKEN_REGISTRY=127.0.0.1:$started_registry_port"
+      "export KIP_TEST_TOKEN_REGISTRY_LOG=$DIR/registry-token/registry.log"
+      "export KIP_TEST_TOKEN_ISSUER_LOG=$DIR/registry-token/issuer.log"
+      "export KIP_TEST_AUTH_USER=$AUTH_USER"
+      "export KIP_TEST_AUTH_PASSWORD='$AUTH_PASSWORD'")
+    log "registry with token auth up at 127.0.0.1:$started_registry_port, issuer at 127.0.0.1:$token_issuer_port ($((SECONDS - t0))s)"
+  else
+    failed registry-token "$DIR/registry-token/registry.log" "$(cat "$DIR/registry-token.pid" 2>/dev/null || true)"
   fi
 fi
 

@@ -11,10 +11,21 @@ pub const IMAGE_STANZAS: [&str; 2] = ["process_proxy", "kernel_provisioner"];
 /// The keys under `<stanza>.config` that name images.
 pub const IMAGE_KEYS: [&str; 2] = ["image_name", "executor_image_name"];
 
+/// Response header by which a gateway advertises that `GET /api/kernelspecs?wait=SECONDS` with
+/// `If-None-Match` is a long poll (held until the listing changes or the wait ends). A gateway
+/// that does not send it (upstream's) answers such a request at once, so clients must not
+/// long-poll it.
+pub const WATCH_HEADER: &str = "x-kernelspecs-watch";
+/// The longest wait, in seconds, a gateway holds a watch request; longer waits are clamped.
+pub const MAX_WATCH_SECONDS: u64 = 300;
+
 /// The content of a `kernel.json` file, as jupyter_client normalises it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelSpec {
+    // Missing fields take jupyter_client's defaults (empty), as upstream serves them.
+    #[serde(default)]
     pub argv: Vec<String>,
+    #[serde(default)]
     pub display_name: String,
     #[serde(default)]
     pub language: String,

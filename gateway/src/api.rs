@@ -86,10 +86,21 @@ fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
         .into_response()
 }
 
-/// Upstream's catch-all: 404 without a token check.
-async fn not_found(State(state): State<AppState>) -> Response {
+/// Upstream's catch-all: 404 without a token check; JSON under the base URL, and outside it the
+/// plain HTML page upstream's web framework answers with.
+async fn not_found(State(state): State<AppState>, uri: Uri) -> Response {
     state.metrics.record_request("other", 404, 0.0);
-    json_error(StatusCode::NOT_FOUND, "")
+    let base = &state.store.options().base_url;
+    if uri.path().starts_with(base.as_str()) || uri.path() == base.trim_end_matches('/') {
+        json_error(StatusCode::NOT_FOUND, "")
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            "<html><title>404: Not Found</title><body>404: Not Found</body></html>",
+        )
+            .into_response()
+    }
 }
 
 /// Counts requests by route pattern and status, and their latency.

@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use bytes::Bytes;
 use kip_shared::kernelspec::{MAX_WATCH_SECONDS, WATCH_HEADER};
 use tokio_util::sync::CancellationToken;
 
@@ -181,14 +182,25 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     })
 }
 
-fn listing_response(listing: &Listing, modified: bool) -> Response {
+/// The first `user` query argument (upstream's `?user=` filter), percent-decoded.
+fn user_param(uri: &Uri) -> Option<String> {
+    uri.query()?;
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+fn listing_response((body, etag): (Bytes, String), modified: bool) -> Response {
     let mut response = if modified {
-        json_response(StatusCode::OK, listing.body.clone())
+        json_response(StatusCode::OK, body)
     } else {
         StatusCode::NOT_MODIFIED.into_response()
     };
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&listing.etag) {
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(WATCH_HEADER, HeaderValue::from_static("1"));
@@ -225,19 +237,22 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Re
         Ok(wait) => wait,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
+    let user = user_param(&uri);
+    let options = state.store.options();
+    let view = |listing: &Listing| listing.for_user(options, user.as_deref());
     let mut rx = state.store.subscribe();
-    let current = rx.borrow_and_update().clone();
+    let current = view(&rx.borrow_and_update().clone());
     let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     else {
-        return listing_response(&current, true);
+        return listing_response(current, true);
     };
-    if !etag_matches(inm, &current.etag) {
-        return listing_response(&current, true);
+    if !etag_matches(inm, &current.1) {
+        return listing_response(current, true);
     }
     let Some(wait) = wait.filter(|w| !w.is_zero()) else {
-        return listing_response(&current, false);
+        return listing_response(current, false);
     };
     let _held = state.metrics.watcher();
     let deadline = tokio::time::sleep(wait);
@@ -248,23 +263,31 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Re
                 if changed.is_err() {
                     break;
                 }
-                let listing = rx.borrow_and_update().clone();
-                if !etag_matches(inm, &listing.etag) {
-                    return listing_response(&listing, true);
+                let listing = view(&rx.borrow_and_update().clone());
+                if !etag_matches(inm, &listing.1) {
+                    return listing_response(listing, true);
                 }
             }
             () = &mut deadline => break,
             () = state.shutdown.cancelled() => break,
         }
     }
-    listing_response(&state.store.current(), false)
+    listing_response(view(&state.store.current()), false)
 }
 
 /// `GET /api/kernelspecs/{name}`: one spec, looked up case-insensitively and named as requested.
-async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn one(State(state): State<AppState>, Path(name): Path<String>, uri: Uri) -> Response {
     let listing = state.store.current();
     match listing.specs.get(&name.to_lowercase()) {
         Some(spec) => {
+            if let Some(user) = user_param(&uri)
+                && !state.store.options().user_allowed(&spec.spec, &user)
+            {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("User {user} is not authorized to use kernel spec {name}"),
+                );
+            }
             let entry = spec.entry(&name, &state.store.options().base_url);
             match serde_json::to_vec(&entry) {
                 Ok(body) => json_response(StatusCode::OK, body),

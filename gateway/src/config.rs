@@ -52,6 +52,15 @@ pub struct Args {
     #[arg(long, env = "EG_DEFAULT_KERNEL_NAME", default_value = "python_docker")]
     pub default_kernel_name: String,
 
+    /// Comma list of users `?user=` may name (unset: no global list); a spec's own
+    /// `authorized_users` takes precedence.
+    #[arg(long, env = "EG_AUTHORIZED_USERS")]
+    pub authorized_users: Option<String>,
+
+    /// Comma list of users `?user=` may never name.
+    #[arg(long, env = "EG_UNAUTHORIZED_USERS", default_value = "root")]
+    pub unauthorized_users: String,
+
     /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
     /// when set, takes precedence.
     #[arg(long, env = "EG_LOG_LEVEL", default_value = "INFO")]
@@ -103,6 +112,9 @@ pub struct Config {
     /// `None`: every kernelspec is listed.
     pub allowed_kernels: Option<Vec<String>>,
     pub default_kernel_name: String,
+    /// Split on commas exactly as upstream (no trimming).
+    pub authorized_users: Vec<String>,
+    pub unauthorized_users: Vec<String>,
     pub log_level: LevelFilter,
     /// `None` when disabled.
     pub admin_addr: Option<SocketAddr>,
@@ -241,6 +253,15 @@ impl Config {
             auth_token: token,
             allowed_kernels,
             default_kernel_name: args.default_kernel_name,
+            authorized_users: args
+                .authorized_users
+                .map(|a| a.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            unauthorized_users: args
+                .unauthorized_users
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
             log_level,
             admin_addr,
             rescan_interval: rescan_interval.unwrap_or_default(),
@@ -366,6 +387,8 @@ mod tests {
         assert!(c.auth_token.is_none());
         assert!(c.allowed_kernels.is_none());
         assert_eq!(c.default_kernel_name, "python_docker");
+        assert_eq!(c.unauthorized_users, ["root"]);
+        assert!(c.authorized_users.is_empty());
         assert_eq!(
             c.kernel_dirs,
             vec![

@@ -23,6 +23,63 @@ pub struct ListingOptions {
     pub default_kernel_name: String,
     /// `None`: every kernelspec is listed.
     pub allowed: Option<Vec<String>>,
+    /// `EG_AUTHORIZED_USERS`, split on commas as upstream does (empty: no global list).
+    pub authorized_users: Vec<String>,
+    /// `EG_UNAUTHORIZED_USERS` (upstream's default: `root`).
+    pub unauthorized_users: Vec<String>,
+}
+
+impl ListingOptions {
+    /// Upstream's `?user=` rule: hidden when the user is in the spec's
+    /// `metadata.process_proxy.config.unauthorized_users` or the global unauthorized list; or,
+    /// when the spec has `authorized_users`, not in it; or, when it has none, not in a non-empty
+    /// global authorized list. The per-spec lists are comma-separated strings tested with
+    /// substring semantics (as upstream: `bob` matches `bobby`), or JSON arrays.
+    pub fn user_allowed(&self, spec: &KernelSpec, user: &str) -> bool {
+        let config = spec
+            .metadata
+            .get("process_proxy")
+            .and_then(|p| p.get("config"));
+        let contains = |list: &Value| match list {
+            Value::String(s) => s.contains(user),
+            Value::Array(items) => items.iter().any(|i| i.as_str() == Some(user)),
+            Value::Object(map) => map.contains_key(user),
+            _ => false,
+        };
+        if config
+            .and_then(|c| c.get("unauthorized_users"))
+            .is_some_and(contains)
+        {
+            return false;
+        }
+        if self.unauthorized_users.iter().any(|u| u == user) {
+            return false;
+        }
+        match config.and_then(|c| c.get("authorized_users")) {
+            None => {
+                self.authorized_users.is_empty() || self.authorized_users.iter().any(|u| u == user)
+            }
+            Some(list) => !truthy(list) || contains(list),
+        }
+    }
+
+    fn allowed(&self, name: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|a| a == name))
+    }
+}
+
+/// Python truthiness of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 /// One kernelspec read from disk.
@@ -76,28 +133,24 @@ pub struct Listing {
 impl Listing {
     /// Builds the listing from loaded specs.
     pub fn build(specs: BTreeMap<String, Arc<LoadedSpec>>, options: &ListingOptions) -> Self {
-        let kernelspecs: BTreeMap<String, KernelSpecEntry> = specs
-            .iter()
-            .filter(|(name, _)| {
-                options
-                    .allowed
-                    .as_ref()
-                    .is_none_or(|allowed| allowed.iter().any(|a| a == *name))
-            })
-            .map(|(name, spec)| (name.clone(), spec.entry(name, &options.base_url)))
-            .collect();
-        let listed = kernelspecs.len();
-        let response = KernelSpecsResponse {
-            default: Some(options.default_kernel_name.clone()),
-            kernelspecs,
-        };
-        let body = serde_json::to_vec(&response).expect("the listing serializes");
-        let etag = format!("\"{:016x}\"", fnv1a(&body));
+        let (body, etag, listed) = render(&specs, options, None);
         Self {
             specs,
-            body: Bytes::from(body),
+            body,
             etag,
             listed,
+        }
+    }
+
+    /// The listing as `?user=USER` sees it (upstream's user filter), with its ETag; without a
+    /// user, the prebuilt body.
+    pub fn for_user(&self, options: &ListingOptions, user: Option<&str>) -> (Bytes, String) {
+        match user.filter(|u| !u.is_empty()) {
+            None => (self.body.clone(), self.etag.clone()),
+            Some(user) => {
+                let (body, etag, _) = render(&self.specs, options, Some(user));
+                (body, etag)
+            }
         }
     }
 
@@ -105,6 +158,28 @@ impl Listing {
     pub fn empty(options: &ListingOptions) -> Self {
         Self::build(BTreeMap::new(), options)
     }
+}
+
+/// Serializes the listing (allowed list and optional user filter applied): body, ETag, count.
+fn render(
+    specs: &BTreeMap<String, Arc<LoadedSpec>>,
+    options: &ListingOptions,
+    user: Option<&str>,
+) -> (Bytes, String, usize) {
+    let kernelspecs: BTreeMap<String, KernelSpecEntry> = specs
+        .iter()
+        .filter(|(name, _)| options.allowed(name))
+        .filter(|(_, spec)| user.is_none_or(|u| options.user_allowed(&spec.spec, u)))
+        .map(|(name, spec)| (name.clone(), spec.entry(name, &options.base_url)))
+        .collect();
+    let listed = kernelspecs.len();
+    let response = KernelSpecsResponse {
+        default: Some(options.default_kernel_name.clone()),
+        kernelspecs,
+    };
+    let body = serde_json::to_vec(&response).expect("the listing serializes");
+    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    (Bytes::from(body), etag, listed)
 }
 
 /// FNV-1a, 64 bits: a stable fingerprint of the body for the ETag.
@@ -224,7 +299,39 @@ mod tests {
             base_url: "/".into(),
             default_kernel_name: "python_docker".into(),
             allowed: None,
+            authorized_users: vec![],
+            unauthorized_users: vec!["root".into()],
         }
+    }
+
+    #[test]
+    fn user_filter_follows_upstream() {
+        let spec = |config: Value| -> KernelSpec {
+            serde_json::from_value(json!({"metadata": {"process_proxy": {"config": config}}}))
+                .unwrap()
+        };
+        let o = options();
+        let open = spec(json!({}));
+        assert!(o.user_allowed(&open, "alice"));
+        assert!(
+            !o.user_allowed(&open, "root"),
+            "global unauthorized default"
+        );
+        let deny = spec(json!({"unauthorized_users": "bobby,carol"}));
+        assert!(!o.user_allowed(&deny, "bob"), "substring semantics");
+        assert!(o.user_allowed(&deny, "alice"));
+        let only = spec(json!({"authorized_users": "alice"}));
+        assert!(o.user_allowed(&only, "alice"));
+        assert!(!o.user_allowed(&only, "dave"));
+        assert!(o.user_allowed(&spec(json!({"authorized_users": ""})), "dave"));
+        let global = ListingOptions {
+            authorized_users: vec!["alice".into()],
+            ..options()
+        };
+        assert!(!global.user_allowed(&open, "dave"));
+        assert!(global.user_allowed(&open, "alice"));
+        // A spec list takes precedence over the global authorized list.
+        assert!(global.user_allowed(&spec(json!({"authorized_users": "dave"})), "dave"));
     }
 
     #[test]

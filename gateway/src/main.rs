@@ -53,6 +53,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         base_url: config.base_url.clone(),
         default_kernel_name: config.default_kernel_name.clone(),
         allowed: config.allowed_kernels.clone(),
+        authorized_users: config.authorized_users.clone(),
+        unauthorized_users: config.unauthorized_users.clone(),
     };
     let dirs = config.kernel_dirs.clone();
     let store = {

@@ -64,6 +64,8 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
             base_url: base_url.into(),
             default_kernel_name: "python_k8s".into(),
             allowed: None,
+            authorized_users: vec![],
+            unauthorized_users: vec!["root".into()],
         },
         metrics.clone(),
     );

@@ -43,6 +43,7 @@ fn kernelspec_tree(root: &Path) {
                 "process_proxy": {
                     "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
                     "config": {"image_name": image, "executor_image_name": image, "port_range": "0..0",
+                               "unauthorized_users": "bobby,eve",
                                "nested": {"list": [1, 2.5, null, true, "x"], "empty": {}}}
                 },
                 "debugger": true
@@ -76,7 +77,8 @@ fn kernelspec_tree(root: &Path) {
         "R_Kubernetes/kernel.json",
         json!({"display_name": "R on Kubernetes \u{e9}\u{4e2d}", "language": "R",
                "argv": ["R"], "env": {"R_LIBS": "/x", "EMPTY": ""}, "interrupt_mode": "Message",
-               "metadata": {"process_proxy": {"config": {"image_name": "elyra/kernel-r:3.2.3"}}},
+               "metadata": {"process_proxy": {"config": {"image_name": "elyra/kernel-r:3.2.3",
+                                                         "authorized_users": "alice,carol"}}},
                "unknown_key": [1]})
         .to_string()
         .as_bytes(),
@@ -253,6 +255,16 @@ fn answers_match_upstream_enterprise_gateway() {
         "/api/contents",
         "/",
         "/api/kernelspecs?token=compat-token",
+        // The user filter: global unauthorized `root` by default, per-spec lists with substring
+        // semantics, 403 for a single spec.
+        "/api/kernelspecs?user=root",
+        "/api/kernelspecs?user=bob",
+        "/api/kernelspecs?user=alice",
+        "/api/kernelspecs?user=dave",
+        "/api/kernelspecs?user=",
+        "/api/kernelspecs/r_kubernetes?user=dave",
+        "/api/kernelspecs/python_kubernetes?user=bob",
+        "/api/kernelspecs/python_kubernetes?user=alice",
     ] {
         assert_same(&pair, path, &[AUTH]);
     }

@@ -33,11 +33,24 @@ EG_BIN=${KIP_TEST_EG_VENV:-/opt/kip-test/eg-venv}/bin/jupyter-enterprisegateway
 
 echo "== tests"
 # No doc-tests in the workspace; --lib --bins --tests runs every other test target.
-LOG="$DIR/cargo-test.log"
+LOG="$DIR/test.log"
 set +e
 cargo test --workspace --lib --bins --tests -- "$@" 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
+cargo_status=${PIPESTATUS[0]}
+
+# Offline: renders the Helm chart with Helm's Go SDK, lints it and validates every manifest.
+echo "== chart tests"
+"${KIP_CHART_VENV:-/opt/kip-test/venv}/bin/python" -m pytest -q -p no:cacheprovider tests/chart 2>&1 | tee -a "$LOG"
+chart_status=${PIPESTATUS[0]}
 set -e
-# One closing line with the totals over every test binary.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
-exit "$status"
+
+# One closing line with the totals over every test binary and the chart tests.
+awk '/^test result:/ { p += $4; f += $6 }
+     / passed| failed/ && !/^test result:/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i ~ /^passed/) p += $(i - 1)
+         if ($i ~ /^failed/) f += $(i - 1)
+       }
+     }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
+((cargo_status == 0 && chart_status == 0))

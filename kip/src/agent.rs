@@ -5,8 +5,11 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -173,71 +176,125 @@ impl Agent {
         Ok(OnceReport { desired, cycle })
     }
 
-    /// Runs until `cancel`: the first cycle at once, then one every interval. A failing source or
-    /// runtime is retried with backoff (never beyond the interval); nothing here exits the loop
-    /// but shutdown.
+    /// Runs until `cancel`. Two loops share the desired list through a watch channel:
+    ///
+    /// - the fetch loop reads the list: again at once when the source holds watches, else every
+    ///   interval with jitter; a failing source is retried with backoff and the last list kept;
+    /// - the pull loop runs a cycle when the list changes, every interval, and after a failed
+    ///   cycle with backoff. Cycles may overlap (a slow pull never delays a new image); the puller
+    ///   keeps one pull per image and bounds the total.
+    ///
+    /// Nothing here ends the loops but shutdown.
     pub async fn run(&self, cancel: &CancellationToken) {
-        let mut desired: Option<Desired> = None;
+        let (tx, rx) = watch::channel::<Option<Arc<Desired>>>(None);
+        tokio::join!(self.fetch_loop(tx, cancel), self.pull_loop(rx, cancel));
+        info!("shutdown: pull loop stopped");
+    }
+
+    async fn fetch_loop(
+        &self,
+        tx: watch::Sender<Option<Arc<Desired>>>,
+        cancel: &CancellationToken,
+    ) {
         let mut delay = self.options.retry_min;
         let retry_max = self.options.retry_max.min(self.options.interval);
         loop {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let failed = match self.cycle(&mut desired, cancel).await {
-                Ok(()) => false,
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.fetch() => r,
+                () = cancel.cancelled() => return,
+            };
+            let wait = match result {
+                Ok(fetched) => {
+                    delay = self.options.retry_min;
+                    if let Fetched::Images(candidates) = fetched {
+                        let new = self.resolve(&candidates);
+                        if tx.borrow().as_deref() != Some(&new) {
+                            Self::log_invalid(&new);
+                            info!(
+                                fetcher = self.source.name(),
+                                images = new.images.len(),
+                                invalid = new.invalid.len(),
+                                "image list changed"
+                            );
+                            tx.send_replace(Some(Arc::new(new)));
+                        }
+                    }
+                    if self.source.watches() {
+                        // The source held the request until a change or its wait ended; ask again
+                        // at once, but never spin on a server that answers watches immediately.
+                        if started.elapsed() < Duration::from_secs(1) {
+                            Duration::from_secs(1)
+                        } else {
+                            Duration::ZERO
+                        }
+                    } else {
+                        jittered(self.options.interval)
+                    }
+                }
                 Err(e) => {
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cycle did not complete");
-                    true
+                    let kept = tx.borrow().is_some();
+                    warn!(fetcher = self.source.name(), error = %e, kept_previous = kept, retry_in_ms = delay.as_millis() as u64, "image list unavailable");
+                    let d = delay;
+                    delay = (delay * 2).min(retry_max);
+                    d
                 }
             };
-            let wait = if failed {
-                let d = delay;
-                delay = (delay * 2).min(retry_max);
-                d
-            } else {
-                delay = self.options.retry_min;
-                self.options.interval
-            };
             if sleep_or_cancel(wait, cancel).await {
-                info!("shutdown: pull loop stopped");
                 return;
             }
         }
     }
 
+    async fn pull_loop(
+        &self,
+        mut rx: watch::Receiver<Option<Arc<Desired>>>,
+        cancel: &CancellationToken,
+    ) {
+        let mut cycles = FuturesUnordered::new();
+        let mut next: Option<Instant> = None;
+        let mut delay = self.options.retry_min;
+        let retry_max = self.options.retry_max.min(self.options.interval);
+        loop {
+            let due = next.is_some_and(|at| at <= Instant::now());
+            if due && let Some(desired) = rx.borrow().clone() {
+                cycles.push(self.cycle(desired, cancel));
+                next = Some(Instant::now() + self.options.interval);
+            }
+            let sleep_until = next.unwrap_or_else(|| Instant::now() + self.options.interval);
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    next = Some(Instant::now());
+                }
+                () = tokio::time::sleep_until(sleep_until.into()) => {}
+                Some(result) = cycles.next(), if !cycles.is_empty() => match result {
+                    Ok(()) => delay = self.options.retry_min,
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cycle did not complete");
+                        next = Some(Instant::now() + delay);
+                        delay = (delay * 2).min(retry_max);
+                    }
+                },
+                () = cancel.cancelled() => break,
+            }
+        }
+        // Pulls observe the cancellation themselves; let the cycles record how they ended.
+        while cycles.next().await.is_some() {}
+    }
+
     async fn cycle(
         &self,
-        desired: &mut Option<Desired>,
+        desired: Arc<Desired>,
         cancel: &CancellationToken,
     ) -> Result<(), AgentError> {
         self.check_runtime().await?;
-        match self.fetch().await {
-            Ok(Fetched::Images(candidates)) => {
-                let new = self.resolve(&candidates);
-                if desired.as_ref() != Some(&new) {
-                    Self::log_invalid(&new);
-                    info!(
-                        fetcher = self.source.name(),
-                        images = new.images.len(),
-                        invalid = new.invalid.len(),
-                        "image list changed"
-                    );
-                    *desired = Some(new);
-                }
-            }
-            Ok(Fetched::NotModified) => {}
-            Err(e) if desired.is_some() => {
-                // Keep pulling the last known list; the source is retried next cycle.
-                warn!(fetcher = self.source.name(), error = %e, "image list unavailable; keeping the previous list");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let Some(desired) = desired.as_ref() else {
-            return Ok(());
-        };
         let report = self.puller.run_cycle(&desired.images, cancel).await?;
-        self.cycle_done(desired, &report);
+        if !cancel.is_cancelled() {
+            self.cycle_done(&desired, &report);
+        }
         Ok(())
     }
 }
@@ -250,6 +307,17 @@ fn log_cycle(report: &CycleReport) {
         failed = report.count(|r| matches!(r, ImageResult::Failed { .. })),
         "cycle finished"
     );
+}
+
+/// The interval ± 10 %, so a fleet of agents started together does not ask in lockstep.
+fn jittered(interval: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    // A cheap scramble of the clock is enough to spread agents; this is not cryptography.
+    let unit = f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_001) / 1_000_000.0;
+    interval.mul_f64(0.9 + 0.2 * unit)
 }
 
 /// Sleeps; returns true when woken by cancellation instead.
@@ -314,6 +382,26 @@ mod tests {
         pulls: Mutex<Vec<String>>,
     }
 
+    /// A source that lists whatever the test put in it.
+    struct LiveSource(Mutex<Vec<&'static str>>);
+
+    #[async_trait]
+    impl ImageSource for LiveSource {
+        fn name(&self) -> &'static str {
+            "Live"
+        }
+        async fn fetch(&self) -> Result<Fetched, FetchError> {
+            Ok(Fetched::Images(
+                self.0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|n| Candidate::new(*n, "live"))
+                    .collect(),
+            ))
+        }
+    }
+
     #[async_trait]
     impl ImageRuntime for Runtime {
         fn name(&self) -> &'static str {
@@ -326,6 +414,9 @@ mod tests {
             Ok(self.pulls.lock().unwrap().clone())
         }
         async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+            if image.repository().contains("slow") {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
             if image.repository().contains("missing") {
                 return Err(RuntimeError::new(ErrorKind::NotFound, "manifest unknown"));
             }
@@ -431,5 +522,51 @@ mod tests {
             vec!["docker.io/library/a:1", "docker.io/library/b:1"]
         );
         assert!(source.calls.load(Ordering::SeqCst) >= 5);
+    }
+
+    #[tokio::test]
+    async fn a_slow_pull_never_delays_a_new_image() {
+        let rt = Arc::new(Runtime::default());
+        let source = Arc::new(LiveSource(Mutex::new(vec!["slow:1"])));
+        let options = PullOptions {
+            policy: PullPolicy::IfNotPresent,
+            concurrency: 2,
+            attempts: 1,
+            attempt_timeout: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(2),
+        };
+        let metrics: Arc<Metrics> = Arc::default();
+        let agent = Agent::new(
+            source.clone(),
+            Puller::new(rt.clone(), options, metrics.clone()),
+            AgentOptions {
+                // Short enough that the list is read again soon, long beside the check below.
+                interval: Duration::from_millis(50),
+                default_registry: None,
+                fetch_attempts: 1,
+                retry_min: Duration::from_millis(5),
+                retry_max: Duration::from_millis(20),
+            },
+            metrics,
+            Arc::default(),
+        );
+        let cancel = CancellationToken::new();
+        let check = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            source.0.lock().unwrap().push("fresh:1");
+            let started = Instant::now();
+            while !rt.pulls.lock().unwrap().iter().any(|p| p.contains("fresh")) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the new image waited for the slow pull"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        };
+        tokio::join!(agent.run(&cancel), check);
+        // The slow pull was abandoned at shutdown, never finished.
+        assert_eq!(*rt.pulls.lock().unwrap(), vec!["docker.io/library/fresh:1"]);
     }
 }

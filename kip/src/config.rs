@@ -131,6 +131,11 @@ pub struct Args {
     #[arg(long, env = "KIP_DOCKER_CONFIG")]
     pub docker_config: Option<String>,
 
+    /// Seconds a watch request is held by a gateway that supports watches (0: never watch, poll
+    /// every KIP_INTERVAL). Keep it below the idle timeout of proxies in between.
+    #[arg(long, env = "KIP_WATCH_SECONDS", default_value = "50")]
+    pub watch_seconds: String,
+
     /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
     pub shutdown_grace: String,
@@ -260,6 +265,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Registry credentials from KIP_DOCKER_CONFIG (or the default files).
     pub keyring: Keyring,
+    /// How long a watch is held; `None` when watching is off.
+    pub watch_wait: Option<Duration>,
 }
 
 /// One invalid variable.
@@ -456,6 +463,17 @@ impl Config {
                 .map(Duration::from_secs)
                 .map_err(|_| "expected a whole number of seconds".to_owned()),
         );
+        let watch_wait = c.check(
+            "KIP_WATCH_SECONDS",
+            &args.watch_seconds,
+            args.watch_seconds
+                .trim()
+                .parse::<u64>()
+                .map(|s| (s > 0).then(|| Duration::from_secs(s)))
+                .map_err(|_| {
+                    "expected a whole number of seconds (0 turns watching off)".to_owned()
+                }),
+        );
         let keyring = c.check(
             "KIP_DOCKER_CONFIG",
             args.docker_config.as_deref().unwrap_or_default(),
@@ -481,6 +499,7 @@ impl Config {
             Some(admin_addr),
             Some(shutdown_grace),
             Some(keyring),
+            Some(watch_wait),
             true,
         ) = (
             gateway_url,
@@ -501,6 +520,7 @@ impl Config {
             admin_addr,
             shutdown_grace,
             keyring,
+            watch_wait,
             c.0.is_empty(),
         )
         else {
@@ -534,6 +554,7 @@ impl Config {
             admin_addr,
             shutdown_grace,
             keyring,
+            watch_wait,
         })
     }
 

@@ -7,8 +7,9 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::{StreamExt, stream};
+use futures_util::future::join_all;
 use kip_shared::ImageRef;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -83,7 +84,10 @@ pub struct Puller {
     runtime: Arc<dyn ImageRuntime>,
     options: PullOptions,
     metrics: Arc<Metrics>,
+    /// Images queued or pulling, across overlapping cycles.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Bounds pulls across overlapping cycles to `concurrency`.
+    slots: Arc<Semaphore>,
 }
 
 /// Removes an image from the in-flight set when its pull ends, however it ends.
@@ -104,11 +108,13 @@ impl Puller {
         options: PullOptions,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         Self {
             runtime,
             options,
             metrics,
             in_flight: Arc::default(),
+            slots,
         }
     }
 
@@ -136,11 +142,11 @@ impl Puller {
             .into_iter()
             .map(|r| (r.clone(), ImageResult::Present))
             .collect();
-        let pulled: Vec<(ImageRef, ImageResult)> = stream::iter(pull)
-            .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) })
-            .buffer_unordered(self.options.concurrency)
-            .collect()
-            .await;
+        let pulled = join_all(
+            pull.into_iter()
+                .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) }),
+        )
+        .await;
         results.extend(pulled);
         let order: Vec<String> = desired.iter().map(ImageRef::key).collect();
         results.sort_by_key(|(r, _)| order.iter().position(|k| *k == r.key()));
@@ -151,6 +157,7 @@ impl Puller {
         if cancel.is_cancelled() {
             return ImageResult::Cancelled;
         }
+        // Claimed before waiting for a slot, so a later cycle does not queue it again.
         let key = image.key();
         if !self
             .in_flight
@@ -163,6 +170,10 @@ impl Puller {
         let _guard = InFlightGuard {
             set: self.in_flight.clone(),
             key,
+        };
+        let _slot = tokio::select! {
+            slot = self.slots.acquire() => slot.expect("the semaphore is never closed"),
+            () = cancel.cancelled() => return ImageResult::Cancelled,
         };
 
         let runtime = self.runtime.name();

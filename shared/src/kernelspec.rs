@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Response header with which a gateway says that `GET /api/kernelspecs?wait=SECONDS` with
+/// `If-None-Match` is held until the listing changes (or the wait ends with 304).
+pub const WATCH_HEADER: &str = "x-kernelspecs-watch";
+
 /// The metadata stanzas that carry image names, in the order upstream's puller reads them.
 pub const IMAGE_STANZAS: [&str; 2] = ["process_proxy", "kernel_provisioner"];
 /// The keys under `<stanza>.config` that name images.
 pub const IMAGE_KEYS: [&str; 2] = ["image_name", "executor_image_name"];
 
-/// Response header by which a gateway advertises that `GET /api/kernelspecs?wait=SECONDS` with
-/// `If-None-Match` is a long poll (held until the listing changes or the wait ends). A gateway
-/// that does not send it (upstream's) answers such a request at once, so clients must not
-/// long-poll it.
-pub const WATCH_HEADER: &str = "x-kernelspecs-watch";
 /// The longest wait, in seconds, a gateway holds a watch request; longer waits are clamped.
 pub const MAX_WATCH_SECONDS: u64 = 300;
 

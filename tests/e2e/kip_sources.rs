@@ -38,6 +38,7 @@ fn source(gateway: &FakeGateway, token: Option<&str>) -> KernelSpecsSource {
         token.map(|t: Secret| t),
         false,
         Duration::from_secs(5),
+        None,
     )
     .unwrap()
 }
@@ -150,8 +151,14 @@ async fn kernelspecs_unreachable_gateway_is_a_request_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let src =
-        KernelSpecsSource::new(&url.parse().unwrap(), None, false, Duration::from_secs(2)).unwrap();
+    let src = KernelSpecsSource::new(
+        &url.parse().unwrap(),
+        None,
+        false,
+        Duration::from_secs(2),
+        None,
+    )
+    .unwrap();
     let err = src.fetch().await.unwrap_err();
     assert!(matches!(err, FetchError::Request { .. }), "{err}");
     assert!(err.to_string().contains(&url), "{err}");
@@ -269,4 +276,67 @@ async fn configmap_errors_name_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no key"), "{err}");
+}
+
+fn watching_source(gateway: &FakeGateway, wait_s: u64) -> KernelSpecsSource {
+    KernelSpecsSource::new(
+        &gateway.url.parse().unwrap(),
+        None,
+        false,
+        Duration::from_secs(5),
+        Some(Duration::from_secs(wait_s)),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn watch_is_held_until_the_listing_changes() {
+    let gw =
+        FakeGateway::start_watching(listing(&[("a", json!({"image_name": "a:1"}))]), None).await;
+    let src = watching_source(&gw, 10);
+    assert!(!src.watches(), "watching before the gateway said it can");
+    images(src.fetch().await.unwrap());
+    assert!(src.watches());
+
+    let changed_at = std::sync::Arc::new(Mutex::new(None));
+    let marker = changed_at.clone();
+    let body = listing(&[
+        ("a", json!({"image_name": "a:1"})),
+        ("b", json!({"image_name": "b:1"})),
+    ]);
+    let gw_body = gw.requests().len();
+    assert_eq!(gw_body, 1);
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        *marker.lock().unwrap() = Some(std::time::Instant::now());
+        gw.set_body(body);
+    };
+    let (fetched, ()) = tokio::join!(src.fetch(), change);
+    let answered = std::time::Instant::now();
+    let got = images(fetched.unwrap());
+    assert_eq!(got.len(), 2);
+    let waited = answered - changed_at.lock().unwrap().unwrap();
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered {waited:?} after the change"
+    );
+    let seen = gw.requests();
+    assert_eq!(seen[1].uri, "/api/kernelspecs?wait=10");
+    assert!(seen[1].if_none_match.is_some());
+
+    // Unchanged until the wait ends: 304.
+    let src = watching_source(&gw, 1);
+    images(src.fetch().await.unwrap());
+    assert_eq!(src.fetch().await.unwrap(), Fetched::NotModified);
+}
+
+#[tokio::test]
+async fn no_watch_against_a_gateway_that_does_not_offer_it() {
+    // Upstream ignores ?wait and answers at once; the source must then poll plainly.
+    let gw = FakeGateway::start(listing(&[("a", json!({"image_name": "a:1"}))]), None).await;
+    let src = watching_source(&gw, 10);
+    images(src.fetch().await.unwrap());
+    assert_eq!(src.fetch().await.unwrap(), Fetched::NotModified);
+    assert!(!src.watches());
+    assert!(gw.requests().iter().all(|r| r.uri == "/api/kernelspecs"));
 }

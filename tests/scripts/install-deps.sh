@@ -15,7 +15,7 @@ PKGS=(
   apache2-utils       # htpasswd for the registry with basic auth
   openssl             # reproducible incompressible data for the test images
   wrk                 # HTTP load generator for the gateway benchmark
-  python3-venv        # the venv holding upstream Enterprise Gateway (gateway comparison tests)
+  python3-venv        # the chart tests' and the upstream-gateway comparison's virtual environments
 )
 
 missing=()
@@ -41,5 +41,18 @@ if [[ $("$EG_VENV/bin/pip" show jupyter_enterprise_gateway 2>/dev/null | sed -n 
   echo "install-deps: installing jupyter_enterprise_gateway $EG_VERSION into $EG_VENV"
   /usr/bin/python3 -m venv "$EG_VENV"
   "$EG_VENV/bin/pip" install -q --disable-pip-version-check "jupyter_enterprise_gateway==$EG_VERSION"
+fi
+
+# Chart tests: Helm's Go SDK (helm-python-sdk renders and lints offline), Kubernetes schemas
+# (kubernetes-validate bundles them), pytest. Versions pinned; reinstalled only when they change.
+CHART_VENV=${KIP_CHART_VENV:-/opt/kip-test/venv}
+CHART_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.3)
+stamp="$CHART_VENV/.kip-packages"
+if [[ ! -x "$CHART_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "${CHART_PKGS[*]}" ]]; then
+  echo "install-deps: chart test environment in $CHART_VENV"
+  mkdir -p "$(dirname "$CHART_VENV")"
+  /usr/bin/python3 -m venv "$CHART_VENV"
+  "$CHART_VENV/bin/pip" install -q "${CHART_PKGS[@]}"
+  echo "${CHART_PKGS[*]}" >"$stamp"
 fi
 echo "install-deps: ok"

@@ -200,6 +200,8 @@ struct GatewayState {
     body: Arc<Mutex<Value>>,
     token: Option<String>,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    /// Advertise and hold `?wait=` watches, as this project's gateway does.
+    watch: bool,
 }
 
 /// A stand-in for Enterprise Gateway's kernelspec listing: token check as upstream
@@ -216,12 +218,29 @@ impl FakeGateway {
         Self::start_on(listener, body, token)
     }
 
+    /// Like [`start`](Self::start), but advertising watches and holding `?wait=` requests until
+    /// the body changes.
+    pub async fn start_watching(body: Value, token: Option<&str>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, body, token, true)
+    }
+
     /// Serves on a listener the caller bound (e.g. on a port chosen before the gateway is up).
     pub fn start_on(listener: tokio::net::TcpListener, body: Value, token: Option<&str>) -> Self {
+        Self::serve(listener, body, token, false)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        body: Value,
+        token: Option<&str>,
+        watch: bool,
+    ) -> Self {
         let state = GatewayState {
             body: Arc::new(Mutex::new(body)),
             token: token.map(str::to_owned),
             seen: Arc::default(),
+            watch,
         };
         let app = Router::new()
             .route("/api/kernelspecs", get(kernelspecs))
@@ -257,9 +276,26 @@ async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: Heade
         None => true,
         Some(token) => authorization.as_deref() == Some(&format!("token {token}")),
     };
-    let body = serde_json::to_vec(&*state.body.lock().unwrap()).unwrap();
-    let etag = format!("\"{:016x}\"", fnv1a(&body));
-    let response = if !authorized {
+    let current = || {
+        let body = serde_json::to_vec(&*state.body.lock().unwrap()).unwrap();
+        let etag = format!("\"{:016x}\"", fnv1a(&body));
+        (body, etag)
+    };
+    let (mut body, mut etag) = current();
+    let wait = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("wait=")))
+        .and_then(|w| w.parse::<u64>().ok());
+    if let (true, true, Some(wait)) = (state.watch, authorized, wait) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while if_none_match.as_deref() == Some(etag.as_str())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            (body, etag) = current();
+        }
+    }
+    let mut response = if !authorized {
         (
             StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "application/json")],
@@ -279,6 +315,12 @@ async fn kernelspecs(State(state): State<GatewayState>, uri: Uri, headers: Heade
         )
             .into_response()
     };
+    if state.watch {
+        response.headers_mut().insert(
+            "x-kernelspecs-watch",
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
     state.seen.lock().unwrap().push(SeenRequest {
         uri: uri.to_string(),
         authorization,

@@ -1,26 +1,37 @@
 //! KernelSpecsFetcher: the images named in the gateway's kernelspecs.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use kip_shared::kernelspec::images_in_listing;
+use kip_shared::kernelspec::{WATCH_HEADER, images_in_listing};
 use reqwest::{
     StatusCode, Url,
     header::{AUTHORIZATION, ETAG, HeaderValue, IF_NONE_MATCH},
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{FetchError, Fetched, ImageSource};
 use crate::{config::Secret, plan::Candidate};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads `GET {gateway}/api/kernelspecs`, conditionally on the last ETag.
+/// Reads `GET {gateway}/api/kernelspecs`, conditionally on the last ETag. When the gateway
+/// advertises watches ([`WATCH_HEADER`]) and `watch_wait` is set, the request carries
+/// `?wait=SECONDS` and is held by the gateway until the listing changes.
 pub struct KernelSpecsSource {
     client: reqwest::Client,
     url: Url,
     auth: Option<HeaderValue>,
     etag: Mutex<Option<HeaderValue>>,
+    timeout: Duration,
+    watch_wait: Option<Duration>,
+    gateway_watches: AtomicBool,
 }
 
 impl KernelSpecsSource {
@@ -29,6 +40,7 @@ impl KernelSpecsSource {
         token: Option<Secret>,
         validate_cert: bool,
         timeout: Duration,
+        watch_wait: Option<Duration>,
     ) -> Result<Self, FetchError> {
         let url = kernelspecs_url(gateway);
         let request_error = |message: String| FetchError::Request {
@@ -37,7 +49,6 @@ impl KernelSpecsSource {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout)
             .tls_danger_accept_invalid_certs(!validate_cert)
             .user_agent(concat!("kip/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -58,6 +69,9 @@ impl KernelSpecsSource {
             url,
             auth,
             etag: Mutex::new(None),
+            timeout,
+            watch_wait,
+            gateway_watches: AtomicBool::new(false),
         })
     }
 }
@@ -78,13 +92,26 @@ impl ImageSource for KernelSpecsSource {
         "KernelSpecsFetcher"
     }
 
+    fn watches(&self) -> bool {
+        self.watch_wait.is_some() && self.gateway_watches.load(Ordering::Relaxed)
+    }
+
     async fn fetch(&self) -> Result<Fetched, FetchError> {
         let url = self.url.to_string();
-        let mut request = self.client.get(self.url.clone());
+        let etag = self.etag.lock().expect("etag lock").clone();
+        // Hold a watch only with an ETag to compare against, and only on a gateway that said so.
+        let wait = self.watch_wait.filter(|_| etag.is_some() && self.watches());
+        let mut target = self.url.clone();
+        if let Some(wait) = wait {
+            target.set_query(Some(&format!("wait={}", wait.as_secs())));
+        }
+        let mut request = self
+            .client
+            .get(target)
+            .timeout(self.timeout + wait.unwrap_or_default());
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let etag = self.etag.lock().expect("etag lock").clone();
         if let Some(etag) = etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
@@ -93,6 +120,10 @@ impl ImageSource for KernelSpecsSource {
             message: error_chain(&e),
         })?;
         let status = response.status();
+        let advertises = response.headers().contains_key(WATCH_HEADER);
+        if advertises != self.gateway_watches.swap(advertises, Ordering::Relaxed) {
+            info!(url, watch = advertises, "gateway watch support changed");
+        }
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }

@@ -58,6 +58,12 @@ pub trait ImageSource: Send + Sync {
     /// The current list of images, or [`Fetched::NotModified`] if it is unchanged since the last
     /// successful call.
     async fn fetch(&self) -> Result<Fetched, FetchError>;
+
+    /// Whether [`fetch`](Self::fetch) holds until the list changes (a watch), so the caller may
+    /// call it again at once instead of waiting an interval.
+    fn watches(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the configured source.
@@ -69,6 +75,11 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn ImageSource>, FetchError> 
                 config.auth_token.clone(),
                 config.validate_cert,
                 config.fetch_timeout,
+                // Only the daemon with the gateway as its one source holds watches; a combined
+                // source asks every source each interval.
+                (!config.once && config.fetcher == FetcherKind::KernelSpecs)
+                    .then_some(config.watch_wait)
+                    .flatten(),
             )?),
             FetcherKind::StaticList => Arc::new(StaticListSource::new(config.images.clone())),
             FetcherKind::ConfigMap => {

@@ -63,12 +63,18 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
     ) else {
         return;
     };
-    let images = push_images(&registry, "test/gw-kip", 2);
+    // A prefix of its own per run, so an image left in a reused containerd cannot pass the test.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let images = push_images(&registry, &format!("test/gw-kip-{run}"), 2);
     let root = tempfile::tempdir().unwrap();
     let kernels = root.path().join("kernels");
     write_spec(&kernels, "python_kubernetes", &images[0]);
 
-    let ports = free_ports(2);
+    let ports = free_ports(3);
+    let gateway_admin = format!("127.0.0.1:{}", ports[2]);
     let gateway_addr = format!("127.0.0.1:{}", ports[0]);
     let gateway_log = root.path().join("gateway.log");
     let kip_log = root.path().join("kip.log");
@@ -80,7 +86,7 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
             .env("EG_IP", "127.0.0.1")
             .env("EG_PORT", ports[0].to_string())
             .env("EG_AUTH_TOKEN", TOKEN)
-            .env("EG_ADMIN_ADDR", "off")
+            .env("EG_ADMIN_ADDR", &gateway_admin)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&gateway_log).unwrap())
             .spawn()
@@ -115,14 +121,27 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
         "first image not pulled:\n{}",
         logs()
     );
-    // Let the agent settle into its held watch.
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent holds a watch on the gateway (it long-polls, it does not poll).
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = e2e::http_get(&gateway_admin, "/metrics");
+        if metrics.lines().any(|l| l == "gateway_watchers 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "kip holds no watch on the gateway:\n{metrics}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         kip.0.try_wait().unwrap().is_none(),
         "kip exited:\n{}",
         logs()
     );
 
+    assert!(!has_image(&sock, &images[1]));
     write_spec(&kernels, "r_kubernetes", &images[1]);
     let took = wait_image(&sock, &images[1], Duration::from_secs(3));
     assert!(

@@ -333,3 +333,74 @@ fn answers_match_upstream_enterprise_gateway() {
         }
     }
 }
+
+/// Jupyter Server 1.24 (installed with upstream, in the same venv) with `--gateway-url` pointing
+/// at the gateway: its kernelspec listing, single spec and logo come through the gateway unchanged.
+#[test]
+fn jupyter_server_uses_the_gateway() {
+    let Some(eg_bin) = component("KIP_TEST_EG_BIN") else {
+        return;
+    };
+    let server_bin = Path::new(&eg_bin).with_file_name("jupyter-server");
+    let root = tempfile::tempdir().unwrap();
+    kernelspec_tree(root.path());
+    let ports = free_ports(2);
+    let gateway = format!("127.0.0.1:{}", ports[0]);
+    let server = format!("127.0.0.1:{}", ports[1]);
+    let mut ours = Command::new(binary("gateway"));
+    ours.env_clear()
+        .env("JUPYTER_PATH", root.path())
+        .env("JUPYTER_DATA_DIR", root.path().join("data"))
+        .env("EG_IP", "127.0.0.1")
+        .env("EG_PORT", ports[0].to_string())
+        .env("EG_ADMIN_ADDR", "off")
+        .env("EG_AUTH_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let _gateway = ChildGuard(ours.spawn().unwrap());
+    // Its own kernelspec dirs are empty: everything it lists comes from the gateway.
+    let empty = tempfile::tempdir().unwrap();
+    let mut js = Command::new(server_bin);
+    js.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", empty.path())
+        .env("JUPYTER_PATH", empty.path())
+        .env("JUPYTER_CONFIG_DIR", empty.path().join("config"))
+        .env("JUPYTER_RUNTIME_DIR", empty.path().join("runtime"))
+        .env("JUPYTER_DATA_DIR", empty.path().join("data"))
+        .args([
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            &format!("--port={}", ports[1]),
+            "--port-retries=0",
+            &format!("--gateway-url=http://{gateway}"),
+            &format!("--GatewayClient.auth_token={TOKEN}"),
+            "--ServerApp.token=js-token",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(empty.path().join("server.log")).unwrap());
+    let _server = ChildGuard(js.spawn().expect("start jupyter-server"));
+    wait_http(&gateway, "/", Duration::from_secs(10), "gateway");
+    wait_http(&server, "/api", Duration::from_secs(60), "jupyter-server");
+
+    let js_auth = ("Authorization", "token js-token");
+    let direct = get(&gateway, "/api/kernelspecs", &[AUTH]).json();
+    let through = get(&server, "/api/kernelspecs", &[js_auth]);
+    assert_eq!(through.status, 200);
+    assert_eq!(
+        through.json()["kernelspecs"],
+        direct["kernelspecs"],
+        "jupyter-server's listing differs from the gateway's"
+    );
+    let one = get(&server, "/api/kernelspecs/python_kubernetes", &[js_auth]);
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json(), direct["kernelspecs"]["python_kubernetes"]);
+    let logo = get(
+        &server,
+        "/kernelspecs/python_kubernetes/logo-64x64.png",
+        &[js_auth],
+    );
+    assert_eq!((logo.status, logo.body.as_slice()), (200, PNG));
+}

@@ -5,15 +5,19 @@
 #   bash bench/pull-bench.sh                 # 4 images of 64 MiB random data each, 3 rounds
 #   IMAGES=4 DATA_MB=128 ROUNDS=5 bash bench/pull-bench.sh
 #
-# docker: kip (docker backend)  vs  `docker pull` x N in parallel
-# cri:    kip (CRI backend)     vs  `ctr -n k8s.io images pull` x N in parallel
-# Components (registry, containerd 1.6, dockerd) are started in a temp dir and stopped at the end.
+# docker:      kip (docker backend)            vs  `docker pull` x N in parallel
+# cri:         kip (CRI backend, containerd 1.6)      vs  `ctr -n k8s.io images pull` x N in parallel
+# containerd:  kip (native containerd backend, 1.6)   vs  the same ctr pulls
+# cri2, containerd2: the same two against containerd 2.x (its own ctr)
+#   RUNTIMES="containerd cri containerd2 cri2" bash bench/pull-bench.sh
+# Components (registry, containerd 1.6 and 2.x, dockerd) are started in a temp dir and stopped at
+# the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGES=${IMAGES:-4}
 DATA_MB=${DATA_MB:-64}
 ROUNDS=${ROUNDS:-3}
-RUNTIMES=${RUNTIMES:-"docker cri"}
+RUNTIMES=${RUNTIMES:-"docker cri containerd cri2 containerd2"}
 
 bash tests/scripts/install-deps.sh >&2
 cargo build --release -p kip >&2
@@ -29,6 +33,11 @@ mapfile -t REFS < <(bash tests/scripts/build-images.sh "$KIP_TEST_REGISTRY" benc
 LIST=$(IFS=,; echo "${REFS[*]}")
 DOCKER=(docker -H "unix://$KIP_TEST_DOCKER_SOCK")
 CTR=(ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io)
+CTR2=("${KIP_TEST_CONTAINERD2_CTR:-ctr}" --address "${KIP_TEST_CONTAINERD2_SOCK:-}" -n k8s.io)
+
+ctr_of() { # runtime -> name of the ctr array to use
+  case $1 in cri2 | containerd2) echo CTR2 ;; *) echo CTR ;; esac
+}
 
 now() { date +%s.%N; }
 
@@ -36,19 +45,22 @@ make_cold() {
   case $1 in
     docker) "${DOCKER[@]}" rmi -f "${REFS[@]}" >/dev/null 2>&1 || true
             "${DOCKER[@]}" image prune -af >/dev/null 2>&1 || true ;;
-    # The CRI plugin adds its own records (sha256:<id>, name@digest) beside the tag; remove every
-    # record in this private containerd, then any content left, so both sides download everything.
-    cri)    "${CTR[@]}" images ls -q | xargs -r "${CTR[@]}" images rm --sync >/dev/null 2>&1 || true
-            "${CTR[@]}" content ls -q 2>/dev/null | xargs -r "${CTR[@]}" content rm >/dev/null 2>&1 || true
-            if [[ -n $("${CTR[@]}" content ls -q) ]]; then echo "bench: content left after cold step" >&2; exit 1; fi ;;
+    *)      local -n c=$(ctr_of "$1")
+            # every image record (CRI also names images by config digest), then any leftover
+            # content, so both sides download and unpack everything
+            "${c[@]}" images ls -q 2>/dev/null | xargs -r "${c[@]}" images rm --sync >/dev/null 2>&1 || true
+            "${c[@]}" content ls -q 2>/dev/null | xargs -r "${c[@]}" content rm >/dev/null 2>&1 || true
+            if [[ -n $("${c[@]}" content ls -q 2>/dev/null) ]]; then echo "bench: content left after cold step" >&2; exit 1; fi ;;
   esac
 }
 
 run_kip() { # runtime -> "seconds maxrss_kib"
-  local sock=$KIP_TEST_CONTAINERD_SOCK; [[ $1 == docker ]] && sock=$KIP_TEST_DOCKER_SOCK
+  local sock=$KIP_TEST_CONTAINERD_SOCK kind=${1%2}
+  [[ $1 == docker ]] && sock=$KIP_TEST_DOCKER_SOCK
+  [[ $1 == *2 ]] && sock=$KIP_TEST_CONTAINERD2_SOCK
   local out; out=$(mktemp)
   /usr/bin/time -f "%e %M" -o "$out" env -i PATH="$PATH" KIP_CRI_ENDPOINT="unix://$sock" \
-    KIP_CONTAINER_RUNTIME="$1" KIP_IMAGE_FETCHER=StaticListFetcher KIP_IMAGES="$LIST" \
+    KIP_CONTAINER_RUNTIME="$kind" KIP_IMAGE_FETCHER=StaticListFetcher KIP_IMAGES="$LIST" \
     KIP_NUM_PULLERS="$IMAGES" KIP_PULL_POLICY=Always KIP_LOG_LEVEL=WARNING "$KIP" --once >&2
   cat "$out"; rm -f "$out"
 }
@@ -59,7 +71,8 @@ run_ref() { # runtime -> seconds
   for r in "${REFS[@]}"; do
     case $1 in
       docker) "${DOCKER[@]}" pull -q "$r" >/dev/null & ;;
-      cri)    "${CTR[@]}" images pull --plain-http "$r" >/dev/null & ;;
+      *)      local -n c=$(ctr_of "$1")
+              "${c[@]}" images pull --plain-http "$r" >/dev/null & ;;
     esac
     pids+=($!)
   done
@@ -71,6 +84,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 echo "| runtime | kip --once (s, median) | reference (s, median) | ratio kip/ref | kip peak RSS (MiB, max) |"
 echo "|---|---|---|---|---|"
+declare -A KIP_MEDIAN=()
 for rt in $RUNTIMES; do
   kip_t=(); ref_t=(); rss=()
   for ((i = 1; i <= ROUNDS; i++)); do
@@ -90,7 +104,14 @@ for rt in $RUNTIMES; do
   rm_=$(printf '%s\n' "${ref_t[@]}" | median)
   ratio=$(echo "$km / $rm_" | bc -l)
   maxrss=$(printf '%s\n' "${rss[@]}" | sort -g | tail -1)
+  KIP_MEDIAN[$rt]=$km
   printf "| %s | %.2f | %.2f | %.2f | %.1f |\n" "$rt" "$km" "$rm_" "$ratio" "$(echo "$maxrss / 1024" | bc -l)"
+done
+for pair in "containerd cri" "containerd2 cri2"; do
+  read -r native cri <<<"$pair"
+  if [[ -n ${KIP_MEDIAN[$native]:-} && -n ${KIP_MEDIAN[$cri]:-} ]]; then
+    printf "native/CRI (%s): %.2f\n" "$native" "$(echo "${KIP_MEDIAN[$native]} / ${KIP_MEDIAN[$cri]}" | bc -l)"
+  fi
 done
 echo
 echo "$IMAGES images x (shared busybox layer + $DATA_MB MiB + small layer), $ROUNDS rounds, $(nproc) cores"

@@ -35,7 +35,7 @@ echo "== tests"
 # No doc-tests in the workspace; --lib --bins --tests runs every other test target.
 LOG="$DIR/test.log"
 set +e
-cargo test --workspace --lib --bins --tests -- "$@" 2>&1 | tee "$LOG"
+cargo test --workspace --no-fail-fast --lib --bins --tests -- "$@" 2>&1 | tee "$LOG"
 cargo_status=${PIPESTATUS[0]}
 
 # Offline: renders the Helm chart with Helm's Go SDK, lints it and validates every manifest.

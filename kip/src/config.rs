@@ -107,8 +107,8 @@ pub struct Args {
     #[arg(long, env = "KIP_CM_KEY_NAME", default_value = "image-names")]
     pub cm_key_name: String,
 
-    /// auto (docker if the endpoint names docker, containerd if it names containerd, else cri),
-    /// docker, containerd or cri.
+    /// auto (docker if the endpoint names docker, else cri; containerd is reached through its
+    /// CRI plugin), docker, containerd (the native containerd backend) or cri.
     #[arg(long, env = "KIP_CONTAINER_RUNTIME", default_value = "auto")]
     pub container_runtime: String,
 
@@ -139,6 +139,22 @@ pub struct Args {
     /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
     pub shutdown_grace: String,
+    /// containerd namespace the containerd backend pulls into (k8s.io is the one kubelet uses).
+    #[arg(long, env = "KIP_CONTAINERD_NAMESPACE", default_value = "k8s.io")]
+    pub containerd_namespace: String,
+
+    /// containerd snapshotter the containerd backend unpacks into (kubelet's, usually overlayfs).
+    #[arg(long, env = "KIP_CONTAINERD_SNAPSHOTTER", default_value = "overlayfs")]
+    pub containerd_snapshotter: String,
+
+    /// Comma list of registries (host or host:port) the containerd backend reaches over plain
+    /// HTTP; loopback registries always are.
+    #[arg(long, env = "KIP_INSECURE_REGISTRIES", default_value = "")]
+    pub insecure_registries: String,
+
+    /// Layers downloaded at the same time by the containerd backend, across all images.
+    #[arg(long, env = "KIP_MAX_CONCURRENT_DOWNLOADS", default_value = "8")]
+    pub max_concurrent_downloads: String,
 }
 
 /// A secret string that never prints itself.
@@ -267,6 +283,17 @@ pub struct Config {
     pub keyring: Keyring,
     /// How long a watch is held; `None` when watching is off.
     pub watch_wait: Option<Duration>,
+    pub containerd: ContainerdConfig,
+}
+
+/// Settings of the native containerd backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerdConfig {
+    pub namespace: String,
+    pub snapshotter: String,
+    /// Registries (host or host:port, lower case) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    pub max_concurrent_downloads: usize,
 }
 
 /// One invalid variable.
@@ -479,6 +506,26 @@ impl Config {
             args.docker_config.as_deref().unwrap_or_default(),
             load_keyring(args.docker_config.as_deref()),
         );
+        let containerd_namespace = c.check(
+            "KIP_CONTAINERD_NAMESPACE",
+            &args.containerd_namespace,
+            parse_namespace(&args.containerd_namespace),
+        );
+        let containerd_snapshotter = c.check(
+            "KIP_CONTAINERD_SNAPSHOTTER",
+            &args.containerd_snapshotter,
+            parse_snapshotter(&args.containerd_snapshotter),
+        );
+        let insecure_registries = c.check(
+            "KIP_INSECURE_REGISTRIES",
+            &args.insecure_registries,
+            parse_registry_list(&args.insecure_registries),
+        );
+        let max_concurrent_downloads = c.check(
+            "KIP_MAX_CONCURRENT_DOWNLOADS",
+            &args.max_concurrent_downloads,
+            parse_positive(&args.max_concurrent_downloads).map(|n| n as usize),
+        );
 
         let (
             Some(gateway_url),
@@ -500,6 +547,10 @@ impl Config {
             Some(shutdown_grace),
             Some(keyring),
             Some(watch_wait),
+            Some(containerd_namespace),
+            Some(containerd_snapshotter),
+            Some(insecure_registries),
+            Some(max_concurrent_downloads),
             true,
         ) = (
             gateway_url,
@@ -521,6 +572,10 @@ impl Config {
             shutdown_grace,
             keyring,
             watch_wait,
+            containerd_namespace,
+            containerd_snapshotter,
+            insecure_registries,
+            max_concurrent_downloads,
             c.0.is_empty(),
         )
         else {
@@ -555,6 +610,12 @@ impl Config {
             shutdown_grace,
             keyring,
             watch_wait,
+            containerd: ContainerdConfig {
+                namespace: containerd_namespace,
+                snapshotter: containerd_snapshotter,
+                insecure_registries,
+                max_concurrent_downloads,
+            },
         })
     }
 
@@ -635,16 +696,75 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     Err("expected unix:///path/to.sock, /path/to.sock or tcp://host:port".to_owned())
 }
 
+/// A containerd namespace: letters and digits in groups joined by one `.`, `_` or `-`
+/// (containerd's own rule), at most 76 characters.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let groups_ok = s
+        .split(['.', '_', '-'])
+        .all(|g| !g.is_empty() && g.chars().all(|c| c.is_ascii_alphanumeric()));
+    if s.is_empty() || s.len() > 76 || !groups_ok {
+        return Err(
+            "expected a containerd namespace: letters and digits, groups joined by . _ or - \
+             (e.g. k8s.io)"
+                .to_owned(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_snapshotter(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("expected a snapshotter name such as overlayfs or native".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+/// Comma list of `host` or `host:port`, lower-cased, empties dropped.
+fn parse_registry_list(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, port) = match entry.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || entry.starts_with('[') => (h, Some(p)),
+            _ => (entry, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+        if host_ok && port_ok {
+            out.push(entry.to_ascii_lowercase());
+        } else {
+            bad.push(format!("{entry:?}"));
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "expected host or host:port entries, bad: {}",
+            bad.join(", ")
+        ))
+    }
+}
+
 /// `auto`: docker if the endpoint names docker (but not cri-dockerd, which speaks CRI),
 /// containerd if it names containerd, else generic CRI.
+///
+/// A containerd endpoint is reached through its CRI plugin for now: the native containerd
+/// backend (`KIP_CONTAINER_RUNTIME=containerd`) is slower than CRI in this project's benchmark
+/// and sends no registry credentials yet, so it is opt-in.
 pub fn detect_runtime(endpoint: &Endpoint) -> RuntimeKind {
     let text = endpoint.to_string().to_ascii_lowercase();
-    if text.contains("cri-dockerd") {
-        RuntimeKind::Cri
-    } else if text.contains("docker") {
+    if text.contains("docker") && !text.contains("cri-dockerd") {
         RuntimeKind::Docker
-    } else if text.contains("containerd") {
-        RuntimeKind::Containerd
     } else {
         RuntimeKind::Cri
     }
@@ -716,7 +836,7 @@ mod tests {
             c.endpoint,
             Endpoint::Unix("/run/containerd/containerd.sock".into())
         );
-        assert_eq!(c.runtime, RuntimeKind::Containerd);
+        assert_eq!(c.runtime, RuntimeKind::Cri);
         assert_eq!(c.default_registry, None);
         assert_eq!(c.log_level, LevelFilter::INFO);
         assert_eq!(c.fetcher, FetcherKind::KernelSpecs);
@@ -742,6 +862,70 @@ mod tests {
         .unwrap_err();
         let vars: Vec<&str> = err.0.iter().map(|e| e.var).collect();
         assert_eq!(vars, vec!["KIP_ADMIN_ADDR", "KIP_SHUTDOWN_GRACE"]);
+        assert_eq!(
+            c.containerd,
+            ContainerdConfig {
+                namespace: "k8s.io".into(),
+                snapshotter: "overlayfs".into(),
+                insecure_registries: vec![],
+                max_concurrent_downloads: 8,
+            }
+        );
+    }
+
+    #[test]
+    fn containerd_settings() {
+        let c = Config::from_args(args(&[
+            ("containerd-namespace", "kip-test_1.a"),
+            ("containerd-snapshotter", "native"),
+            ("insecure-registries", " Reg.Local:5000, ,10.0.0.1,myreg "),
+            ("max-concurrent-downloads", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(c.containerd.namespace, "kip-test_1.a");
+        assert_eq!(c.containerd.snapshotter, "native");
+        assert_eq!(
+            c.containerd.insecure_registries,
+            vec!["reg.local:5000", "10.0.0.1", "myreg"]
+        );
+        assert_eq!(c.containerd.max_concurrent_downloads, 3);
+
+        let table: [(&str, &str, &str); 9] = [
+            ("containerd-namespace", "", "KIP_CONTAINERD_NAMESPACE"),
+            (
+                "containerd-namespace",
+                "k8s..io",
+                "KIP_CONTAINERD_NAMESPACE",
+            ),
+            ("containerd-namespace", "-k8s", "KIP_CONTAINERD_NAMESPACE"),
+            ("containerd-namespace", "a/b", "KIP_CONTAINERD_NAMESPACE"),
+            ("containerd-snapshotter", " ", "KIP_CONTAINERD_SNAPSHOTTER"),
+            (
+                "containerd-snapshotter",
+                "over lay",
+                "KIP_CONTAINERD_SNAPSHOTTER",
+            ),
+            (
+                "insecure-registries",
+                "ok:5000,bad host",
+                "KIP_INSECURE_REGISTRIES",
+            ),
+            (
+                "insecure-registries",
+                "reg:99999",
+                "KIP_INSECURE_REGISTRIES",
+            ),
+            (
+                "max-concurrent-downloads",
+                "0",
+                "KIP_MAX_CONCURRENT_DOWNLOADS",
+            ),
+        ];
+        for (flag, value, var) in table {
+            let err = Config::from_args(args(&[(flag, value)])).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{flag}={value:?}: {err}");
+            assert_eq!(err.0[0].var, var, "{flag}={value:?}");
+        }
     }
 
     #[test]
@@ -761,6 +945,8 @@ mod tests {
             ("images", "ok:1, Bad:1,,"),
             ("default-container-registry", "bad host"),
             ("cm-name", " "),
+            ("containerd-namespace", "a b"),
+            ("max-concurrent-downloads", "-1"),
         ]))
         .unwrap_err();
         let vars: Vec<&str> = err.0.iter().map(|e| e.var).collect();
@@ -781,6 +967,8 @@ mod tests {
                 "KIP_INTERNAL_FETCHERS",
                 "KIP_IMAGES",
                 "KIP_CM_NAME",
+                "KIP_CONTAINERD_NAMESPACE",
+                "KIP_MAX_CONCURRENT_DOWNLOADS",
             ]
         );
         let text = err.to_string();
@@ -835,13 +1023,11 @@ mod tests {
         let cases = [
             ("unix:///var/run/docker.sock", RuntimeKind::Docker),
             ("/var/run/docker.sock", RuntimeKind::Docker),
-            (
-                "unix:///run/containerd/containerd.sock",
-                RuntimeKind::Containerd,
-            ),
+            // containerd through its CRI plugin; the native backend is opt-in.
+            ("unix:///run/containerd/containerd.sock", RuntimeKind::Cri),
             (
                 "unix:///run/k3s/containerd/containerd.sock",
-                RuntimeKind::Containerd,
+                RuntimeKind::Cri,
             ),
             ("unix:///var/run/crio/crio.sock", RuntimeKind::Cri),
             ("unix:///var/run/cri-dockerd.sock", RuntimeKind::Cri),
@@ -851,6 +1037,8 @@ mod tests {
             let c = Config::from_args(args(&[("cri-endpoint", endpoint)])).unwrap();
             assert_eq!(c.runtime, want, "{endpoint}");
         }
+        let c = Config::from_args(args(&[("container-runtime", "containerd")])).unwrap();
+        assert_eq!(c.runtime, RuntimeKind::Containerd);
         let c = Config::from_args(args(&[
             ("cri-endpoint", "unix:///var/run/docker.sock"),
             ("container-runtime", "cri"),

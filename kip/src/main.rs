@@ -7,7 +7,7 @@ use clap::Parser;
 use kip::{
     admin::{self, Readiness},
     agent::{Agent, AgentOptions},
-    config::{Args, Config},
+    config::{Args, Config, PullPolicy},
     metrics::Metrics,
     puller::{PullOptions, Puller},
     runtime, shutdown, source, telemetry,
@@ -50,6 +50,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         config.runtime,
         &config.endpoint,
         Arc::new(config.keyring.clone()),
+        &config.containerd,
     )?;
     let source = source::from_config(&config)?;
     let metrics = Arc::new(Metrics::new());
@@ -76,6 +77,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         },
         metrics.clone(),
     );
+    // Always pulls only tags whose registry digest moved (a manifest HEAD per tag and cycle).
+    let puller = match config.pull_policy {
+        PullPolicy::Always => puller.with_resolver(runtime::tag_resolver(
+            &config.containerd.insecure_registries,
+        )?),
+        PullPolicy::IfNotPresent => puller,
+    };
     let agent = Agent::new(
         source,
         puller,

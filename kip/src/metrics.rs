@@ -44,6 +44,7 @@ pub struct Metrics {
     images_desired: Gauge,
     images_present: Gauge,
     fetches: Family<FetchLabels, Counter>,
+    digest_checks: Family<FetchLabels, Counter>,
     last_cycle: Gauge<f64, AtomicU64>,
 }
 
@@ -93,6 +94,12 @@ impl Metrics {
             "Reads of the image list by result",
             fetches.clone(),
         );
+        let digest_checks = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "digest_checks",
+            "Always: manifest HEADs by result (unchanged, changed, error)",
+            digest_checks.clone(),
+        );
         let last_cycle = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_successful_cycle_timestamp_seconds",
@@ -107,6 +114,7 @@ impl Metrics {
             images_desired,
             images_present,
             fetches,
+            digest_checks,
             last_cycle,
         }
     }
@@ -133,6 +141,14 @@ impl Metrics {
 
     pub fn record_fetch(&self, result: &str) {
         self.fetches
+            .get_or_create(&FetchLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_digest_check(&self, result: &str) {
+        self.digest_checks
             .get_or_create(&FetchLabels {
                 result: result.to_owned(),
             })

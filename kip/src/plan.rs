@@ -1,6 +1,6 @@
 //! Pure planning: which references to pull, given what the sources named and what the node has.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kip_shared::{ImageRef, ImageRefError};
 
@@ -61,9 +61,9 @@ pub fn resolve(candidates: &[Candidate], default_registry: Option<&str>) -> Desi
     }
 }
 
-/// The images a runtime reports, as reference keys.
+/// The images a runtime reports, as reference keys, and which digests each tag points to.
 #[derive(Debug, Clone, Default)]
-pub struct Present(HashSet<String>);
+pub struct Present(HashSet<String>, HashMap<String, HashSet<String>>);
 
 impl Present {
     /// Builds the set from the runtime's tag and digest references (`python:3`,
@@ -79,7 +79,45 @@ impl Present {
                 .filter_map(|r| ImageRef::parse(r.as_ref()).ok())
                 .map(|r| r.key())
                 .collect(),
+            HashMap::new(),
         )
+    }
+
+    /// Builds the set from the runtime's images, each a group of its tag and digest references
+    /// (`["python:3", "python@sha256:…"]`): a tag then points to the digests of its group.
+    pub fn from_records<I, R, S>(records: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut present = Self::default();
+        for record in records {
+            let refs: Vec<ImageRef> = record
+                .into_iter()
+                .filter_map(|r| ImageRef::parse(r.as_ref()).ok())
+                .collect();
+            for r in &refs {
+                present.0.insert(r.key());
+                if r.digest().is_none() {
+                    let digests = refs
+                        .iter()
+                        .filter(|d| d.name() == r.name())
+                        .filter_map(|d| d.digest().map(str::to_owned));
+                    present.1.entry(r.key()).or_default().extend(digests);
+                }
+            }
+        }
+        present
+    }
+
+    /// Whether the node's image for this tag is the one with `digest`.
+    pub fn tag_points_to(&self, image: &ImageRef, digest: &str) -> bool {
+        image.digest().is_none()
+            && self
+                .1
+                .get(&image.key())
+                .is_some_and(|digests| digests.contains(digest))
     }
 
     /// Whether the node has this image: by digest when the reference is pinned, else by tag.
@@ -243,5 +281,39 @@ mod tests {
         let (pull, have) = to_pull(&desired, &present, PullPolicy::Always);
         assert_eq!(pull.len(), 3);
         assert!(have.is_empty());
+    }
+
+    #[test]
+    fn tags_point_to_the_digests_of_their_image() {
+        let d2 = D.replace("0123", "4567");
+        let present = Present::from_records([
+            vec!["python:3".to_owned(), format!("python@{D}")],
+            vec![
+                "busybox:1".to_owned(),
+                format!("busybox@{d2}"),
+                format!("other@{D}"),
+            ],
+            vec![format!("loose@{d2}")],
+        ]);
+        let table = [
+            ("python:3", D, true),
+            ("python:3", d2.as_str(), false),
+            ("docker.io/library/python:3", D, true),
+            ("busybox:1", d2.as_str(), true),
+            // A digest of another repository in the same record does not count.
+            ("busybox:1", D, false),
+            ("python:4", D, false),
+            ("loose:latest", d2.as_str(), false),
+        ];
+        for (image, digest, want) in table {
+            let r = ImageRef::parse(image).unwrap();
+            assert_eq!(
+                present.tag_points_to(&r, digest),
+                want,
+                "{image} -> {digest}"
+            );
+        }
+        assert!(present.contains(&ImageRef::parse("python:3").unwrap()));
+        assert!(present.contains(&ImageRef::parse(&format!("loose@{d2}")).unwrap()));
     }
 }

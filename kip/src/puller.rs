@@ -7,11 +7,11 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::future::join_all;
+use futures_util::{StreamExt, future::join_all, stream};
 use kip_shared::ImageRef;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::PullPolicy,
@@ -53,7 +53,18 @@ pub enum ImageResult {
     InFlight,
     /// Shutdown began before or during the pull.
     Cancelled,
+    /// `Always`: the registry's digest for the tag is the node's; nothing was pulled.
+    Unchanged { digest: String },
 }
+
+/// Tells the digest a tag points to in its registry now (a manifest HEAD), for `Always`.
+#[async_trait::async_trait]
+pub trait TagResolver: Send + Sync {
+    async fn digest(&self, image: &ImageRef) -> Result<String, RuntimeError>;
+}
+
+/// How many manifest HEADs one cycle sends at a time.
+const DIGEST_CHECKS_AT_ONCE: usize = 8;
 
 /// The outcome of one cycle, image by image, in the desired order.
 #[derive(Debug, Clone, Default)]
@@ -73,9 +84,14 @@ impl CycleReport {
         self.results.iter().filter(|(_, r)| pred(r)).count()
     }
 
-    /// Images on the node at the end of the cycle (already present or pulled).
+    /// Images on the node at the end of the cycle (already present, unchanged or pulled).
     pub fn on_node(&self) -> usize {
-        self.count(|r| matches!(r, ImageResult::Present | ImageResult::Pulled { .. }))
+        self.count(|r| {
+            matches!(
+                r,
+                ImageResult::Present | ImageResult::Unchanged { .. } | ImageResult::Pulled { .. }
+            )
+        })
     }
 }
 
@@ -88,6 +104,8 @@ pub struct Puller {
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// Bounds pulls across overlapping cycles to `concurrency`.
     slots: Arc<Semaphore>,
+    /// With `Always`, pull only tags whose registry digest differs from the node's.
+    resolver: Option<Arc<dyn TagResolver>>,
 }
 
 /// Removes an image from the in-flight set when its pull ends, however it ends.
@@ -115,7 +133,14 @@ impl Puller {
             metrics,
             in_flight: Arc::default(),
             slots,
+            resolver: None,
         }
+    }
+
+    /// With `Always`, checks each tag's digest with `resolver` before pulling it.
+    pub fn with_resolver(mut self, resolver: Arc<dyn TagResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     pub fn runtime(&self) -> &Arc<dyn ImageRuntime> {
@@ -133,15 +158,20 @@ impl Puller {
             return Ok(CycleReport::default());
         }
         // One list call per cycle, not one call per image.
-        let present = match self.options.policy {
-            PullPolicy::IfNotPresent => Present::from_references(self.runtime.list_images().await?),
-            PullPolicy::Always => Present::default(),
+        let (pull, mut results) = match (self.options.policy, &self.resolver) {
+            (PullPolicy::IfNotPresent, _) => {
+                let present = Present::from_references(self.runtime.list_images().await?);
+                let (pull, have) = to_pull(desired, &present, PullPolicy::IfNotPresent);
+                let have = have.into_iter().map(|r| (r.clone(), ImageResult::Present));
+                (pull, have.collect())
+            }
+            (PullPolicy::Always, None) => (desired.iter().collect(), Vec::new()),
+            (PullPolicy::Always, Some(resolver)) => {
+                let present = Present::from_records(self.runtime.list_image_records().await?);
+                self.check_digests(desired, &present, resolver.as_ref())
+                    .await
+            }
         };
-        let (pull, have) = to_pull(desired, &present, self.options.policy);
-        let mut results: Vec<(ImageRef, ImageResult)> = have
-            .into_iter()
-            .map(|r| (r.clone(), ImageResult::Present))
-            .collect();
         let pulled = join_all(
             pull.into_iter()
                 .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) }),
@@ -151,6 +181,56 @@ impl Puller {
         let order: Vec<String> = desired.iter().map(ImageRef::key).collect();
         results.sort_by_key(|(r, _)| order.iter().position(|k| *k == r.key()));
         Ok(CycleReport { results })
+    }
+
+    /// `Always` with a resolver: a digest-pinned image on the node is never re-checked; a tag on
+    /// the node is pulled only when the registry's digest differs (or cannot be had); anything
+    /// else is pulled.
+    async fn check_digests<'a>(
+        &self,
+        desired: &'a [ImageRef],
+        present: &Present,
+        resolver: &dyn TagResolver,
+    ) -> (Vec<&'a ImageRef>, Vec<(ImageRef, ImageResult)>) {
+        let runtime = self.runtime.name();
+        let checks = stream::iter(desired)
+            .map(|image| async move {
+                if !present.contains(image) {
+                    return (image, None);
+                }
+                if image.digest().is_some() {
+                    return (image, Some(ImageResult::Present));
+                }
+                match resolver.digest(image).await {
+                    Ok(digest) if present.tag_points_to(image, &digest) => {
+                        debug!(image = %image, runtime, digest, "tag unchanged; not pulled");
+                        self.metrics.record_digest_check("unchanged");
+                        (image, Some(ImageResult::Unchanged { digest }))
+                    }
+                    Ok(digest) => {
+                        info!(image = %image, runtime, digest, "tag moved; pulling");
+                        self.metrics.record_digest_check("changed");
+                        (image, None)
+                    }
+                    Err(error) => {
+                        warn!(image = %image, runtime, %error, "digest check failed; pulling");
+                        self.metrics.record_digest_check("error");
+                        (image, None)
+                    }
+                }
+            })
+            .buffered(DIGEST_CHECKS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        let mut pull = Vec::new();
+        let mut done = Vec::new();
+        for (image, result) in checks {
+            match result {
+                Some(result) => done.push((image.clone(), result)),
+                None => pull.push(image),
+            }
+        }
+        (pull, done)
     }
 
     async fn pull_one(&self, image: &ImageRef, cancel: &CancellationToken) -> ImageResult {
@@ -275,6 +355,8 @@ mod tests {
     #[derive(Default)]
     struct FakeRuntime {
         present: Vec<String>,
+        /// Grouped images for `Always`; empty: one group per entry of `present`.
+        records: Vec<Vec<String>>,
         script: Mutex<HashMap<String, Vec<Result<(), ErrorKind>>>>,
         pulls: Mutex<Vec<String>>,
         lists: AtomicUsize,
@@ -294,6 +376,10 @@ mod tests {
         async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
             self.lists.fetch_add(1, Ordering::SeqCst);
             Ok(self.present.clone())
+        }
+        async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            Ok(self.records.clone())
         }
         async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -511,5 +597,71 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(report.count(|r| *r == ImageResult::Cancelled), 3);
+    }
+
+    /// Answers digests from a table; counts the HEADs.
+    struct TableResolver(HashMap<String, Result<String, ErrorKind>>, AtomicUsize);
+
+    #[async_trait]
+    impl TagResolver for TableResolver {
+        async fn digest(&self, image: &ImageRef) -> Result<String, RuntimeError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            match self.0.get(&image.to_string()) {
+                Some(Ok(d)) => Ok(d.clone()),
+                Some(Err(kind)) => Err(RuntimeError::new(*kind, "scripted")),
+                None => panic!("unexpected HEAD for {image}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn always_pulls_only_moved_tags() {
+        let d = |n: u8| format!("sha256:{}", format!("{n:x}").repeat(64));
+        let rt = Arc::new(FakeRuntime {
+            records: vec![
+                vec!["a:1".into(), format!("a@{}", d(1))],
+                vec!["b:1".into(), format!("b@{}", d(2))],
+                vec![format!("c@{}", d(3))],
+                vec!["e:1".into(), format!("e@{}", d(5))],
+            ],
+            ..Default::default()
+        });
+        let resolver = Arc::new(TableResolver(
+            HashMap::from([
+                ("docker.io/library/a:1".to_owned(), Ok(d(1))),
+                ("docker.io/library/b:1".to_owned(), Ok(d(9))),
+                (
+                    "docker.io/library/e:1".to_owned(),
+                    Err(ErrorKind::Unavailable),
+                ),
+            ]),
+            AtomicUsize::new(0),
+        ));
+        let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default())
+            .with_resolver(resolver.clone());
+        let pinned = format!("c@{}", d(3));
+        let report = p
+            .run_cycle(
+                &refs(&["a:1", "b:1", &pinned, "d:1", "e:1"]),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rt.lists.load(Ordering::SeqCst), 1, "one listing per cycle");
+        // a unchanged; b moved; c pinned and present (never re-checked); d absent; e unknown.
+        assert_eq!(resolver.1.load(Ordering::SeqCst), 3);
+        let mut pulled = rt.pulls.lock().unwrap().clone();
+        pulled.sort();
+        assert_eq!(
+            pulled,
+            vec![
+                "docker.io/library/b:1",
+                "docker.io/library/d:1",
+                "docker.io/library/e:1"
+            ]
+        );
+        assert_eq!(report.results[0].1, ImageResult::Unchanged { digest: d(1) });
+        assert_eq!(report.results[2].1, ImageResult::Present);
+        assert_eq!(report.on_node(), 5);
     }
 }

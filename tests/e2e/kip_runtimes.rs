@@ -92,6 +92,44 @@ impl Rt {
         }
     }
 
+    /// Digest of the node's image for a tag, as the runtime reports it.
+    fn node_digest(self, reference: &str) -> String {
+        let sock = self.socket().unwrap();
+        match self {
+            Rt::Docker => run_ok(
+                "docker",
+                &[
+                    "-H",
+                    &format!("unix://{sock}"),
+                    "image",
+                    "inspect",
+                    "-f",
+                    "{{index .RepoDigests 0}}",
+                    reference,
+                ],
+            )
+            .trim()
+            .to_owned(),
+            Rt::Cri => run_ok(
+                "ctr",
+                &[
+                    "--address",
+                    &sock,
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "ls",
+                    &format!("name=={reference}"),
+                ],
+            )
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_default()
+            .to_owned(),
+        }
+    }
+
     fn has_image(self, reference: &str) -> bool {
         let sock = self.socket().unwrap();
         match self {
@@ -207,20 +245,62 @@ fn policies(rt: Rt) {
         "IfNotPresent asked the registry about a present image"
     );
 
-    // Always: pulled again (the runtime asks the registry for the manifest again).
-    let out = kip(
-        &["--once"],
-        &with(rt.kip_env(&images), "KIP_PULL_POLICY", "Always"),
-    );
+    // Always on an unchanged tag: one manifest HEAD, no manifest GET, no blob GET, no pull.
+    let heads = || registry_requests(&format!("\"HEAD /v2/{repo}/manifests/"));
+    let manifest_gets = || registry_requests(&format!("\"GET /v2/{repo}/manifests/"));
+    let (heads_before, gets_before) = (heads(), manifest_gets());
+    let always = with(rt.kip_env(&images), "KIP_PULL_POLICY", "Always");
+    let out = kip(&["--once"], &always);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        manifest_requests() > manifests,
-        "Always did not re-pull:\n{text}"
+    assert_eq!(heads(), heads_before + 1, "no manifest HEAD:\n{text}");
+    assert_eq!(
+        manifest_gets(),
+        gets_before,
+        "manifest GET for an unchanged tag:\n{text}"
     );
+    assert_eq!(blob_gets(), blobs, "blob GET for an unchanged tag:\n{text}");
+    assert!(
+        !text.contains("pull finished"),
+        "pulled an unchanged tag:\n{text}"
+    );
+
+    // The tag moves to another image: Always pulls it, and the node's tag follows.
+    let digest_before = rt.node_digest(&images[0]);
+    assert!(digest_before.contains("sha256:"), "{digest_before}");
+    let other = push_images(&registry, &format!("test/{}-policy-next", rt.name()), 1);
+    let tag_of = |r: &str| r.split_once('/').unwrap().1.to_owned();
+    let retag = Command::new("bash")
+        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
+        .args([
+            "--retag",
+            &registry,
+            &tag_of(&other[0]),
+            &tag_of(&images[0]),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        retag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retag.stderr)
+    );
+    let out = kip(&["--once"], &always);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("tag moved; pulling"), "{text}");
     assert!(
         text.contains("outcome=\"pulled\"") || text.contains("outcome=pulled"),
         "{text}"
+    );
+    assert!(
+        manifest_gets() > gets_before,
+        "the moved tag was not fetched:\n{text}"
+    );
+    let digest_after = rt.node_digest(&images[0]);
+    assert_ne!(
+        digest_after, digest_before,
+        "the node's tag did not follow the move"
     );
 }
 
@@ -613,4 +693,62 @@ async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
         gateway.requests().iter().any(|r| r.uri.contains("wait=")),
         "no watch was held"
     );
+}
+
+/// The registry goes away in the middle of a download and comes back: the agent neither crashes
+/// nor gives up, retries, and the image ends up complete.
+fn registry_down_mid_pull_then_back(rt: Rt) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), rt.socket()) else {
+        return;
+    };
+    let out = Command::new("bash")
+        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
+        .args([
+            registry.as_str(),
+            &format!("test/{}-flaky", rt.name()),
+            "1",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let proxy = e2e::CuttingProxy::start(&registry, 512 * 1024);
+    let via_proxy = format!("{}/{}", proxy.addr, image.split_once('/').unwrap().1);
+    let env = with(
+        rt.kip_env(std::slice::from_ref(&via_proxy)),
+        "KIP_NUM_RETRIES",
+        "6",
+    );
+    let healer = std::thread::spawn(move || {
+        // Back once the first downloads have been cut.
+        let started = std::time::Instant::now();
+        while proxy.cuts() == 0 && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let cuts = proxy.cuts();
+        proxy.heal();
+        (cuts, proxy)
+    });
+    let out = kip(&["--once"], &env);
+    let (cuts, _proxy) = healer.join().unwrap();
+    let text = output_text(&out);
+    assert!(cuts > 0, "the proxy never cut a download:\n{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    rt.assert_complete(&via_proxy);
+}
+
+#[test]
+fn docker_registry_down_mid_pull_then_back() {
+    registry_down_mid_pull_then_back(Rt::Docker);
+}
+
+#[test]
+fn cri_registry_down_mid_pull_then_back() {
+    registry_down_mid_pull_then_back(Rt::Cri);
 }

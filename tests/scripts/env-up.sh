@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a private test environment for kip's end-to-end tests.
 #
-#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [containerd] [dockerd]
+#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [containerd] [containerd2] [dockerd]
 #
 # Every component runs in the background with ALL of its state under DIR (which is
 # created; it must not exist yet or be empty), listens only on 127.0.0.1 ports that
@@ -12,12 +12,17 @@
 #               access log of every request in its log file
 #   containerd  containerd 1.6 with the CRI plugin (serves the CRI gRPC services on
 #               the same socket), overlayfs snapshotter if overlay works under DIR
+#   containerd2 containerd 2.x (Debian sid's package, unpacked by install-deps.sh under
+#               /opt/kip-test/containerd2, or KIP_TEST_CONTAINERD2_ROOT) with its CRI
+#               plugin, on its own socket
 #   dockerd     dockerd 20.10 on its own socket, with its own containerd
 #
 # On success DIR/env holds `export` lines (source it):
 #   KIP_TEST_DIR, KIP_TEST_COMPONENTS (what came up, space separated),
 #   KIP_TEST_REGISTRY (127.0.0.1:PORT), KIP_TEST_REGISTRY_LOG,
 #   KIP_TEST_CONTAINERD_SOCK, KIP_TEST_CONTAINERD_LOG, KIP_TEST_CONTAINERD_SNAPSHOTTER,
+#   KIP_TEST_CONTAINERD2_SOCK, KIP_TEST_CONTAINERD2_LOG, KIP_TEST_CONTAINERD2_SNAPSHOTTER,
+#   KIP_TEST_CONTAINERD2_CTR (the ctr that goes with it),
 #   KIP_TEST_DOCKER_SOCK, KIP_TEST_DOCKER_LOG
 # and DIR/<component>.pid the pids (stop everything with env-down.sh DIR).
 #
@@ -28,7 +33,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 DIR [registry] [registry-auth] [containerd] [dockerd]" >&2
+  echo "usage: $0 DIR [registry] [registry-auth] [containerd] [containerd2] [dockerd]" >&2
   exit 2
 }
 
@@ -39,15 +44,16 @@ dir_arg=$1
 shift
 
 # --- which components --------------------------------------------------------------
-want_registry=false want_registry_auth=false want_containerd=false want_dockerd=false
+want_registry=false want_registry_auth=false want_containerd=false want_containerd2=false want_dockerd=false
 if (($# == 0)); then
-  set -- registry registry-auth containerd dockerd
+  set -- registry registry-auth containerd containerd2 dockerd
 fi
 for c in "$@"; do
   case $c in
     registry) want_registry=true ;;
     registry-auth) want_registry_auth=true ;;
     containerd) want_containerd=true ;;
+    containerd2) want_containerd2=true ;;
     dockerd | docker) want_dockerd=true ;;
     *)
       echo "env-up: unknown component '$c'" >&2
@@ -415,6 +421,109 @@ server = "http://$2"
 EOF
 }
 
+# --- containerd 2.x ----------------------------------------------------------------------------
+CD2_ROOT=${KIP_TEST_CONTAINERD2_ROOT:-/opt/kip-test/containerd2}
+
+# write_containerd2_config FILE BASE SNAPSHOTTER: a containerd 2.x config (version 3: the
+# CRI plugin is split into cri.v1.images and cri.v1.runtime) with every path under BASE.
+write_containerd2_config() {
+  local file=$1 base=$2 snapshotter=$3
+  cat >"$file" <<EOF
+version = 3
+root = "$base/root"
+state = "$base/state"
+temp = "$base/tmp"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.snapshotter.v1.blockfile", "io.containerd.nri.v1.nri"]
+required_plugins = []
+oom_score = 0
+
+[grpc]
+  address = "$base/containerd.sock"
+  tcp_address = ""
+
+[ttrpc]
+  address = "$base/containerd.sock.ttrpc"
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "$base/opt"
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+  [plugins."io.containerd.cri.v1.images"]
+    snapshotter = "$snapshotter"
+    max_concurrent_downloads = 3
+
+    [plugins."io.containerd.cri.v1.images".registry]
+      config_path = "$base/certs.d"
+
+  [plugins."io.containerd.cri.v1.runtime"]
+    enable_selinux = false
+    disable_apparmor = true
+    netns_mounts_under_state_dir = true
+
+    [plugins."io.containerd.cri.v1.runtime".containerd]
+      default_runtime_name = "runc"
+
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+
+        [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+          Root = "$base/runc"
+
+    [plugins."io.containerd.cri.v1.runtime".cni]
+      bin_dirs = ["$base/cni/bin"]
+      conf_dir = "$base/cni/net.d"
+EOF
+}
+
+containerd2_snapshotter=
+start_containerd2() {
+  local d=$DIR/cd2 logf=$DIR/cd2/containerd.log snapshotter
+  mkdir -p "$d/root" "$d/state" "$d/tmp" "$d/opt" "$d/cni/bin" "$d/cni/net.d" "$d/certs.d"
+  : >"$logf"
+  need runc || return 1
+  need_root || return 1
+  if [[ ! -x $CD2_ROOT/usr/bin/containerd || ! -x $CD2_ROOT/usr/bin/ctr ]]; then
+    failure_reason="containerd 2.x not found under $CD2_ROOT (run tests/scripts/install-deps.sh)"
+    return 1
+  fi
+  snapshotter=${containerd_snapshotter:-}
+  if [[ -z $snapshotter ]]; then
+    if [[ -n ${KIP_TEST_SNAPSHOTTER:-} ]]; then
+      snapshotter=$KIP_TEST_SNAPSHOTTER
+    elif overlay_works; then snapshotter=overlayfs; else snapshotter=native; fi
+  fi
+  containerd2_snapshotter=$snapshotter
+  write_containerd2_config "$d/config.toml" "$d" "$snapshotter"
+  if [[ -n $registry_port ]]; then
+    write_hosts_toml "$d/certs.d" "127.0.0.1:$registry_port"
+  fi
+  # Its own shim (first on PATH) goes with it, not the system's 1.6 one.
+  start containerd2 "$logf" env PATH="$CD2_ROOT/usr/bin:$PATH" \
+    "$CD2_ROOT/usr/bin/containerd" --config "$d/config.toml" --log-level info
+  local pid=$started_pid
+  wait_ready containerd2 "$pid" "$logf" \
+    "$CD2_ROOT/usr/bin/ctr" --address "$d/containerd.sock" version || return 1
+  if ! "$CD2_ROOT/usr/bin/ctr" --address "$d/containerd.sock" plugins ls 2>/dev/null |
+    awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" && $NF == "ok" { f = 1 } END { exit !f }'; then
+    failure_reason="containerd 2.x is up but its CRI plugin did not load (see 'ctr plugins ls')"
+    return 1
+  fi
+}
+
 # --- dockerd ---------------------------------------------------------------------------------
 start_dockerd() {
   local d=$DIR/docker logf=$DIR/docker/docker.log
@@ -492,6 +601,19 @@ if $want_containerd; then
     log "containerd up at $DIR/containerd/containerd.sock, snapshotter $containerd_snapshotter ($((SECONDS - t0))s)"
   else
     failed containerd "$DIR/containerd/containerd.log" "$(cat "$DIR/containerd.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_containerd2; then
+  if start_containerd2; then
+    components+=(containerd2)
+    env_lines+=("export KIP_TEST_CONTAINERD2_SOCK=$DIR/cd2/containerd.sock"
+      "export KIP_TEST_CONTAINERD2_LOG=$DIR/cd2/containerd.log"
+      "export KIP_TEST_CONTAINERD2_SNAPSHOTTER=$containerd2_snapshotter"
+      "export KIP_TEST_CONTAINERD2_CTR=$CD2_ROOT/usr/bin/ctr")
+    log "containerd 2.x up at $DIR/cd2/containerd.sock, snapshotter $containerd2_snapshotter ($((SECONDS - t0))s)"
+  else
+    failed containerd2 "$DIR/cd2/containerd.log" "$(cat "$DIR/containerd2.pid" 2>/dev/null || true)"
   fi
 fi
 

@@ -55,4 +55,38 @@ if [[ ! -x "$CHART_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "${CHART
   "$CHART_VENV/bin/pip" install -q "${CHART_PKGS[@]}"
   echo "${CHART_PKGS[*]}" >"$stamp"
 fi
+
+
+# containerd 2.x for the containerd backend's tests: Debian sid's package, fetched through a
+# private apt configuration (the machine's own sources stay untouched) and unpacked with
+# `dpkg -x` under $CD2_ROOT; its binaries need only libc. Cached: done once per machine.
+CD2_BASE=${KIP_TEST_CD2_BASE:-/opt/kip-test}
+CD2_ROOT=$CD2_BASE/containerd2
+if [[ ! -x $CD2_ROOT/usr/bin/containerd ]]; then
+  echo "install-deps: fetching containerd 2.x from Debian sid into $CD2_ROOT"
+  sid=$CD2_BASE/sid
+  mkdir -p "$sid/lists/partial" "$sid/archives/partial" "$sid/etc"
+  cat >"$sid/etc/sid.sources" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_sid=(apt-get -qq
+    -o Dir::Etc::SourceList="$sid/etc/sid.sources"
+    -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::State::Lists="$sid/lists"
+    -o Dir::Cache::Archives="$sid/archives"
+    -o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache=""
+    -o APT::Architecture=amd64 -o APT::Sandbox::User=root)
+  "${apt_sid[@]}" update
+  (cd "$sid/archives" && "${apt_sid[@]}" download containerd)
+  deb=$(ls -t "$sid"/archives/containerd_*.deb | head -1)
+  rm -rf "$CD2_ROOT.tmp"
+  dpkg -x "$deb" "$CD2_ROOT.tmp"
+  rm -rf "$CD2_ROOT"
+  mv "$CD2_ROOT.tmp" "$CD2_ROOT"
+fi
+echo "install-deps: containerd 2.x: $("$CD2_ROOT/usr/bin/containerd" --version)"
 echo "install-deps: ok"

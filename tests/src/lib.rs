@@ -415,3 +415,84 @@ pub fn wait_http(addr: &str, path: &str, timeout: std::time::Duration, what: &st
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A TCP proxy to a registry that, while cutting, closes every connection after `limit` bytes
+/// from upstream (downloads break mid-layer, as when a registry goes away); once healed it passes
+/// everything through.
+pub struct CuttingProxy {
+    /// `127.0.0.1:PORT`, to use as the registry host in references.
+    pub addr: String,
+    cutting: Arc<std::sync::atomic::AtomicBool>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: &str, limit: usize) -> Self {
+        use std::{
+            io::{Read, Write},
+            net::{Shutdown, TcpListener, TcpStream},
+            sync::atomic::Ordering,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cutting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cuts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (upstream, c, n) = (upstream.to_owned(), cutting.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut client_r, mut up_w) =
+                    (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_r, &mut up_w);
+                });
+                let (c, n) = (c.clone(), n.clone());
+                std::thread::spawn(move || {
+                    let mut sent = 0usize;
+                    let mut buf = [0u8; 64 * 1024];
+                    loop {
+                        let cut_now = c.load(Ordering::SeqCst) && sent >= limit;
+                        if cut_now {
+                            n.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        let room = if c.load(Ordering::SeqCst) {
+                            limit - sent
+                        } else {
+                            buf.len()
+                        };
+                        let read = match up.read(&mut buf[..room.clamp(1, 64 * 1024)]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(read) => read,
+                        };
+                        if client.write_all(&buf[..read]).is_err() {
+                            break;
+                        }
+                        sent += read;
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = up.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Self {
+            addr,
+            cutting,
+            cuts,
+        }
+    }
+
+    /// The registry is back: stop cutting.
+    pub fn heal(&self) {
+        self.cutting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

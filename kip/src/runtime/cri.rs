@@ -100,6 +100,15 @@ impl ImageRuntime for CriRuntime {
     }
 
     async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .list_image_records()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
         let images = self
             .images()
             .list_images(ListImagesRequest { filter: None })
@@ -109,7 +118,7 @@ impl ImageRuntime for CriRuntime {
             .images;
         Ok(images
             .into_iter()
-            .flat_map(|i| i.repo_tags.into_iter().chain(i.repo_digests))
+            .map(|i| i.repo_tags.into_iter().chain(i.repo_digests).collect())
             .collect())
     }
 

@@ -238,6 +238,15 @@ impl ImageRuntime for DockerRuntime {
     }
 
     async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .list_image_records()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
         let images = self
             .client
             .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
@@ -245,7 +254,7 @@ impl ImageRuntime for DockerRuntime {
             .map_err(docker_error)?;
         Ok(images
             .into_iter()
-            .flat_map(|i| i.repo_tags.into_iter().chain(i.repo_digests))
+            .map(|i| i.repo_tags.into_iter().chain(i.repo_digests).collect())
             .collect())
     }
 

@@ -2,6 +2,7 @@
 //!
 //! The runtime is chosen once at start ([`connect`]); the pull loop knows only [`ImageRuntime`].
 
+mod containerd;
 mod cri;
 mod docker;
 
@@ -10,9 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kip_shared::ImageRef;
 
-pub use self::{cri::CriRuntime, docker::DockerRuntime};
+pub use self::{containerd::ContainerdRuntime, cri::CriRuntime, docker::DockerRuntime};
 use crate::{
-    config::{Endpoint, RuntimeKind},
+    config::{ContainerdConfig, Endpoint, RuntimeKind},
     credentials::Keyring,
 };
 
@@ -137,7 +138,7 @@ pub fn classify(message: &str) -> ErrorKind {
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {
-    /// Short name for logs and metrics (`docker`, `cri`).
+    /// Short name for logs and metrics (`docker`, `containerd`, `cri`).
     fn name(&self) -> &'static str;
 
     /// The runtime's name and version; proves it answers.
@@ -145,6 +146,18 @@ pub trait ImageRuntime: Send + Sync {
 
     /// Every tag and digest reference of the images on the node, as the runtime words them.
     async fn list_images(&self) -> Result<Vec<String>, RuntimeError>;
+
+    /// The images on the node, each as the group of its tag and digest references, so that the
+    /// digest a tag points to can be told. Runtimes that cannot group them return one reference
+    /// per group (then no tag is known to point to any digest, and `Always` pulls).
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
+        Ok(self
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|r| vec![r])
+            .collect())
+    }
 
     /// Pulls one image. Dropping the future abandons the pull.
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError>;
@@ -156,15 +169,41 @@ pub fn connect(
     kind: RuntimeKind,
     endpoint: &Endpoint,
     keyring: Arc<Keyring>,
+    containerd: &ContainerdConfig,
 ) -> Result<Arc<dyn ImageRuntime>, RuntimeError> {
     Ok(match kind {
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint, keyring)?),
-        // The native containerd backend is not built yet; containerd's CRI plugin serves the
-        // same images to kubelet.
-        RuntimeKind::Containerd | RuntimeKind::Cri => {
-            Arc::new(CriRuntime::connect(endpoint, keyring)?)
+        RuntimeKind::Containerd => {
+            if !keyring.is_empty() {
+                tracing::warn!(
+                    "the containerd backend does not send registry credentials yet; \
+                     private registries need KIP_CONTAINER_RUNTIME=cri"
+                );
+            }
+            Arc::new(ContainerdRuntime::connect(endpoint, containerd)?)
         }
+        RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint, keyring)?),
     })
+}
+
+/// Resolves tags with a manifest HEAD against their registry (plain HTTP for loopback and the
+/// insecure registries), for `KIP_PULL_POLICY=Always`.
+struct RegistryTagResolver(containerd::registry::Registry);
+
+#[async_trait]
+impl crate::puller::TagResolver for RegistryTagResolver {
+    async fn digest(&self, image: &ImageRef) -> Result<String, RuntimeError> {
+        self.0.head_digest(image).await
+    }
+}
+
+/// The resolver `Always` uses to pull only tags that moved.
+pub fn tag_resolver(
+    insecure_registries: &[String],
+) -> Result<Arc<dyn crate::puller::TagResolver>, RuntimeError> {
+    Ok(Arc::new(RegistryTagResolver(
+        containerd::registry::Registry::new(insecure_registries.to_vec())?,
+    )))
 }
 
 #[cfg(test)]

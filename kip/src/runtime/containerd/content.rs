@@ -1,0 +1,445 @@
+//! containerd's content store write protocol (STAT → WRITE… → COMMIT on one bidi stream).
+//!
+//! Two rules of the protocol are easy to break and each breaks a pull:
+//! - every WRITE and the COMMIT carry the ingest's *current* offset: an offset of 0 on an ingest
+//!   that already holds bytes truncates it (so COMMIT carries `offset == total`);
+//! - data on a COMMIT is written too, so the COMMIT carries no data.
+
+use std::collections::HashMap;
+
+use containerd_client::services::v1::{
+    WriteAction, WriteContentRequest, WriteContentResponse, content_client::ContentClient,
+};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+
+use super::{Ctx, grpc_error};
+use crate::runtime::{ErrorKind, RuntimeError};
+
+/// Size of one WRITE message.
+pub(crate) const CHUNK: usize = 1024 * 1024;
+
+/// What to do after the STAT reply, given the ingest's offset and the blob's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// containerd already holds every byte (the blob exists in another namespace, or a previous
+    /// ingest finished): commit without downloading.
+    CommitOnly,
+    /// A partial ingest: download from this offset (HTTP Range) and continue writing there.
+    From(u64),
+    /// Nothing written yet.
+    Start,
+}
+
+pub(crate) fn resume_plan(offset: i64, total: i64) -> Resume {
+    match offset {
+        o if o <= 0 => Resume::Start,
+        o if o >= total => Resume::CommitOnly,
+        o => Resume::From(o as u64),
+    }
+}
+
+/// The ingest reference for a blob: stable, so an interrupted download resumes next time.
+pub(crate) fn ingest_ref(digest: &str) -> String {
+    format!("kip-{digest}")
+}
+
+pub(crate) fn stat_msg(r#ref: &str, total: i64, expected: &str) -> WriteContentRequest {
+    WriteContentRequest {
+        action: WriteAction::Stat as i32,
+        r#ref: r#ref.to_owned(),
+        total,
+        expected: expected.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn write_msg(r#ref: &str, offset: i64, data: Vec<u8>) -> WriteContentRequest {
+    WriteContentRequest {
+        action: WriteAction::Write as i32,
+        r#ref: r#ref.to_owned(),
+        offset,
+        data,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn commit_msg(
+    r#ref: &str,
+    total: i64,
+    expected: &str,
+    labels: HashMap<String, String>,
+) -> WriteContentRequest {
+    WriteContentRequest {
+        action: WriteAction::Commit as i32,
+        r#ref: r#ref.to_owned(),
+        total,
+        expected: expected.to_owned(),
+        // The ingest's offset is `total` by now; 0 here would truncate it.
+        offset: total,
+        // No data: whatever a COMMIT carries is appended.
+        data: Vec::new(),
+        labels,
+    }
+}
+
+/// How a blob got into the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// It was there already (labels updated).
+    Present,
+    /// containerd had all bytes; committed without download.
+    CommittedOnly,
+    /// Downloaded this many bytes.
+    Downloaded(u64),
+}
+
+/// One open Write stream.
+struct Writer {
+    tx: mpsc::Sender<WriteContentRequest>,
+    rx: Streaming<WriteContentResponse>,
+    what: String,
+}
+
+impl Writer {
+    /// Opens the stream with its first request (containerd answers the call only once a message
+    /// arrives, so the request must be queued before the call is awaited) and reads its reply.
+    async fn open(
+        ctx: &Ctx,
+        what: String,
+        first: WriteContentRequest,
+    ) -> Result<(Self, WriteContentResponse), RuntimeError> {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(first).await.map_err(|_| {
+            RuntimeError::new(ErrorKind::Other, format!("{what}: write stream closed"))
+        })?;
+        let mut client = ContentClient::new(ctx.channel.clone());
+        let req = ctx.request(ReceiverStream::new(rx));
+        let rx = client
+            .write(req)
+            .await
+            .map_err(|s| grpc_error(&what, s))?
+            .into_inner();
+        let mut w = Self { tx, rx, what };
+        let reply = w.reply().await?;
+        Ok((w, reply))
+    }
+
+    async fn reply(&mut self) -> Result<WriteContentResponse, RuntimeError> {
+        match self.rx.next().await {
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(status)) => Err(grpc_error(&self.what, status)),
+            None => Err(RuntimeError::new(
+                ErrorKind::Unavailable,
+                format!("{}: write stream ended", self.what),
+            )),
+        }
+    }
+
+    /// Sends one request and reads its reply.
+    async fn call(
+        &mut self,
+        req: WriteContentRequest,
+    ) -> Result<WriteContentResponse, RuntimeError> {
+        self.tx.send(req).await.map_err(|_| {
+            RuntimeError::new(
+                ErrorKind::Unavailable,
+                format!("{}: write stream closed", self.what),
+            )
+        })?;
+        self.reply().await
+    }
+}
+
+/// Whether a Write failed because another writer holds the ingest (another agent or pull).
+fn is_locked(e: &RuntimeError) -> bool {
+    e.message.contains("locked") || e.message.contains("unavailable: ref")
+}
+
+/// Whether a Write failed because the blob got committed meanwhile (by another pull sharing a
+/// layer, or another agent); containerd words this differently on STAT and on COMMIT.
+fn is_exists(e: &RuntimeError) -> bool {
+    e.message.contains("already exists") || e.message.contains("exists")
+}
+
+/// Puts one blob into the content store, downloading through `fetch(range_from)` only what is
+/// missing, and sets `labels` on it.
+pub(crate) async fn ensure_blob<F, Fut>(
+    ctx: &Ctx,
+    digest: &str,
+    size: i64,
+    labels: HashMap<String, String>,
+    fetch: F,
+) -> Result<Written, RuntimeError>
+where
+    F: Fn(Option<u64>) -> Fut,
+    Fut: Future<Output = Result<reqwest::Response, RuntimeError>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        if ctx.content_exists(digest).await? {
+            ctx.update_content_labels(digest, labels).await?;
+            return Ok(Written::Present);
+        }
+        match write_blob(ctx, digest, size, labels.clone(), &fetch).await {
+            // Committed by someone else: the next round only labels it.
+            Err(e) if is_exists(&e) => {}
+            Err(e) if is_locked(&e) => {
+                // Another writer is on it: wait for it to finish (or to give up).
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn write_blob<F, Fut>(
+    ctx: &Ctx,
+    digest: &str,
+    size: i64,
+    labels: HashMap<String, String>,
+    fetch: &F,
+) -> Result<Written, RuntimeError>
+where
+    F: Fn(Option<u64>) -> Fut,
+    Fut: Future<Output = Result<reqwest::Response, RuntimeError>>,
+{
+    let what = format!("content {digest}");
+    let r#ref = ingest_ref(digest);
+    let (mut w, stat) = Writer::open(ctx, what.clone(), stat_msg(&r#ref, size, digest)).await?;
+    let plan = resume_plan(stat.offset, size);
+    tracing::debug!(digest, offset = stat.offset, size, ?plan, "ingest");
+    let mut downloaded = 0u64;
+    let mut offset = 0i64;
+    let transfer = async {
+        if plan != Resume::CommitOnly {
+            let range_from = match plan {
+                Resume::From(n) => Some(n),
+                _ => None,
+            };
+            let resp = fetch(range_from).await?;
+            // 206: the registry continues at range_from; 200: the whole blob, so start over (a WRITE
+            // at offset 0 truncates the ingest, which is what is wanted then).
+            offset = match (range_from, resp.status().as_u16()) {
+                (Some(n), 206) => n as i64,
+                _ => 0,
+            };
+            let mut body = resp.bytes_stream();
+            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+            loop {
+                let next = body.next().await;
+                let done = next.is_none();
+                if let Some(chunk) = next {
+                    let chunk = chunk.map_err(|e| {
+                        RuntimeError::new(ErrorKind::Unavailable, format!("{what}: download: {e}"))
+                    })?;
+                    buf.extend_from_slice(&chunk);
+                }
+                if buf.len() >= CHUNK || (done && !buf.is_empty()) {
+                    let data = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                    let n = data.len() as i64;
+                    let reply = w.call(write_msg(&r#ref, offset, data)).await?;
+                    offset += n;
+                    downloaded += n as u64;
+                    if reply.offset != offset {
+                        return Err(RuntimeError::new(
+                            ErrorKind::Other,
+                            format!(
+                                "{what}: ingest at offset {} after writing up to {offset}",
+                                reply.offset
+                            ),
+                        ));
+                    }
+                    if offset > size {
+                        return Err(RuntimeError::new(
+                            ErrorKind::Other,
+                            format!("{what}: registry sent more than the {size} bytes expected"),
+                        ));
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            if offset != size {
+                return Err(RuntimeError::new(
+                    ErrorKind::Unavailable,
+                    format!("{what}: download ended at {offset} of {size} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = transfer.await {
+        if offset > 0 && offset < size {
+            keep_for_resume(ctx, &r#ref).await;
+        }
+        return Err(e);
+    }
+    match w
+        .call(commit_msg(&r#ref, size, digest, labels.clone()))
+        .await
+    {
+        Ok(reply) => {
+            if !reply.digest.is_empty() && reply.digest != digest {
+                return Err(RuntimeError::new(
+                    ErrorKind::Other,
+                    format!("{what}: committed content has digest {}", reply.digest),
+                ));
+            }
+        }
+        Err(e) if is_exists(&e) => return Err(e),
+        Err(e) => {
+            // A bad ingest (wrong bytes from an earlier run) would fail every resume: drop it.
+            abort(ctx, &r#ref).await;
+            return Err(e);
+        }
+    }
+    drop(w.tx);
+    if matches!(plan, Resume::From(_)) {
+        ctx.delete_lease(&resume_lease(&r#ref)).await;
+    }
+    Ok(if plan == Resume::CommitOnly {
+        Written::CommittedOnly
+    } else {
+        Written::Downloaded(downloaded)
+    })
+}
+
+/// Writes a small in-memory document (manifest, index, config).
+pub(crate) async fn ensure_bytes(
+    ctx: &Ctx,
+    digest: &str,
+    bytes: &[u8],
+    labels: HashMap<String, String>,
+) -> Result<(), RuntimeError> {
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match write_bytes(ctx, digest, bytes, labels.clone()).await {
+            Err(e) if is_exists(&e) => {}
+            Err(e) if is_locked(&e) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn write_bytes(
+    ctx: &Ctx,
+    digest: &str,
+    bytes: &[u8],
+    labels: HashMap<String, String>,
+) -> Result<(), RuntimeError> {
+    if ctx.content_exists(digest).await? {
+        return ctx.update_content_labels(digest, labels).await;
+    }
+    let what = format!("content {digest}");
+    let r#ref = ingest_ref(digest);
+    let size = bytes.len() as i64;
+    let (mut w, stat) = Writer::open(ctx, what.clone(), stat_msg(&r#ref, size, digest)).await?;
+    if resume_plan(stat.offset, size) != Resume::CommitOnly {
+        // Always rewrite small documents from the start.
+        w.call(write_msg(&r#ref, 0, bytes.to_vec())).await?;
+    }
+    match w
+        .call(commit_msg(&r#ref, size, digest, labels.clone()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.message.contains("already exists") => {
+            ctx.update_content_labels(digest, labels).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The lease that keeps a partial ingest for the next pull to resume.
+pub(crate) fn resume_lease(r#ref: &str) -> String {
+    format!(
+        "kip-resume-{}",
+        r#ref.trim_start_matches("kip-").replace(':', "-")
+    )
+}
+
+/// Moves a partial ingest under a lease of its own (expiring like the pull leases), so deleting
+/// the failed pull's lease does not let GC remove the bytes already downloaded.
+async fn keep_for_resume(ctx: &Ctx, r#ref: &str) {
+    let id = resume_lease(r#ref);
+    if let Err(e) = ctx.create_lease(&id).await
+        && !e.message.contains("exists")
+    {
+        tracing::debug!(ingest = r#ref, error = %e, "resume lease");
+        return;
+    }
+    let mut keeper = ctx.clone();
+    keeper.lease = Some(id);
+    if let Err(e) = keeper.hold("ingests", r#ref).await {
+        tracing::debug!(ingest = r#ref, error = %e, "resume lease");
+    }
+}
+
+/// Drops an ingest (best effort).
+pub(crate) async fn abort(ctx: &Ctx, r#ref: &str) {
+    let req = ctx.request(containerd_client::services::v1::AbortRequest {
+        r#ref: r#ref.to_owned(),
+    });
+    if let Err(s) = ContentClient::new(ctx.channel.clone()).abort(req).await {
+        tracing::debug!(ingest = r#ref, error = %s.message(), "abort ingest");
+    }
+}
+
+/// Whether a gRPC status means "not there".
+pub(crate) fn is_not_found(code: Code) -> bool {
+    code == Code::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_after_stat() {
+        let table = [
+            (0, 100, Resume::Start),
+            (-1, 100, Resume::Start),
+            (1, 100, Resume::From(1)),
+            (99, 100, Resume::From(99)),
+            (100, 100, Resume::CommitOnly),
+            (0, 0, Resume::Start),
+        ];
+        for (offset, total, want) in table {
+            assert_eq!(resume_plan(offset, total), want, "{offset}/{total}");
+        }
+    }
+
+    /// Trap: an offset of 0 on COMMIT truncates an ingest that holds bytes (a shared blob then
+    /// fails "size validation: 0 != N"); trap: data on COMMIT is appended a second time.
+    #[test]
+    fn commit_carries_the_full_offset_and_no_data() {
+        let labels = HashMap::from([("k".to_owned(), "v".to_owned())]);
+        let m = commit_msg("kip-sha256:ab", 827, "sha256:ab", labels.clone());
+        assert_eq!(m.action, WriteAction::Commit as i32);
+        assert_eq!(m.offset, 827);
+        assert_eq!(m.total, 827);
+        assert!(m.data.is_empty());
+        assert_eq!(m.expected, "sha256:ab");
+        assert_eq!(m.labels, labels);
+    }
+
+    #[test]
+    fn writes_carry_their_offset_and_stat_carries_no_data() {
+        let w = write_msg("r", 3 * CHUNK as i64, vec![1, 2, 3]);
+        assert_eq!(w.action, WriteAction::Write as i32);
+        assert_eq!(w.offset, 3 * CHUNK as i64);
+        assert_eq!(w.data, vec![1, 2, 3]);
+        let s = stat_msg("r", 10, "sha256:x");
+        assert_eq!(s.action, WriteAction::Stat as i32);
+        assert_eq!((s.total, s.offset, s.data.len()), (10, 0, 0));
+        assert_eq!(ingest_ref("sha256:x"), "kip-sha256:x");
+    }
+}

@@ -1,0 +1,708 @@
+//! The native containerd backend: pulls straight into containerd's content store over its gRPC
+//! API, unpacks into the snapshotter kubelet uses and registers the image where CRI looks.
+//!
+//! A pull runs under a lease (so containerd's GC leaves half-done work alone and collects it if
+//! the agent dies): resolve against the registry, fetch config and layers concurrently (a
+//! semaphore shared by all images bounds the downloads), unpack each layer as soon as it and the
+//! ones below it are in, label everything for GC, create or update the image record, drop the
+//! lease. Interrupted downloads stay as ingests and are resumed with HTTP Range next time.
+
+mod content;
+pub(crate) mod registry;
+mod unpack;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use containerd_client::services::v1::{
+    AbortRequest, AddResourceRequest, CreateImageRequest, Image, InfoRequest, ListContentRequest,
+    ListImagesRequest, ListStatusesRequest, ReadContentRequest, Resource, UpdateImageRequest,
+    UpdateRequest, content_client::ContentClient, images_client::ImagesClient,
+    leases_client::LeasesClient, version_client::VersionClient,
+};
+use futures_util::{StreamExt, future::try_join_all};
+use hyper_util::rt::TokioIo;
+use kip_shared::ImageRef;
+use tokio::{net::UnixStream, sync::Semaphore};
+use tonic::{
+    Code, Status,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint as TonicEndpoint, Uri},
+};
+use tower::service_fn;
+use tracing::{debug, info, warn};
+
+use self::{
+    content::{Written, ensure_blob, ensure_bytes},
+    registry::{
+        DOCKER_LIST, Descriptor, Index, Manifest, OCI_INDEX, Registry, node_platform,
+        select_platform,
+    },
+    unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
+};
+use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use crate::config::{ContainerdConfig, Endpoint};
+
+/// gRPC messages (image and content lists) can be large on busy nodes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long containerd keeps a pull's lease if the agent dies before deleting it.
+const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
+/// Ingests of ours untouched this long are aborted (younger ones are resumed by the next pull).
+const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
+/// Label CRI puts on the images it manages.
+const CRI_IMAGE_LABEL: &str = "io.cri-containerd.image";
+
+/// Maps a containerd gRPC status to an error kind, naming what failed.
+pub(crate) fn grpc_error(what: &str, status: Status) -> RuntimeError {
+    let kind = match status.code() {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Unauthenticated | Code::PermissionDenied => ErrorKind::Unauthorized,
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        Code::Unavailable => ErrorKind::Unavailable,
+        _ => super::classify(status.message()),
+    };
+    RuntimeError::new(kind, format!("containerd: {what}: {}", status.message()))
+}
+
+/// What every containerd call of one pull shares: channel, namespace, snapshotter, lease.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub channel: Channel,
+    pub namespace: String,
+    pub snapshotter: String,
+    pub lease: Option<String>,
+}
+
+impl Ctx {
+    /// A request carrying the namespace (and the lease, if any) as containerd metadata.
+    pub(crate) fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        let md = req.metadata_mut();
+        if let Ok(v) = MetadataValue::try_from(self.namespace.as_str()) {
+            md.insert("containerd-namespace", v);
+        }
+        if let Some(lease) = &self.lease
+            && let Ok(v) = MetadataValue::try_from(lease.as_str())
+        {
+            md.insert("containerd-lease", v);
+        }
+        req
+    }
+
+    fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Adds a resource to the pull's lease, so GC keeps it until the image references it
+    /// (content or snapshots left by an earlier, failed pull are otherwise unreferenced).
+    pub(crate) async fn hold(&self, kind: &str, id: &str) -> Result<(), RuntimeError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let mut plain = self.clone();
+        plain.lease = None;
+        LeasesClient::new(self.channel.clone())
+            .add_resource(plain.request(AddResourceRequest {
+                id: lease.clone(),
+                resource: Some(Resource {
+                    id: id.to_owned(),
+                    r#type: kind.to_owned(),
+                }),
+            }))
+            .await
+            .map_err(|s| grpc_error(&format!("lease {kind} {id}"), s))?;
+        Ok(())
+    }
+
+    /// Creates a lease that containerd's GC removes after [`LEASE_EXPIRY`].
+    pub(crate) async fn create_lease(&self, id: &str) -> Result<(), RuntimeError> {
+        let labels = HashMap::from([(
+            "containerd.io/gc.expire".to_owned(),
+            rfc3339(unix_now() + LEASE_EXPIRY.as_secs()),
+        )]);
+        let mut plain = self.clone();
+        plain.lease = None;
+        LeasesClient::new(self.channel.clone())
+            .create(
+                plain.request(containerd_client::services::v1::CreateRequest {
+                    id: id.to_owned(),
+                    labels,
+                }),
+            )
+            .await
+            .map_err(|s| grpc_error("create lease", s))?;
+        Ok(())
+    }
+
+    /// Deletes a lease (best effort: it expires anyway).
+    pub(crate) async fn delete_lease(&self, id: &str) {
+        let mut plain = self.clone();
+        plain.lease = None;
+        if let Err(s) = LeasesClient::new(self.channel.clone())
+            .delete(
+                plain.request(containerd_client::services::v1::DeleteRequest {
+                    id: id.to_owned(),
+                    sync: false,
+                }),
+            )
+            .await
+            && s.code() != Code::NotFound
+        {
+            warn!(lease = id, error = %s.message(), "could not delete lease; it expires by itself");
+        }
+    }
+
+    /// Whether the blob is in the namespace; held by the lease from now on.
+    pub(crate) async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
+        self.hold("content", digest).await?;
+        let req = self.request(InfoRequest {
+            digest: digest.to_owned(),
+        });
+        match self.content().info(req).await {
+            Ok(_) => Ok(true),
+            Err(s) if content::is_not_found(s.code()) => Ok(false),
+            Err(s) => Err(grpc_error(&format!("content {digest}"), s)),
+        }
+    }
+
+    /// Sets labels on existing content (only the given keys change).
+    pub(crate) async fn update_content_labels(
+        &self,
+        digest: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        let req = self.request(UpdateRequest {
+            info: Some(containerd_client::services::v1::Info {
+                digest: digest.to_owned(),
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths }),
+        });
+        self.content()
+            .update(req)
+            .await
+            .map_err(|s| grpc_error(&format!("label content {digest}"), s))?;
+        Ok(())
+    }
+
+    /// Reads a small blob from the content store.
+    async fn read(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
+        let what = format!("read content {digest}");
+        let req = self.request(ReadContentRequest {
+            digest: digest.to_owned(),
+            offset: 0,
+            size: 0,
+        });
+        let mut stream = self
+            .content()
+            .read(req)
+            .await
+            .map_err(|s| grpc_error(&what, s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(part) = stream.next().await {
+            out.extend(part.map_err(|s| grpc_error(&what, s))?.data);
+        }
+        Ok(out)
+    }
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`2026-11-24T09:00:00Z`).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A lease for one pull, deleted by [`LeaseGuard::release`]. A pull that is dropped (timeout,
+/// shutdown) leaves its lease to expire (gc.expire), which keeps its partial downloads for the
+/// next attempt to resume.
+struct LeaseGuard {
+    ctx: Ctx,
+    id: String,
+}
+
+impl LeaseGuard {
+    async fn create(ctx: &Ctx) -> Result<Self, RuntimeError> {
+        let id = format!(
+            "kip-{:x}-{}-{:x}",
+            unix_now(),
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        ctx.create_lease(&id).await?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            id,
+        })
+    }
+
+    async fn release(self) {
+        self.ctx.delete_lease(&self.id).await;
+    }
+}
+
+/// Pulls natively through containerd's content, snapshots, diff, images and leases services.
+pub struct ContainerdRuntime {
+    channel: Channel,
+    config: ContainerdConfig,
+    registry: Registry,
+    /// Blob downloads in flight, across all images.
+    downloads: Arc<Semaphore>,
+}
+
+impl ContainerdRuntime {
+    /// Builds a lazily connecting channel to containerd's socket.
+    pub fn connect(endpoint: &Endpoint, config: &ContainerdConfig) -> Result<Self, RuntimeError> {
+        let invalid = |e: tonic::transport::Error| {
+            RuntimeError::new(
+                ErrorKind::Other,
+                format!("containerd endpoint {endpoint}: {e}"),
+            )
+        };
+        let channel = match endpoint {
+            Endpoint::Unix(path) => {
+                let path: PathBuf = path.clone();
+                TonicEndpoint::try_from("http://[::1]:0")
+                    .map_err(invalid)?
+                    .connect_with_connector_lazy(service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
+                    }))
+            }
+            Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
+                .map_err(invalid)?
+                .connect_lazy(),
+        };
+        Ok(Self {
+            channel,
+            registry: Registry::new(config.insecure_registries.clone())?,
+            downloads: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            config: config.clone(),
+        })
+    }
+
+    fn ctx(&self, lease: Option<String>) -> Ctx {
+        Ctx {
+            channel: self.channel.clone(),
+            namespace: self.config.namespace.clone(),
+            snapshotter: self.config.snapshotter.clone(),
+            lease,
+        }
+    }
+
+    /// Whether an image record points at complete content unpacked for our snapshotter.
+    async fn is_usable(
+        &self,
+        ctx: &Ctx,
+        target: &Descriptor,
+        have: &HashSet<String>,
+    ) -> Result<bool, RuntimeError> {
+        if !have.contains(&target.digest) {
+            return Ok(false);
+        }
+        let manifest_digest = match target.media_type.as_str() {
+            OCI_INDEX | DOCKER_LIST => {
+                let Ok(index) = serde_json::from_slice::<Index>(&ctx.read(&target.digest).await?)
+                else {
+                    return Ok(false);
+                };
+                let (os, arch) = node_platform();
+                let variant = (arch == "arm64").then_some("v8");
+                match select_platform(&index.manifests, os, arch, variant) {
+                    Some(d) if have.contains(&d.digest) => d.digest.clone(),
+                    _ => return Ok(false),
+                }
+            }
+            _ => target.digest.clone(),
+        };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&ctx.read(&manifest_digest).await?)
+        else {
+            return Ok(false);
+        };
+        if !have.contains(&manifest.config.digest)
+            || manifest.layers.iter().any(|l| !have.contains(&l.digest))
+        {
+            return Ok(false);
+        }
+        let Ok(config) =
+            serde_json::from_slice::<ImageConfig>(&ctx.read(&manifest.config.digest).await?)
+        else {
+            return Ok(false);
+        };
+        match chain_ids(&config.rootfs.diff_ids).last() {
+            Some(top) => snapshot_exists(ctx, top).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Aborts ingests of ours that nobody touched for [`STALE_INGEST`].
+    async fn abort_stale_ingests(&self, ctx: &Ctx) {
+        let Ok(reply) = ctx
+            .content()
+            .list_statuses(ctx.request(ListStatusesRequest {
+                filters: vec![r#"ref~="^kip-""#.to_owned()],
+            }))
+            .await
+        else {
+            return;
+        };
+        let cutoff = unix_now().saturating_sub(STALE_INGEST.as_secs()) as i64;
+        for status in reply.into_inner().statuses {
+            let updated = status.updated_at.map_or(0, |t| t.seconds);
+            if updated < cutoff {
+                debug!(ingest = %status.r#ref, "aborting stale ingest");
+                let _ = ctx
+                    .content()
+                    .abort(ctx.request(AbortRequest {
+                        r#ref: status.r#ref,
+                    }))
+                    .await;
+            }
+        }
+    }
+
+    async fn do_pull(&self, ctx: &Ctx, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+        let started = Instant::now();
+        let resolved = self.registry.resolve(image).await?;
+        let resolve_ms = started.elapsed().as_millis() as u64;
+        let manifest: &Manifest = &resolved.parsed;
+        let source_label = (
+            format!("containerd.io/distribution.source.{}", image.registry()),
+            image.repository().to_owned(),
+        );
+
+        // The config first: its diff IDs drive the unpack, which runs while layers download.
+        let config_desc = &manifest.config;
+        {
+            let _permit = self.downloads.acquire().await.map_err(closed)?;
+            ensure_blob(
+                ctx,
+                &config_desc.digest,
+                config_desc.size,
+                HashMap::from([source_label.clone()]),
+                |from| self.registry.blob(image, &config_desc.digest, from),
+            )
+            .await?;
+        }
+        let config_bytes = ctx.read(&config_desc.digest).await?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+            RuntimeError::new(ErrorKind::Other, format!("{image}: image config: {e}"))
+        })?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(RuntimeError::new(
+                ErrorKind::Other,
+                format!(
+                    "{image}: config lists {} diff IDs for {} layers",
+                    diff_ids.len(),
+                    manifest.layers.len()
+                ),
+            ));
+        }
+        let chains = chain_ids(diff_ids);
+
+        let n = manifest.layers.len();
+        let (done_tx, done_rx) = tokio::sync::watch::channel(vec![false; n]);
+        let downloads = try_join_all(manifest.layers.iter().enumerate().map(|(i, layer)| {
+            let done_tx = &done_tx;
+            let labels = HashMap::from([
+                source_label.clone(),
+                ("containerd.io/uncompressed".to_owned(), diff_ids[i].clone()),
+            ]);
+            async move {
+                let _permit = self.downloads.acquire().await.map_err(closed)?;
+                let written = ensure_blob(ctx, &layer.digest, layer.size, labels, |from| {
+                    self.registry.blob(image, &layer.digest, from)
+                })
+                .await?;
+                done_tx.send_modify(|v| v[i] = true);
+                Ok::<_, RuntimeError>(written)
+            }
+        }));
+        let unpack_all = async {
+            let mut rx = done_rx.clone();
+            let mut unpacked = 0usize;
+            for (i, layer) in manifest.layers.iter().enumerate() {
+                if snapshot_exists(ctx, &chains[i]).await? {
+                    continue;
+                }
+                rx.wait_for(|v| v[i]).await.map_err(|_| {
+                    RuntimeError::new(ErrorKind::Other, format!("{image}: layer {i} not fetched"))
+                })?;
+                let parent = i.checked_sub(1).map(|p| chains[p].as_str());
+                if unpack_layer(ctx, layer, &diff_ids[i], parent, &chains[i]).await? {
+                    unpacked += 1;
+                }
+            }
+            Ok::<_, RuntimeError>(unpacked)
+        };
+        let (written, unpacked) = tokio::try_join!(downloads, unpack_all)?;
+        let fetched_ms = started.elapsed().as_millis() as u64;
+        let bytes: u64 = written
+            .iter()
+            .map(|w| match w {
+                Written::Downloaded(n) => *n,
+                _ => 0,
+            })
+            .sum();
+
+        // GC references: manifest → config and layers, config → top snapshot, index → manifest.
+        if let Some(top) = chains.last() {
+            ctx.update_content_labels(
+                &config_desc.digest,
+                HashMap::from([(
+                    format!("containerd.io/gc.ref.snapshot.{}", ctx.snapshotter),
+                    top.clone(),
+                )]),
+            )
+            .await?;
+        }
+        let mut manifest_labels = HashMap::from([
+            source_label.clone(),
+            (
+                "containerd.io/gc.ref.content.config".to_owned(),
+                config_desc.digest.clone(),
+            ),
+        ]);
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest.clone(),
+            );
+        }
+        ensure_bytes(
+            ctx,
+            &resolved.manifest.descriptor.digest,
+            &resolved.manifest.bytes,
+            manifest_labels,
+        )
+        .await?;
+        if let Some(index) = &resolved.index {
+            let parsed: Index = serde_json::from_slice(&index.bytes)
+                .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{image}: index: {e}")))?;
+            let mut labels = HashMap::from([source_label.clone()]);
+            for (i, child) in parsed.manifests.iter().enumerate() {
+                if child.digest == resolved.manifest.descriptor.digest {
+                    labels.insert(
+                        format!("containerd.io/gc.ref.content.m.{i}"),
+                        child.digest.clone(),
+                    );
+                }
+            }
+            ensure_bytes(ctx, &index.descriptor.digest, &index.bytes, labels).await?;
+        }
+
+        self.register_image(ctx, image, resolved.target()).await?;
+        info!(
+            image = %image,
+            manifest = %resolved.manifest.descriptor.digest,
+            layers = n,
+            unpacked,
+            bytes,
+            resolve_ms,
+            fetch_unpack_ms = fetched_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "containerd pull done"
+        );
+        Ok(PullOutcome {
+            image_id: Some(config_desc.digest.clone()),
+            bytes: Some(bytes),
+        })
+    }
+
+    /// Creates the image record, or points the existing one at the new target.
+    async fn register_image(
+        &self,
+        ctx: &Ctx,
+        image: &ImageRef,
+        target: &Descriptor,
+    ) -> Result<(), RuntimeError> {
+        let record = Image {
+            name: image.to_string(),
+            labels: HashMap::from([(CRI_IMAGE_LABEL.to_owned(), "managed".to_owned())]),
+            target: Some(containerd_client::types::Descriptor {
+                media_type: target.media_type.clone(),
+                digest: target.digest.clone(),
+                size: target.size,
+                annotations: HashMap::new(),
+            }),
+            created_at: None,
+            updated_at: None,
+        };
+        let mut images = ImagesClient::new(self.channel.clone());
+        let what = format!("image record {image}");
+        match images
+            .create(ctx.request(CreateImageRequest {
+                image: Some(record.clone()),
+                source_date_epoch: None,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => images
+                .update(ctx.request(UpdateImageRequest {
+                    image: Some(record),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["target".to_owned(), format!("labels.{CRI_IMAGE_LABEL}")],
+                    }),
+                    source_date_epoch: None,
+                }))
+                .await
+                .map(|_| ())
+                .map_err(|s| grpc_error(&what, s)),
+            Err(s) => Err(grpc_error(&what, s)),
+        }
+    }
+}
+
+fn closed(_: tokio::sync::AcquireError) -> RuntimeError {
+    RuntimeError::new(ErrorKind::Other, "download limiter closed")
+}
+
+#[async_trait]
+impl ImageRuntime for ContainerdRuntime {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let v = VersionClient::new(self.channel.clone())
+            .version(())
+            .await
+            .map_err(|s| grpc_error("version", s))?
+            .into_inner();
+        Ok(format!(
+            "containerd {} (namespace {}, snapshotter {})",
+            v.version, self.config.namespace, self.config.snapshotter
+        ))
+    }
+
+    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+        let ctx = self.ctx(None);
+        self.abort_stale_ingests(&ctx).await;
+        let images = ImagesClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .list(ctx.request(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(|s| grpc_error("list images", s))?
+            .into_inner()
+            .images;
+        let have: HashSet<String> = ctx
+            .content()
+            .list(ctx.request(ListContentRequest { filters: vec![] }))
+            .await
+            .map_err(|s| grpc_error("list content", s))?
+            .into_inner()
+            .map(|r| r.map(|r| r.info.into_iter().map(|i| i.digest).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|s| grpc_error("list content", s))?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut usable_by_target: HashMap<String, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for image in images {
+            // CRI also names images by their config digest; those are no references.
+            if image.name.starts_with("sha256:") {
+                continue;
+            }
+            let Some(target) = image.target else { continue };
+            let usable = match usable_by_target.get(&target.digest) {
+                Some(u) => *u,
+                None => {
+                    let desc = Descriptor {
+                        media_type: target.media_type.clone(),
+                        digest: target.digest.clone(),
+                        size: target.size,
+                        platform: None,
+                    };
+                    let u = self.is_usable(&ctx, &desc, &have).await?;
+                    usable_by_target.insert(target.digest.clone(), u);
+                    u
+                }
+            };
+            if usable {
+                out.push(image.name);
+            } else {
+                debug!(image = %image.name, "present in containerd but incomplete or not unpacked");
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+        let lease = LeaseGuard::create(&self.ctx(None)).await?;
+        let ctx = self.ctx(Some(lease.id.clone()));
+        let result = self.do_pull(&ctx, image).await;
+        lease.release().await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_795_511_045, "2026-11-24T09:04:05Z"),
+            (4_102_444_800, "2100-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(rfc3339(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn grpc_errors_name_what_failed() {
+        let e = grpc_error("create lease", Status::unavailable("connection refused"));
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(e.message, "containerd: create lease: connection refused");
+        let e = grpc_error("x", Status::not_found("content sha256:1: not found"));
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = grpc_error("x", Status::unknown("failed size validation: 0 != 827"));
+        assert_eq!(e.kind, ErrorKind::Other);
+    }
+}

@@ -1,0 +1,671 @@
+//! A small OCI distribution client: resolves a reference to the node's manifest and streams
+//! blobs, with the anonymous Bearer-token challenge flow Docker Hub, GHCR and Harbor use.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kip_shared::ImageRef;
+use reqwest::{StatusCode, header};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tracing::debug;
+
+use crate::runtime::{ErrorKind, RuntimeError};
+
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Largest manifest or config accepted into memory.
+const MAX_SMALL_BLOB: u64 = 4 * 1024 * 1024;
+
+/// An OCI descriptor, as manifests carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// The platform of an index entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// An image manifest (OCI or Docker schema 2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Manifest {
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// An index or manifest list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Index {
+    pub manifests: Vec<Descriptor>,
+}
+
+/// A document fetched from the registry with its descriptor.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub descriptor: Descriptor,
+    pub bytes: Vec<u8>,
+}
+
+/// A resolved reference: the node's manifest, and the index it was chosen from, if any.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub index: Option<Fetched>,
+    pub manifest: Fetched,
+    pub parsed: Manifest,
+}
+
+impl Resolved {
+    /// What the image record points at: the index if there was one, else the manifest.
+    pub(crate) fn target(&self) -> &Descriptor {
+        self.index
+            .as_ref()
+            .map_or(&self.manifest.descriptor, |i| &i.descriptor)
+    }
+}
+
+/// The node's platform in OCI words.
+pub(crate) fn node_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+/// Picks the manifest for `os`/`arch` from an index: an exact variant match first (arm64
+/// images say `v8`), then any entry of that os and architecture. Attestation manifests carry
+/// platform `unknown/unknown` and are never chosen.
+pub(crate) fn select_platform<'a>(
+    manifests: &'a [Descriptor],
+    os: &str,
+    arch: &str,
+    variant: Option<&str>,
+) -> Option<&'a Descriptor> {
+    let candidates = || {
+        manifests.iter().filter(|d| {
+            matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST | "")
+                && d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == os && p.architecture == arch)
+        })
+    };
+    candidates()
+        .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_deref()) == variant)
+        .or_else(|| candidates().next())
+}
+
+/// A `WWW-Authenticate: Bearer …` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Challenge {
+    pub realm: String,
+    pub service: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Parses a Bearer challenge (`Bearer realm="…",service="…",scope="…"`); other schemes give
+/// `None`. Quoted values may hold commas and escaped quotes.
+pub(crate) fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+            value = value.trim().to_owned();
+        }
+        params.insert(key, value);
+    }
+    Some(Challenge {
+        realm: params.remove("realm").filter(|r| !r.is_empty())?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
+}
+
+/// `sha256:<hex>` of bytes.
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Whether a registry host is a loopback one (reached over plain HTTP, like containerd does).
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name == "::1"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The registry client; cheap to clone, shares connections and tokens.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    http: reqwest::Client,
+    insecure: Arc<Vec<String>>,
+    /// Bearer tokens by `host repository`.
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+}
+
+fn unavailable(what: &str, e: &reqwest::Error) -> RuntimeError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Unavailable
+    };
+    // reqwest's top error says little; the source chain names the cause (refused, DNS…).
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    RuntimeError::new(kind, message)
+}
+
+fn status_error(what: &str, status: StatusCode, body: &str) -> RuntimeError {
+    let kind = match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::Unavailable,
+        s if s.is_server_error() => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    };
+    let body: String = body.trim().chars().take(300).collect();
+    RuntimeError::new(kind, format!("{what}: registry answered {status}: {body}"))
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+impl Registry {
+    pub(crate) fn new(insecure: Vec<String>) -> Result<Self, RuntimeError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("kip/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            insecure: Arc::new(insecure),
+            tokens: Arc::default(),
+        })
+    }
+
+    /// The API host for a registry name (Docker Hub's API lives on registry-1.docker.io).
+    fn api_host(registry: &str) -> &str {
+        if registry == "docker.io" || registry == "index.docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        }
+    }
+
+    fn base_url(&self, image: &ImageRef) -> String {
+        let host = Self::api_host(image.registry());
+        let lower = host.to_ascii_lowercase();
+        let scheme = if is_loopback(host) || self.insecure.contains(&lower) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}/v2/{}", image.repository())
+    }
+
+    /// GET with the cached token; on a Bearer challenge fetches a token and retries once.
+    async fn get(
+        &self,
+        image: &ImageRef,
+        url: &str,
+        accept: Option<&str>,
+        range_from: Option<u64>,
+        what: &str,
+    ) -> Result<reqwest::Response, RuntimeError> {
+        let key = format!("{} {}", image.registry(), image.repository());
+        let mut fetched_token = false;
+        loop {
+            let mut req = self.http.get(url);
+            if let Some(accept) = accept {
+                req = req.header(header::ACCEPT, accept);
+            }
+            if let Some(from) = range_from {
+                req = req.header(header::RANGE, format!("bytes={from}-"));
+            }
+            let token = self.tokens.lock().unwrap().get(&key).cloned();
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().await.map_err(|e| unavailable(what, &e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || fetched_token {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_bearer_challenge);
+            let Some(challenge) = challenge else {
+                return Ok(resp);
+            };
+            let token = self.fetch_token(image, &challenge, what).await?;
+            self.tokens.lock().unwrap().insert(key.clone(), token);
+            fetched_token = true;
+        }
+    }
+
+    /// Anonymous token for pulling the image's repository.
+    async fn fetch_token(
+        &self,
+        image: &ImageRef,
+        challenge: &Challenge,
+        what: &str,
+    ) -> Result<String, RuntimeError> {
+        let scope = format!("repository:{}:pull", image.repository());
+        let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
+        if let Some(service) = &challenge.service {
+            query.push(("service", service));
+        }
+        debug!(realm = %challenge.realm, scope, "fetching registry token");
+        let what = format!("{what}: token from {}", challenge.realm);
+        let url = reqwest::Url::parse_with_params(&challenge.realm, &query)
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: bad realm: {e}")))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(status_error(&what, status, &body));
+        }
+        let reply: TokenReply = resp
+            .json()
+            .await
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: {e}")))?;
+        reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RuntimeError::new(ErrorKind::Other, format!("{what}: no token")))
+    }
+
+    /// Reads a small document fully (manifests, configs), refusing oversized ones.
+    async fn read_small(resp: reqwest::Response, what: &str) -> Result<Vec<u8>, RuntimeError> {
+        if resp.content_length().is_some_and(|n| n > MAX_SMALL_BLOB) {
+            return Err(RuntimeError::new(
+                ErrorKind::Other,
+                format!("{what}: larger than {MAX_SMALL_BLOB} bytes"),
+            ));
+        }
+        let bytes = resp.bytes().await.map_err(|e| unavailable(what, &e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Fetches one manifest (by tag or digest) with the accepted media types.
+    async fn fetch_manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+    ) -> Result<Fetched, RuntimeError> {
+        let what = format!("{image}: manifest {reference}");
+        let url = format!("{}/manifests/{reference}", self.base_url(image));
+        let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
+        let resp = self.get(image, &url, Some(&accept), None, &what).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(status_error(&what, status, &body));
+        }
+        let header_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+        let bytes = Self::read_small(resp, &what).await?;
+        let digest = sha256_digest(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(RuntimeError::new(
+                ErrorKind::Other,
+                format!("{what}: content has digest {digest}"),
+            ));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            #[serde(default)]
+            media_type: Option<String>,
+            #[serde(default)]
+            manifests: Option<serde_json::Value>,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: {e}")))?;
+        let media_type = probe
+            .media_type
+            .or(header_type.filter(|t| !t.is_empty() && t != "application/json"))
+            .unwrap_or_else(|| {
+                if probe.manifests.is_some() {
+                    OCI_INDEX
+                } else {
+                    OCI_MANIFEST
+                }
+                .to_owned()
+            });
+        Ok(Fetched {
+            descriptor: Descriptor {
+                media_type,
+                digest,
+                size: bytes.len() as i64,
+                platform: None,
+            },
+            bytes,
+        })
+    }
+
+    /// The digest the reference's tag points to now, from a manifest HEAD: no manifest or blob is
+    /// downloaded, and Docker Hub does not count a HEAD as a pull.
+    pub(crate) async fn head_digest(&self, image: &ImageRef) -> Result<String, RuntimeError> {
+        let what = format!("{image}: manifest HEAD");
+        let url = format!(
+            "{}/manifests/{}",
+            self.base_url(image),
+            image.tag_or_digest()
+        );
+        let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
+        let key = format!("{} {}", image.registry(), image.repository());
+        let mut fetched_token = false;
+        let resp = loop {
+            let mut req = self.http.head(&url).header(header::ACCEPT, &accept);
+            let token = self.tokens.lock().unwrap().get(&key).cloned();
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().await.map_err(|e| unavailable(&what, &e))?;
+            let challenge = (resp.status() == StatusCode::UNAUTHORIZED && !fetched_token)
+                .then(|| {
+                    resp.headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_bearer_challenge)
+                })
+                .flatten();
+            let Some(challenge) = challenge else {
+                break resp;
+            };
+            let token = self.fetch_token(image, &challenge, &what).await?;
+            self.tokens.lock().unwrap().insert(key.clone(), token);
+            fetched_token = true;
+        };
+        if !resp.status().is_success() {
+            return Err(status_error(&what, resp.status(), ""));
+        }
+        resp.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                RuntimeError::new(
+                    ErrorKind::Other,
+                    format!("{what}: no Docker-Content-Digest"),
+                )
+            })
+    }
+
+    /// Resolves the reference to the node platform's manifest.
+    pub(crate) async fn resolve(&self, image: &ImageRef) -> Result<Resolved, RuntimeError> {
+        let top = self.fetch_manifest(image, image.tag_or_digest()).await?;
+        let (index, manifest) = match top.descriptor.media_type.as_str() {
+            OCI_INDEX | DOCKER_LIST => {
+                let index: Index = serde_json::from_slice(&top.bytes).map_err(|e| {
+                    RuntimeError::new(ErrorKind::Other, format!("{image}: index: {e}"))
+                })?;
+                let (os, arch) = node_platform();
+                let variant = (arch == "arm64").then_some("v8");
+                let child =
+                    select_platform(&index.manifests, os, arch, variant).ok_or_else(|| {
+                        RuntimeError::new(
+                            ErrorKind::NotFound,
+                            format!("{image}: no matching manifest for {os}/{arch} in the index"),
+                        )
+                    })?;
+                let digest = child.digest.clone();
+                (Some(top), self.fetch_manifest(image, &digest).await?)
+            }
+            OCI_MANIFEST | DOCKER_MANIFEST => (None, top),
+            other => {
+                return Err(RuntimeError::new(
+                    ErrorKind::Other,
+                    format!("{image}: unsupported manifest media type {other:?}"),
+                ));
+            }
+        };
+        let parsed: Manifest = serde_json::from_slice(&manifest.bytes)
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{image}: manifest: {e}")))?;
+        Ok(Resolved {
+            index,
+            manifest,
+            parsed,
+        })
+    }
+
+    /// Starts a blob download, from `range_from` when set. A 206 answer continues there; a 200
+    /// answer (the registry ignored the range) starts at 0: check [`reqwest::Response::status`].
+    pub(crate) async fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        range_from: Option<u64>,
+    ) -> Result<reqwest::Response, RuntimeError> {
+        let what = format!("{image}: blob {digest}");
+        let url = format!("{}/blobs/{digest}", self.base_url(image));
+        let resp = self.get(image, &url, None, range_from, &what).await?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(resp)
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            Err(status_error(&what, status, &body))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(
+        media_type: &str,
+        digest: &str,
+        platform: Option<(&str, &str, Option<&str>)>,
+    ) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: digest.into(),
+            size: 1,
+            platform: platform.map(|(os, arch, variant)| Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: variant.map(Into::into),
+            }),
+        }
+    }
+
+    #[test]
+    fn selects_the_node_platform() {
+        let index = vec![
+            desc(OCI_MANIFEST, "arm", Some(("linux", "arm", Some("v7")))),
+            desc(OCI_MANIFEST, "att", Some(("unknown", "unknown", None))),
+            desc(OCI_MANIFEST, "arm64-plain", Some(("linux", "arm64", None))),
+            desc(
+                OCI_MANIFEST,
+                "arm64-v8",
+                Some(("linux", "arm64", Some("v8"))),
+            ),
+            desc(OCI_MANIFEST, "win", Some(("windows", "amd64", None))),
+            desc(DOCKER_MANIFEST, "amd64", Some(("linux", "amd64", None))),
+            desc(OCI_INDEX, "nested", Some(("linux", "s390x", None))),
+        ];
+        let table: [(&str, &str, Option<&str>, Option<&str>); 6] = [
+            ("linux", "amd64", None, Some("amd64")),
+            ("linux", "arm64", Some("v8"), Some("arm64-v8")),
+            ("linux", "arm64", None, Some("arm64-plain")),
+            ("linux", "arm", Some("v6"), Some("arm")),
+            ("linux", "s390x", None, None),
+            ("linux", "riscv64", None, None),
+        ];
+        for (os, arch, variant, want) in table {
+            let got = select_platform(&index, os, arch, variant).map(|d| d.digest.as_str());
+            assert_eq!(got, want, "{os}/{arch}/{variant:?}");
+        }
+        assert_eq!(select_platform(&[], "linux", "amd64", None), None);
+    }
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let table = [
+            (
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/python:pull""#,
+                Some((
+                    "https://auth.docker.io/token",
+                    Some("registry.docker.io"),
+                    Some("repository:library/python:pull"),
+                )),
+            ),
+            (
+                r#"bearer realm="https://ghcr.io/token", service="ghcr.io", scope="repository:a/b:pull,push""#,
+                Some((
+                    "https://ghcr.io/token",
+                    Some("ghcr.io"),
+                    Some("repository:a/b:pull,push"),
+                )),
+            ),
+            (
+                r#"Bearer realm=http://127.0.0.1:9/auth,service=kip-test"#,
+                Some(("http://127.0.0.1:9/auth", Some("kip-test"), None)),
+            ),
+            (r#"Bearer realm="a\"b""#, Some((r#"a"b"#, None, None))),
+            (r#"Basic realm="Registry Realm""#, None),
+            ("Bearer service=x", None),
+            ("Bearer", None),
+            ("", None),
+        ];
+        for (header, want) in table {
+            let got = parse_bearer_challenge(header);
+            let want = want.map(|(realm, service, scope)| Challenge {
+                realm: realm.into(),
+                service: service.map(Into::into),
+                scope: scope.map(Into::into),
+            });
+            assert_eq!(got, want, "{header}");
+        }
+    }
+
+    #[test]
+    fn loopback_registries() {
+        for (host, want) in [
+            ("127.0.0.1:5000", true),
+            ("127.0.0.1", true),
+            ("127.3.4.5:80", true),
+            ("localhost:5000", true),
+            ("localhost", true),
+            ("[::1]:5000", true),
+            ("::1", true),
+            ("10.0.0.1:5000", false),
+            ("docker.io", false),
+            ("localhost.example.com", false),
+        ] {
+            assert_eq!(is_loopback(host), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn schemes_and_api_hosts() {
+        let r = Registry::new(vec!["reg.internal:5000".into()]).unwrap();
+        let url = |s: &str| r.base_url(&ImageRef::parse(s).unwrap());
+        assert_eq!(url("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
+        assert_eq!(
+            url("reg.internal:5000/a:1"),
+            "http://reg.internal:5000/v2/a"
+        );
+        assert_eq!(url("reg.internal/a:1"), "https://reg.internal/v2/a");
+        assert_eq!(
+            url("python:3"),
+            "https://registry-1.docker.io/v2/library/python"
+        );
+        assert_eq!(url("ghcr.io/o/r:1"), "https://ghcr.io/v2/o/r");
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! `kip --once` with the native containerd backend against a real registry and real containerd
+//! 1.6 and 2.x, all started by `tests/scripts/env-up.sh`. Every test pushes its own images.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Command, Output},
+    thread,
+};
+
+use e2e::{component, output_text, push_images, registry_requests, repo_root, run_kip, run_ok};
+use kip::{
+    config::Endpoint,
+    runtime::{CriRuntime, ImageRuntime},
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Cd {
+    V1,
+    V2,
+}
+
+impl Cd {
+    fn tag(self) -> &'static str {
+        match self {
+            Cd::V1 => "cd1",
+            Cd::V2 => "cd2",
+        }
+    }
+
+    fn socket(self) -> Option<String> {
+        component(match self {
+            Cd::V1 => "KIP_TEST_CONTAINERD_SOCK",
+            Cd::V2 => "KIP_TEST_CONTAINERD2_SOCK",
+        })
+    }
+
+    /// The ctr that goes with this containerd.
+    fn ctr_bin(self) -> String {
+        match self {
+            Cd::V1 => "ctr".to_owned(),
+            Cd::V2 => component("KIP_TEST_CONTAINERD2_CTR").unwrap(),
+        }
+    }
+
+    fn snapshotter(self) -> String {
+        component(match self {
+            Cd::V1 => "KIP_TEST_CONTAINERD_SNAPSHOTTER",
+            Cd::V2 => "KIP_TEST_CONTAINERD2_SNAPSHOTTER",
+        })
+        .unwrap_or_else(|| "overlayfs".to_owned())
+    }
+
+    /// Runs `ctr --address SOCK -n NS ARGS…` and returns stdout.
+    fn ctr(self, ns: &str, args: &[&str]) -> String {
+        let sock = self.socket().unwrap();
+        let mut all = vec!["--address", &sock, "-n", ns];
+        all.extend_from_slice(args);
+        run_ok(&self.ctr_bin(), &all)
+    }
+
+    /// The agent's settings: this containerd, namespace `ns`, a static list of images.
+    fn env(self, ns: &str, images: &[String]) -> Vec<(String, String)> {
+        vec![
+            ("KIP_CONTAINERD_NAMESPACE".into(), ns.into()),
+            (
+                "KIP_CRI_ENDPOINT".into(),
+                format!("unix://{}", self.socket().unwrap()),
+            ),
+            ("KIP_CONTAINER_RUNTIME".into(), "containerd".into()),
+            ("KIP_CONTAINERD_SNAPSHOTTER".into(), self.snapshotter()),
+            ("KIP_IMAGE_FETCHER".into(), "StaticListFetcher".into()),
+            ("KIP_IMAGES".into(), images.join(",")),
+            ("KIP_LOG_LEVEL".into(), "DEBUG".into()),
+        ]
+    }
+
+    /// `ctr images check`: complete content and unpacked for the snapshotter.
+    fn assert_complete(self, ns: &str, reference: &str) {
+        let check = self.ctr(
+            ns,
+            &[
+                "images",
+                "check",
+                "--snapshotter",
+                &self.snapshotter(),
+                &format!("name=={reference}"),
+            ],
+        );
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(reference))
+            .unwrap_or_else(|| panic!("{reference} not in namespace {ns}:\n{check}"));
+        assert!(line.contains("complete"), "{reference}: {line}");
+        assert!(
+            line.trim_end().ends_with("true"),
+            "{reference} not unpacked: {line}"
+        );
+    }
+
+    /// No lease and no ingest of kip's is left behind.
+    fn assert_clean(self, ns: &str) {
+        let leases = self.ctr(ns, &["leases", "ls", "-q"]);
+        assert!(
+            !leases.lines().any(|l| l.starts_with("kip-")),
+            "leases left: {leases}"
+        );
+        let active = self.ctr(ns, &["content", "active"]);
+        assert!(
+            !active.lines().any(|l| l.starts_with("kip-")),
+            "ingests left: {active}"
+        );
+    }
+
+    fn has_image(self, ns: &str, reference: &str) -> bool {
+        self.ctr(ns, &["images", "ls", "-q"])
+            .lines()
+            .any(|l| l == reference)
+    }
+}
+
+fn kip(args: &[&str], env: &[(String, String)]) -> Output {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_kip(args, &env)
+}
+
+fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+    env
+}
+
+fn repo_of(reference: &str) -> &str {
+    let path = reference.split_once('/').unwrap().1;
+    path.rsplit_once(':').unwrap().0
+}
+
+/// Pushes `count` images whose middle layer holds `data_mb` MiB.
+fn push_big(registry: &str, prefix: &str, count: usize, data_mb: usize) -> Vec<String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/build-images.sh"))
+        .args([registry, prefix, &count.to_string(), &data_mb.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn unique(cd: Cd, what: &str) -> String {
+    format!(
+        "{what}-{}-{}",
+        cd.tag(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_007
+    )
+}
+
+/// 4 multi-layer images sharing a base layer land in k8s.io complete and unpacked; a container
+/// runs from one and sees its rootfs; CRI lists them; nothing is left behind; a second run
+/// finds them present and asks the registry nothing.
+async fn four_images(cd: Cd) {
+    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let images = push_images(&registry, &format!("test/{}-four", cd.tag()), 4);
+    let env = with(cd.env("k8s.io", &images), "KIP_NUM_PULLERS", "4");
+    let env2 = env.clone();
+    let out = tokio::task::spawn_blocking(move || kip(&["--once"], &env2))
+        .await
+        .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for image in &images {
+        cd.assert_complete("k8s.io", image);
+        let line = text
+            .lines()
+            .find(|l| l.contains("pull finished") && l.contains(image.as_str()))
+            .unwrap_or_else(|| panic!("no pull line for {image}:\n{text}"));
+        assert!(line.contains("runtime=\"containerd\""), "{line}");
+        assert!(line.contains("outcome=\"pulled\""), "{line}");
+    }
+    cd.assert_clean("k8s.io");
+
+    // A container starts from the image and sees its rootfs.
+    let id = unique(cd, "run");
+    let printed = cd.ctr(
+        "k8s.io",
+        &[
+            "run",
+            "--rm",
+            "--snapshotter",
+            &cd.snapshotter(),
+            &images[2],
+            &id,
+            "/bin/sh",
+            "-c",
+            "cat /kernel-id",
+        ],
+    );
+    assert_eq!(printed.trim(), "3", "container output");
+
+    // CRI (kubelet's view) lists them.
+    let cri = CriRuntime::connect(&Endpoint::Unix(sock.into()), Default::default()).unwrap();
+    let listed = cri.list_images().await.unwrap();
+    for image in &images {
+        assert!(
+            listed.contains(image),
+            "CRI does not list {image}: {listed:?}"
+        );
+    }
+
+    // IfNotPresent: present and unpacked, so the registry hears nothing.
+    let repo = repo_of(&images[0]).to_owned();
+    let before = registry_requests(&format!("/v2/{repo}/"));
+    let out = tokio::task::spawn_blocking(move || kip(&["--once"], &env))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(registry_requests(&format!("/v2/{repo}/")), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd16_pulls_four_images_that_run() {
+    four_images(Cd::V1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd2_pulls_four_images_that_run() {
+    four_images(Cd::V2).await;
+}
+
+/// An image whose blobs are already in containerd's store (through another namespace) is
+/// committed into k8s.io without any download: the STAT reports every byte present and the
+/// COMMIT must carry offset == size and no data.
+fn shared_blobs_commit_without_download(cd: Cd) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let images = push_images(&registry, &format!("test/{}-shared", cd.tag()), 1);
+    let repo = repo_of(&images[0]).to_owned();
+    let other = unique(cd, "kipother");
+    let ns = unique(cd, "kipshared");
+    let out = kip(&["--once"], &cd.env(&other, &images));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    cd.assert_complete(&other, &images[0]);
+    let blob_gets = || registry_requests(&format!("GET /v2/{repo}/blobs/"));
+    let before = blob_gets();
+
+    let out = kip(&["--once"], &cd.env(&ns, &images));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    cd.assert_complete(&ns, &images[0]);
+    assert_eq!(blob_gets(), before, "blobs downloaded again:\n{text}");
+    assert!(text.contains("CommitOnly"), "{text}");
+    cd.assert_clean(&ns);
+    cd.assert_clean(&other);
+}
+
+#[test]
+fn containerd16_shared_blobs_commit_without_download() {
+    shared_blobs_commit_without_download(Cd::V1);
+}
+
+#[test]
+fn containerd2_shared_blobs_commit_without_download() {
+    shared_blobs_commit_without_download(Cd::V2);
+}
+
+/// A TCP proxy to the registry that closes each connection after `limit` bytes from upstream:
+/// a download interrupted mid-layer.
+fn cutting_proxy(upstream: String, limit: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut up) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_r, mut up_w) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut client_r, &mut up_w);
+            });
+            thread::spawn(move || {
+                let mut sent = 0usize;
+                let mut buf = [0u8; 64 * 1024];
+                while sent < limit {
+                    let n = match up.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - sent),
+                    };
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// A pull cut off mid-layer fails clearly and leaves its partial ingest; the next pull resumes
+/// it with an HTTP Range request (206) and succeeds, leaving nothing behind.
+fn interrupted_pull_resumes(cd: Cd) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let images = push_big(&registry, &format!("test/{}-resume", cd.tag()), 1, 24);
+    let path = images[0].split_once('/').unwrap().1.to_owned();
+    let proxy = cutting_proxy(registry.clone(), 6 * 1024 * 1024);
+    let via_proxy = format!("{proxy}/{path}");
+    let ns = unique(cd, "kipresume");
+    let out = kip(
+        &["--once"],
+        &with(
+            cd.env(&ns, std::slice::from_ref(&via_proxy)),
+            "KIP_NUM_RETRIES",
+            "1",
+        ),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{via_proxy}: unavailable")),
+        "{text}"
+    );
+    let active = cd.ctr(&ns, &["content", "active"]);
+    assert!(
+        active.lines().any(|l| l.starts_with("kip-sha256:")),
+        "no partial ingest left to resume:\n{active}\n{text}"
+    );
+
+    let repo = repo_of(&images[0]).to_owned();
+    let log = component("KIP_TEST_REGISTRY_LOG").unwrap();
+    let ranged_before = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains("\" 206 "))
+        .count();
+    let out = kip(&["--once"], &cd.env(&ns, &images));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let ranged_after = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains("\" 206 "))
+        .count();
+    assert!(
+        ranged_after > ranged_before,
+        "the second pull did not resume with a Range request:\n{text}"
+    );
+    assert!(text.contains("From("), "{text}");
+    cd.assert_complete(&ns, &images[0]);
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_interrupted_pull_resumes() {
+    interrupted_pull_resumes(Cd::V1);
+}
+
+#[test]
+fn containerd2_interrupted_pull_resumes() {
+    interrupted_pull_resumes(Cd::V2);
+}
+
+/// An unknown image fails once as not_found; an unknown registry is retried as unavailable;
+/// the good image still lands.
+fn unknown_image_and_registry(cd: Cd) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let mut images = push_images(&registry, &format!("test/{}-unknown", cd.tag()), 1);
+    let missing = format!("{registry}/test/{}-never-pushed:1", cd.tag());
+    let unreachable = "127.0.0.1:1/test/nowhere:1".to_owned();
+    images.push(missing.clone());
+    images.push(unreachable.clone());
+    let ns = unique(cd, "kipunknown");
+    let out = kip(
+        &["--once"],
+        &with(cd.env(&ns, &images), "KIP_NUM_RETRIES", "2"),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let summary = text
+        .split("image(s) not pulled:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    let line = |needle: &str| {
+        summary
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in summary: {summary}"))
+            .to_owned()
+    };
+    let m = line(&missing);
+    assert!(
+        m.contains("not_found") && m.contains("after 1 attempt(s)"),
+        "{m}"
+    );
+    assert!(m.contains("manifest"), "{m}");
+    let u = line(&unreachable);
+    assert!(
+        u.contains("unavailable") && u.contains("after 2 attempt(s)"),
+        "{u}"
+    );
+    assert!(u.contains("127.0.0.1:1"), "{u}");
+    cd.assert_complete(&ns, &images[0]);
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_unknown_image_and_registry_fail_clearly() {
+    unknown_image_and_registry(Cd::V1);
+}
+
+#[test]
+fn containerd2_unknown_image_and_registry_fail_clearly() {
+    unknown_image_and_registry(Cd::V2);
+}
+
+/// Two agents pulling the same images at the same time both succeed.
+fn two_agents(cd: Cd) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let images = push_big(&registry, &format!("test/{}-twin", cd.tag()), 2, 16);
+    let ns = unique(cd, "kiptwin");
+    let env = with(cd.env(&ns, &images), "KIP_NUM_PULLERS", "2");
+    let spawn = |env: Vec<(String, String)>| thread::spawn(move || kip(&["--once"], &env));
+    let (a, b) = (spawn(env.clone()), spawn(env));
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    }
+    for image in &images {
+        cd.assert_complete(&ns, image);
+        assert!(cd.has_image(&ns, image));
+    }
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_two_agents_pull_the_same_images() {
+    two_agents(Cd::V1);
+}
+
+#[test]
+fn containerd2_two_agents_pull_the_same_images() {
+    two_agents(Cd::V2);
+}
+
+#[test]
+fn containerd_config_is_reported_with_the_variable() {
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_CONTAINER_RUNTIME", "containerd"),
+            ("KIP_CONTAINERD_NAMESPACE", "bad ns"),
+            ("KIP_MAX_CONCURRENT_DOWNLOADS", "0"),
+        ],
+    );
+    let text = output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
+    assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
+}

@@ -1,0 +1,257 @@
+//! The daemon under faults, against real containerd (CRI) and the test registry: a runtime that
+//! is not there yet, a gateway that serves garbage, and SIGTERM in the middle of a pull.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    FakeGateway, binary, component, free_port, http_get, kernelspec_entry, push_images, run_kip,
+    run_ok,
+};
+use serde_json::json;
+
+fn has_image(sock: &str, reference: &str) -> bool {
+    run_ok(
+        "ctr",
+        &["--address", sock, "-n", "k8s.io", "images", "ls", "-q"],
+    )
+    .lines()
+    .any(|l| l == reference)
+}
+
+fn spawn_kip(env: &[(&str, &str)], log: &Path) -> Child {
+    let mut cmd = Command::new(binary("kip"));
+    cmd.env_clear().stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// SIGTERM, then the exit status within `limit`.
+fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
+    run_ok("kill", &["-TERM", &child.id().to_string()]);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// The runtime socket does not exist at start: the agent stays live and not ready, retries, and
+/// pulls once the socket appears, without a restart.
+#[test]
+fn runtime_socket_missing_at_start_then_present() {
+    let (Some(registry), Some(sock)) = (
+        component("KIP_TEST_REGISTRY"),
+        component("KIP_TEST_CONTAINERD_SOCK"),
+    ) else {
+        return;
+    };
+    let images = push_images(&registry, "test/fault-late-runtime", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late.sock");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("kip.log");
+    let mut child = spawn_kip(
+        &[
+            ("KIP_CRI_ENDPOINT", &format!("unix://{}", late.display())),
+            ("KIP_CONTAINER_RUNTIME", "cri"),
+            ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
+            ("KIP_IMAGES", &images[0]),
+            ("KIP_ADMIN_ADDR", &admin),
+        ],
+        &log,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let text = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kip exited without its runtime:\n{}",
+        text()
+    );
+    assert_eq!(http_get(&admin, "/livez").0, 200);
+    assert_eq!(
+        http_get(&admin, "/readyz").0,
+        503,
+        "ready without a runtime"
+    );
+
+    std::os::unix::fs::symlink(&sock, &late).unwrap();
+    let ready = wait_until(Duration::from_secs(40), || {
+        http_get(&admin, "/readyz").0 == 200
+    });
+    assert!(ready, "not ready after the runtime appeared:\n{}", text());
+    assert!(has_image(&sock, &images[0]), "{}", text());
+    assert!(text().contains("cycle did not complete"), "{}", text());
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(12)),
+        Some(0),
+        "{}",
+        text()
+    );
+}
+
+/// A gateway that starts serving a body that is not a kernelspec listing: the error is logged,
+/// the previous list is kept (no image is forgotten), and a later good body is picked up.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_listing_keeps_the_previous_list() {
+    let (Some(registry), Some(sock)) = (
+        component("KIP_TEST_REGISTRY"),
+        component("KIP_TEST_CONTAINERD_SOCK"),
+    ) else {
+        return;
+    };
+    let images = push_images(&registry, "test/fault-malformed", 2);
+    let spec = |name: &str, image: &str| kernelspec_entry(name, json!({"image_name": image}));
+    let gateway =
+        FakeGateway::start(json!({"kernelspecs": {"a": spec("a", &images[0])}}), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kip.log");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn_kip(
+        &[
+            ("KIP_GATEWAY_HOST", &gateway.url),
+            ("KIP_CRI_ENDPOINT", &format!("unix://{sock}")),
+            ("KIP_CONTAINER_RUNTIME", "cri"),
+            ("KIP_INTERVAL", "1"),
+            ("KIP_ADMIN_ADDR", &admin),
+        ],
+        &log,
+    );
+    let text = || std::fs::read_to_string(&log).unwrap();
+    let first = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(30), || has_image(&sock, &images[0]))
+    });
+    assert!(first, "{}", text());
+
+    gateway.set_body(json!({"oops": "<html>not a listing</html>"}));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kip died on a bad listing:\n{}",
+        text()
+    );
+    assert!(
+        text().contains("no \\\"kernelspecs\\\" object")
+            || text().contains("no \"kernelspecs\" object"),
+        "{}",
+        text()
+    );
+    assert!(text().contains("kept_previous=true"), "{}", text());
+    let (_, metrics) = http_get(&admin, "/metrics");
+    assert!(
+        metrics.contains("kip_images_desired 1"),
+        "previous list forgotten:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("kip_fetch_total{result=\"error\"}"),
+        "{metrics}"
+    );
+
+    gateway
+        .set_body(json!({"kernelspecs": {"a": spec("a", &images[0]), "b": spec("b", &images[1])}}));
+    let second = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(30), || has_image(&sock, &images[1]))
+    });
+    assert!(second, "{}", text());
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(12)),
+        Some(0),
+        "{}",
+        text()
+    );
+}
+
+/// SIGTERM while a large image is being pulled: exit 0 within the grace period, and the next
+/// run pulls the image completely.
+#[test]
+fn sigterm_during_a_pull_then_the_next_run_pulls() {
+    let (Some(registry), Some(sock)) = (
+        component("KIP_TEST_REGISTRY"),
+        component("KIP_TEST_CONTAINERD_SOCK"),
+    ) else {
+        return;
+    };
+    let out = Command::new("bash")
+        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
+        .args([registry.as_str(), "test/fault-sigterm", "1", "96"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kip.log");
+    let env = [
+        ("KIP_CRI_ENDPOINT", format!("unix://{sock}")),
+        ("KIP_CONTAINER_RUNTIME", "cri".to_owned()),
+        ("KIP_IMAGE_FETCHER", "StaticListFetcher".to_owned()),
+        ("KIP_IMAGES", image.clone()),
+        ("KIP_ADMIN_ADDR", "off".to_owned()),
+        ("KIP_SHUTDOWN_GRACE", "5".to_owned()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = spawn_kip(&env_refs, &log);
+    let text = || std::fs::read_to_string(&log).unwrap();
+    // The cycle starts right after the runtime answers.
+    assert!(
+        wait_until(Duration::from_secs(20), || text()
+            .contains("runtime answered")),
+        "{}",
+        text()
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let started = Instant::now();
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let once = run_kip(&["--once"], &env_refs);
+    assert_eq!(once.status.code(), Some(0), "{}", e2e::output_text(&once));
+    let check = run_ok(
+        "ctr",
+        &[
+            "--address",
+            &sock,
+            "-n",
+            "k8s.io",
+            "images",
+            "check",
+            &format!("name=={image}"),
+        ],
+    );
+    assert!(
+        check.contains("complete") && check.trim_end().ends_with("true"),
+        "{check}"
+    );
+}

@@ -173,6 +173,25 @@ async fn listing_single_spec_and_resources() {
     )
     .await;
     assert_eq!(r.body, b"print(1)");
+    let head = api::router(f.state.clone())
+        .oneshot(
+            Request::head("/kernelspecs/python_k8s/logo-64x64.png")
+                .header("authorization", "token s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "image/png");
+    assert!(
+        head.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
     let r = call(&f.state, "/kernelspecs/nope/logo.png", &[AUTH]).await;
     assert_eq!(r.json()["message"], "Kernel spec nope not found");
 

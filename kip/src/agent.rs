@@ -70,6 +70,7 @@ impl OnceReport {
                     Some(format!("{image}: {error} (after {attempts} attempt(s))"))
                 }
                 ImageResult::Cancelled => Some(format!("{image}: cancelled by shutdown")),
+                ImageResult::Skipped { reason } => Some(format!("{image}: skipped: {reason}")),
                 _ => None,
             });
         invalid.chain(failed).collect()
@@ -443,6 +444,7 @@ mod tests {
                 attempt_timeout: Duration::from_secs(5),
                 backoff_min: Duration::from_millis(1),
                 backoff_max: Duration::from_millis(2),
+                max_disk_percent: None,
             },
             Arc::default(),
         );
@@ -535,6 +537,7 @@ mod tests {
             attempt_timeout: Duration::from_secs(60),
             backoff_min: Duration::from_millis(1),
             backoff_max: Duration::from_millis(2),
+            max_disk_percent: None,
         };
         let metrics: Arc<Metrics> = Arc::default();
         let agent = Agent::new(

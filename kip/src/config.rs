@@ -136,6 +136,11 @@ pub struct Args {
     #[arg(long, env = "KIP_WATCH_SECONDS", default_value = "50")]
     pub watch_seconds: String,
 
+    /// No pulls while the runtime's image filesystem is at least this full (percent; kubelet's
+    /// image GC high threshold is 85).
+    #[arg(long, env = "KIP_MAX_DISK_USAGE_PERCENT", default_value = "85")]
+    pub max_disk_usage_percent: String,
+
     /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
     pub shutdown_grace: String,
@@ -283,6 +288,7 @@ pub struct Config {
     pub keyring: Keyring,
     /// How long a watch is held; `None` when watching is off.
     pub watch_wait: Option<Duration>,
+    pub max_disk_usage_percent: f64,
     pub containerd: ContainerdConfig,
 }
 
@@ -501,6 +507,14 @@ impl Config {
                     "expected a whole number of seconds (0 turns watching off)".to_owned()
                 }),
         );
+        let max_disk_usage_percent = c.check(
+            "KIP_MAX_DISK_USAGE_PERCENT",
+            &args.max_disk_usage_percent,
+            match args.max_disk_usage_percent.trim().parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+                _ => Err("expected a percentage greater than 0, at most 100".to_owned()),
+            },
+        );
         let keyring = c.check(
             "KIP_DOCKER_CONFIG",
             args.docker_config.as_deref().unwrap_or_default(),
@@ -547,6 +561,7 @@ impl Config {
             Some(shutdown_grace),
             Some(keyring),
             Some(watch_wait),
+            Some(max_disk_usage_percent),
             Some(containerd_namespace),
             Some(containerd_snapshotter),
             Some(insecure_registries),
@@ -572,6 +587,7 @@ impl Config {
             shutdown_grace,
             keyring,
             watch_wait,
+            max_disk_usage_percent,
             containerd_namespace,
             containerd_snapshotter,
             insecure_registries,
@@ -610,6 +626,7 @@ impl Config {
             shutdown_grace,
             keyring,
             watch_wait,
+            max_disk_usage_percent,
             containerd: ContainerdConfig {
                 namespace: containerd_namespace,
                 snapshotter: containerd_snapshotter,

@@ -74,6 +74,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             attempt_timeout: config.pull_timeout,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            max_disk_percent: Some(config.max_disk_usage_percent),
         },
         metrics.clone(),
     );

@@ -17,7 +17,7 @@ use crate::{
     config::PullPolicy,
     metrics::Metrics,
     plan::{Present, to_pull},
-    runtime::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError},
+    runtime::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError},
 };
 
 /// How pulls are scheduled.
@@ -33,6 +33,8 @@ pub struct PullOptions {
     /// First delay between attempts (doubled each time, with jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// No pulls while the runtime's image filesystem is at least this full (percent).
+    pub max_disk_percent: Option<f64>,
 }
 
 /// What happened to one image in a cycle.
@@ -55,6 +57,8 @@ pub enum ImageResult {
     Cancelled,
     /// `Always`: the registry's digest for the tag is the node's; nothing was pulled.
     Unchanged { digest: String },
+    /// Not pulled this cycle, and why (the image filesystem is too full).
+    Skipped { reason: String },
 }
 
 /// Tells the digest a tag points to in its registry now (a manifest HEAD), for `Always`.
@@ -172,6 +176,7 @@ impl Puller {
                     .await
             }
         };
+        let pull = self.unless_disk_full(pull, &mut results).await;
         let pulled = join_all(
             pull.into_iter()
                 .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) }),
@@ -181,6 +186,58 @@ impl Puller {
         let order: Vec<String> = desired.iter().map(ImageRef::key).collect();
         results.sort_by_key(|(r, _)| order.iter().position(|k| *k == r.key()));
         Ok(CycleReport { results })
+    }
+
+    /// Keeps the pulls when the image filesystem has room (or its usage cannot be read); else
+    /// reports each as skipped.
+    async fn unless_disk_full<'a>(
+        &self,
+        pull: Vec<&'a ImageRef>,
+        results: &mut Vec<(ImageRef, ImageResult)>,
+    ) -> Vec<&'a ImageRef> {
+        let Some(limit) = self.options.max_disk_percent.filter(|_| !pull.is_empty()) else {
+            return pull;
+        };
+        let runtime = self.runtime.name();
+        let usage = match self.runtime.image_fs_path().await {
+            Ok(Some(path)) => match FsUsage::of(&path) {
+                Ok(usage) => usage,
+                Err(error) => {
+                    debug!(runtime, path = %path.display(), %error, "image filesystem not readable; disk check skipped");
+                    return pull;
+                }
+            },
+            Ok(None) => return pull,
+            Err(error) => {
+                debug!(runtime, %error, "image filesystem unknown; disk check skipped");
+                return pull;
+            }
+        };
+        let used = usage.percent();
+        if used < limit {
+            return pull;
+        }
+        let reason = format!(
+            "image filesystem {used:.0}% full, at or above KIP_MAX_DISK_USAGE_PERCENT={limit}"
+        );
+        warn!(
+            runtime,
+            used_percent = used,
+            limit_percent = limit,
+            images = pull.len(),
+            "pulls skipped: image filesystem too full"
+        );
+        for image in pull {
+            self.metrics
+                .record_pull(runtime, "skipped_disk_pressure", Duration::ZERO, None);
+            results.push((
+                image.clone(),
+                ImageResult::Skipped {
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        Vec::new()
     }
 
     /// `Always` with a resolver: a digest-pinned image on the node is never re-checked; a tag on
@@ -409,6 +466,7 @@ mod tests {
             attempt_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(1),
             backoff_max: Duration::from_millis(5),
+            max_disk_percent: None,
         }
     }
 

@@ -415,9 +415,9 @@ def test_enabled_false_removes_resources():
 
 
 def test_psp_is_rendered_only_where_the_cluster_serves_it():
-    # Offline rendering knows no PodSecurityPolicy API (Kubernetes 1.25+ behaviour), so the
-    # request is accepted and nothing is rendered; `helm template --api-versions
-    # policy/v1beta1/PodSecurityPolicy` or a pre-1.25 cluster renders it.
+    # The SDK's offline rendering knows no PodSecurityPolicy API (Kubernetes 1.25+ behaviour), so
+    # the request is accepted and nothing is rendered; test_helm_cli.py renders it with `helm
+    # template --api-versions policy/v1beta1/PodSecurityPolicy`.
     m = render({"kip": {"podSecurityPolicy": {"create": True}}})
     assert not m.has("PodSecurityPolicy") and not m.has("ClusterRole", "kip-controller")
 

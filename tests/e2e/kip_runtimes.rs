@@ -752,3 +752,42 @@ fn docker_registry_down_mid_pull_then_back() {
 fn cri_registry_down_mid_pull_then_back() {
     registry_down_mid_pull_then_back(Rt::Cri);
 }
+
+/// With the image filesystem fuller than KIP_MAX_DISK_USAGE_PERCENT, nothing is pulled and each
+/// image is reported as skipped, naming the variable; with room, the same list pulls.
+fn disk_pressure_skips_pulls(rt: Rt) {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), rt.socket()) else {
+        return;
+    };
+    let images = push_images(&registry, &format!("test/{}-disk", rt.name()), 1);
+    // The test filesystem is more than 0.001 % used, so this limit is always reached.
+    let out = kip(
+        &["--once"],
+        &with(rt.kip_env(&images), "KIP_MAX_DISK_USAGE_PERCENT", "0.001"),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}: skipped: image filesystem", images[0])),
+        "{text}"
+    );
+    assert!(text.contains("KIP_MAX_DISK_USAGE_PERCENT=0.001"), "{text}");
+    assert!(!rt.has_image(&images[0]), "pulled despite the limit");
+
+    let out = kip(
+        &["--once"],
+        &with(rt.kip_env(&images), "KIP_MAX_DISK_USAGE_PERCENT", "100"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    rt.assert_complete(&images[0]);
+}
+
+#[test]
+fn docker_disk_pressure_skips_pulls() {
+    disk_pressure_skips_pulls(Rt::Docker);
+}
+
+#[test]
+fn cri_disk_pressure_skips_pulls() {
+    disk_pressure_skips_pulls(Rt::Cri);
+}

@@ -98,6 +98,7 @@ async fn thousand_cycles_keep_memory_flat() {
                 attempt_timeout: Duration::from_secs(60),
                 backoff_min: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
+                max_disk_percent: None,
             },
             metrics.clone(),
         ),

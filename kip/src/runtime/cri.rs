@@ -4,18 +4,12 @@
 use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    AuthConfig, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
+    AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use kip_shared::ImageRef;
-use tokio::net::UnixStream;
-use tonic::{
-    Code, Status,
-    transport::{Channel, Endpoint as TonicEndpoint, Uri},
-};
-use tower::service_fn;
+use tonic::{Code, Status, transport::Channel};
 
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{config::Endpoint, credentials::Keyring};
@@ -33,25 +27,7 @@ impl CriRuntime {
     /// Builds a lazily connecting channel: the socket is dialled on first use and re-dialled after
     /// failures, so the agent can start before the runtime.
     pub fn connect(endpoint: &Endpoint, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
-        let invalid = |e: tonic::transport::Error| {
-            RuntimeError::new(ErrorKind::Other, format!("CRI endpoint {endpoint}: {e}"))
-        };
-        let channel = match endpoint {
-            Endpoint::Unix(path) => {
-                let path: PathBuf = path.clone();
-                TonicEndpoint::try_from("http://[::1]:0")
-                    .map_err(invalid)?
-                    .connect_with_connector_lazy(service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                        }
-                    }))
-            }
-            Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
-                .map_err(invalid)?
-                .connect_lazy(),
-        };
+        let channel = super::grpc_channel(endpoint, "CRI")?;
         Ok(Self { channel, keyring })
     }
 
@@ -120,6 +96,21 @@ impl ImageRuntime for CriRuntime {
             .into_iter()
             .map(|i| i.repo_tags.into_iter().chain(i.repo_digests).collect())
             .collect())
+    }
+
+    async fn image_fs_path(&self) -> Result<Option<PathBuf>, RuntimeError> {
+        let info = self
+            .images()
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .map_err(cri_error)?
+            .into_inner();
+        Ok(info
+            .image_filesystems
+            .into_iter()
+            .filter_map(|fs| fs.fs_id)
+            .map(|id| PathBuf::from(id.mountpoint))
+            .find(|p| !p.as_os_str().is_empty()))
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {

@@ -258,6 +258,14 @@ impl ImageRuntime for DockerRuntime {
             .collect())
     }
 
+    async fn image_fs_path(&self) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        let info = self.client.info().await.map_err(docker_error)?;
+        Ok(info
+            .docker_root_dir
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from))
+    }
+
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
         // The tag is always set: an empty tag would pull every tag of the repository. Docker
         // accepts a digest in its place.

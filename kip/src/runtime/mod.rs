@@ -135,6 +135,34 @@ pub fn classify(message: &str) -> ErrorKind {
     }
 }
 
+/// Usage of a filesystem, as `df` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub used_bytes: u64,
+    /// Used plus available to unprivileged writers.
+    pub capacity_bytes: u64,
+}
+
+impl FsUsage {
+    pub fn percent(&self) -> f64 {
+        if self.capacity_bytes == 0 {
+            return 0.0;
+        }
+        self.used_bytes as f64 * 100.0 / self.capacity_bytes as f64
+    }
+
+    /// Reads the usage of the filesystem holding `path`.
+    pub fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        let st = rustix::fs::statvfs(path)?;
+        let block = st.f_frsize.max(1);
+        let used = st.f_blocks.saturating_sub(st.f_bfree) * block;
+        Ok(Self {
+            used_bytes: used,
+            capacity_bytes: used + st.f_bavail * block,
+        })
+    }
+}
+
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {
@@ -159,8 +187,43 @@ pub trait ImageRuntime: Send + Sync {
             .collect())
     }
 
+    /// Where the runtime keeps its images (CRI's image filesystem, Docker's root directory), when
+    /// it says; the agent checks that filesystem's usage before pulling.
+    async fn image_fs_path(&self) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        Ok(None)
+    }
+
     /// Pulls one image. Dropping the future abandons the pull.
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError>;
+}
+
+/// A lazily connecting gRPC channel to a runtime socket: dialled on first use and re-dialled after
+/// failures, so the agent can start before its runtime. `what` names the API in errors.
+pub(crate) fn grpc_channel(
+    endpoint: &Endpoint,
+    what: &str,
+) -> Result<tonic::transport::Channel, RuntimeError> {
+    use tonic::transport::{Endpoint as TonicEndpoint, Uri};
+    let invalid = |e: tonic::transport::Error| {
+        RuntimeError::new(ErrorKind::Other, format!("{what} endpoint {endpoint}: {e}"))
+    };
+    Ok(match endpoint {
+        Endpoint::Unix(path) => {
+            let path = path.clone();
+            TonicEndpoint::try_from("http://[::1]:0")
+                .map_err(invalid)?
+                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+        }
+        Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
+            .map_err(invalid)?
+            .connect_lazy(),
+    })
 }
 
 /// Builds the runtime client for the configured kind. Nothing is dialled until the first call,

@@ -13,7 +13,6 @@ mod unpack;
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -26,15 +25,9 @@ use containerd_client::services::v1::{
     leases_client::LeasesClient, version_client::VersionClient,
 };
 use futures_util::{StreamExt, future::try_join_all};
-use hyper_util::rt::TokioIo;
 use kip_shared::ImageRef;
-use tokio::{net::UnixStream, sync::Semaphore};
-use tonic::{
-    Code, Status,
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint as TonicEndpoint, Uri},
-};
-use tower::service_fn;
+use tokio::sync::Semaphore;
+use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
 use tracing::{debug, info, warn};
 
 use self::{
@@ -287,28 +280,7 @@ pub struct ContainerdRuntime {
 impl ContainerdRuntime {
     /// Builds a lazily connecting channel to containerd's socket.
     pub fn connect(endpoint: &Endpoint, config: &ContainerdConfig) -> Result<Self, RuntimeError> {
-        let invalid = |e: tonic::transport::Error| {
-            RuntimeError::new(
-                ErrorKind::Other,
-                format!("containerd endpoint {endpoint}: {e}"),
-            )
-        };
-        let channel = match endpoint {
-            Endpoint::Unix(path) => {
-                let path: PathBuf = path.clone();
-                TonicEndpoint::try_from("http://[::1]:0")
-                    .map_err(invalid)?
-                    .connect_with_connector_lazy(service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                        }
-                    }))
-            }
-            Endpoint::Tcp(url) => TonicEndpoint::try_from(url.clone())
-                .map_err(invalid)?
-                .connect_lazy(),
-        };
+        let channel = super::grpc_channel(endpoint, "containerd")?;
         Ok(Self {
             channel,
             registry: Registry::new(config.insecure_registries.clone())?,

@@ -27,6 +27,10 @@ bash tests/scripts/env-up.sh "$DIR"
 # shellcheck disable=SC1091
 source "$DIR/env"
 
+# Upstream Enterprise Gateway (installed by install-deps.sh) for the gateway comparison tests.
+EG_BIN=${KIP_TEST_EG_VENV:-/opt/kip-test/eg-venv}/bin/jupyter-enterprisegateway
+[[ -x $EG_BIN ]] && export KIP_TEST_EG_BIN=$EG_BIN
+
 echo "== tests"
 # No doc-tests in the workspace; --lib --bins --tests runs every other test target.
 LOG="$DIR/test.log"

@@ -1,7 +1,127 @@
-//! The gateway binary. Serving kernelspecs is not implemented yet; it exits with an error so that
-//! nothing mistakes it for a working service.
+//! `gateway`: wires configuration, the kernelspec store and its reloader, the API and the admin
+//! endpoint together.
 
-fn main() {
-    eprintln!("gateway: not implemented yet");
-    std::process::exit(1);
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use gateway::{
+    admin::{self, Readiness},
+    api::{self, AppState},
+    config::{Args, Config},
+    kernelspecs::ListingOptions,
+    metrics::Metrics,
+    shutdown, telemetry,
+    watch::{self, Store},
+};
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let config = match Config::from_args(Args::parse()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("gateway: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_level);
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match tokio.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "gateway failed");
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let cancel = shutdown::install().context("installing signal handlers")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(Readiness::default());
+    let options = ListingOptions {
+        base_url: config.base_url.clone(),
+        default_kernel_name: config.default_kernel_name.clone(),
+        allowed: config.allowed_kernels.clone(),
+        authorized_users: config.authorized_users.clone(),
+        unauthorized_users: config.unauthorized_users.clone(),
+    };
+    let dirs = config.kernel_dirs.clone();
+    let store = {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || Store::new(dirs, options, metrics))
+            .await
+            .context("first kernelspec scan")?
+    };
+    let store = Arc::new(store);
+
+    let admin = match config.admin_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("EG_ADMIN_ADDR={addr}: cannot listen"))?;
+            info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
+            Some(tokio::spawn(admin::serve(
+                listener,
+                admin::router(ready.clone(), metrics.clone()),
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("EG_IP/EG_PORT {}: cannot listen", config.listen))?;
+    let reloader = tokio::spawn(watch::run_reloader(
+        store.clone(),
+        config.rescan_interval,
+        cancel.clone(),
+    ));
+    let current = store.current();
+    info!(
+        addr = %config.listen,
+        base_url = %config.base_url,
+        auth = config.auth_token.is_some(),
+        kernelspecs = current.listed,
+        dirs = ?store.dirs(),
+        "gateway listening"
+    );
+    let app = api::router(AppState {
+        store: store.clone(),
+        token: config.auth_token.clone().map(Arc::new),
+        metrics,
+        shutdown: cancel.clone(),
+    });
+    ready.set(true);
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let cancel = cancel.clone();
+        let ready = ready.clone();
+        async move {
+            cancel.cancelled().await;
+            ready.set(false);
+        }
+    });
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        result = server.into_future() => result.context("serving")?,
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(grace_s = grace.as_secs(), "shutdown grace expired; exiting");
+        }
+    }
+    let _ = reloader.await;
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
+    }
+    info!("gateway stopped");
+    Ok(())
 }

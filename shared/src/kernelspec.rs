@@ -15,10 +15,16 @@ pub const IMAGE_STANZAS: [&str; 2] = ["process_proxy", "kernel_provisioner"];
 /// The keys under `<stanza>.config` that name images.
 pub const IMAGE_KEYS: [&str; 2] = ["image_name", "executor_image_name"];
 
+/// The longest wait, in seconds, a gateway holds a watch request; longer waits are clamped.
+pub const MAX_WATCH_SECONDS: u64 = 300;
+
 /// The content of a `kernel.json` file, as jupyter_client normalises it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelSpec {
+    // Missing fields take jupyter_client's defaults (empty), as upstream serves them.
+    #[serde(default)]
     pub argv: Vec<String>,
+    #[serde(default)]
     pub display_name: String,
     #[serde(default)]
     pub language: String,

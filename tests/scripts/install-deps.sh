@@ -14,7 +14,8 @@ PKGS=(
   jq curl bc
   apache2-utils       # htpasswd for the registry with basic auth
   openssl             # reproducible incompressible data for the test images
-  python3-venv        # the chart tests' virtual environment
+  wrk                 # HTTP load generator for the gateway benchmark
+  python3-venv        # the chart tests' and the upstream-gateway comparison's virtual environments
 )
 
 missing=()
@@ -31,6 +32,17 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
+
+# Upstream Enterprise Gateway, only to compare the gateway's answers with it (tests and benchmark).
+# Pinned so that the comparison is reproducible; Debian's python3, not whatever is first on PATH.
+EG_VENV=${KIP_TEST_EG_VENV:-/opt/kip-test/eg-venv}
+EG_VERSION=3.3.0
+if [[ $("$EG_VENV/bin/pip" show jupyter_enterprise_gateway 2>/dev/null | sed -n "s/^Version: //p") != "$EG_VERSION" ]]; then
+  echo "install-deps: installing jupyter_enterprise_gateway $EG_VERSION into $EG_VENV"
+  /usr/bin/python3 -m venv "$EG_VENV"
+  "$EG_VENV/bin/pip" install -q --disable-pip-version-check "jupyter_enterprise_gateway==$EG_VERSION"
+fi
+
 # Chart tests: Helm's Go SDK (helm-python-sdk renders and lints offline), Kubernetes schemas
 # (kubernetes-validate bundles them), pytest. Versions pinned; reinstalled only when they change.
 CHART_VENV=${KIP_CHART_VENV:-/opt/kip-test/venv}

@@ -1,0 +1,474 @@
+//! Configuration: the `EG_*` variables upstream's container reads (and `--flag` twins), parsed once
+//! into [`Config`].
+//!
+//! Clap reads raw strings (so `--help` lists each variable with its default); [`Config::from_args`]
+//! validates them all in one pass and reports every bad variable at once.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::Parser;
+use tracing::level_filters::LevelFilter;
+
+/// Command line and environment of the `gateway` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Enterprise-Gateway-compatible kernelspec service",
+    long_about = "Serves the kernelspecs found in the Jupyter data path with Enterprise Gateway's \
+REST API (/api, /api/kernelspecs, /api/kernelspecs/{name}, /kernelspecs/{name}/{file}), plus a \
+watch: GET /api/kernelspecs?wait=SECONDS with If-None-Match is held until the listing changes.\n\n\
+Every option can also be set through the environment variable shown beside it; a flag wins over \
+its variable."
+)]
+pub struct Args {
+    /// IP address to listen on.
+    #[arg(long, env = "EG_IP", default_value = "0.0.0.0")]
+    pub ip: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "EG_PORT", default_value = "8888")]
+    pub port: String,
+
+    /// Base path every route is served under (KG_BASE_URL is read when this is unset).
+    #[arg(long, env = "EG_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// Token clients must present (`Authorization: token …` or `?token=`); empty: no check
+    /// (KG_AUTH_TOKEN is read when this is unset).
+    #[arg(long, env = "EG_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Kernelspec names the listing shows: a JSON array or a comma list; `null` or empty: all.
+    #[arg(long, env = "EG_ALLOWED_KERNELS")]
+    pub allowed_kernels: Option<String>,
+
+    /// The `default` of the kernelspec listing.
+    #[arg(long, env = "EG_DEFAULT_KERNEL_NAME", default_value = "python_docker")]
+    pub default_kernel_name: String,
+
+    /// Comma list of users `?user=` may name (unset: no global list); a spec's own
+    /// `authorized_users` takes precedence.
+    #[arg(long, env = "EG_AUTHORIZED_USERS")]
+    pub authorized_users: Option<String>,
+
+    /// Comma list of users `?user=` may never name.
+    #[arg(long, env = "EG_UNAUTHORIZED_USERS", default_value = "root")]
+    pub unauthorized_users: String,
+
+    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
+    /// when set, takes precedence.
+    #[arg(long, env = "EG_LOG_LEVEL", default_value = "INFO")]
+    pub log_level: String,
+
+    /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it.
+    #[arg(long, env = "EG_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: String,
+
+    /// Seconds between full rescans of the kernelspec directories (filesystem notifications are
+    /// seen at once; the rescan catches what they miss).
+    #[arg(long, env = "EG_KERNELSPEC_RESCAN_INTERVAL", default_value = "30")]
+    pub rescan_interval: String,
+
+    /// Seconds to finish open requests after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "EG_SHUTDOWN_GRACE", default_value = "10")]
+    pub shutdown_grace: String,
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret value, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Starts and ends with `/`.
+    pub base_url: String,
+    /// `None`: no token check.
+    pub auth_token: Option<Secret>,
+    /// `None`: every kernelspec is listed.
+    pub allowed_kernels: Option<Vec<String>>,
+    pub default_kernel_name: String,
+    /// Split on commas exactly as upstream (no trimming).
+    pub authorized_users: Vec<String>,
+    pub unauthorized_users: Vec<String>,
+    pub log_level: LevelFilter,
+    /// `None` when disabled.
+    pub admin_addr: Option<SocketAddr>,
+    pub rescan_interval: Duration,
+    pub shutdown_grace: Duration,
+    /// Where kernelspecs are looked for, in priority order (first hit per name wins).
+    pub kernel_dirs: Vec<PathBuf>,
+}
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Every invalid variable found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  {}={:?}: {}", e.var, e.value, e.problem)?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker(Vec<ConfigError>);
+
+impl Checker {
+    fn check<T>(&mut self, var: &'static str, value: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|problem| {
+            self.0.push(ConfigError {
+                var,
+                value: value.to_owned(),
+                problem,
+            })
+        })
+        .ok()
+    }
+}
+
+/// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Validates every field against the process environment; on failure lists all invalid
+    /// variables.
+    pub fn from_args(args: Args) -> Result<Self, ConfigErrors> {
+        Self::from_args_env(args, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::from_args`], with the environment given (for tests).
+    pub fn from_args_env(args: Args, env: EnvLookup<'_>) -> Result<Self, ConfigErrors> {
+        let mut c = Checker(Vec::new());
+        let ip = c.check(
+            "EG_IP",
+            &args.ip,
+            args.ip
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| "expected an IP address".to_owned()),
+        );
+        let port = c.check(
+            "EG_PORT",
+            &args.port,
+            args.port
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| "expected a port number (0-65535)".to_owned()),
+        );
+        let (base_var, base_raw) = match args.base_url {
+            Some(b) => ("EG_BASE_URL", b),
+            None => match env("KG_BASE_URL") {
+                Some(b) => ("KG_BASE_URL", b),
+                None => ("EG_BASE_URL", "/".to_owned()),
+            },
+        };
+        let base_url = c.check(base_var, &base_raw, parse_base_url(&base_raw));
+        let token = args
+            .auth_token
+            .or_else(|| env("KG_AUTH_TOKEN"))
+            .filter(|t| !t.is_empty())
+            .map(Secret);
+        let allowed_raw = args.allowed_kernels.unwrap_or_default();
+        let allowed_kernels = c
+            .check(
+                "EG_ALLOWED_KERNELS",
+                &allowed_raw,
+                parse_allowed(&allowed_raw),
+            )
+            .flatten();
+        let log_level = c.check(
+            "EG_LOG_LEVEL",
+            &args.log_level,
+            parse_log_level(&args.log_level),
+        );
+        let admin_addr = c
+            .check(
+                "EG_ADMIN_ADDR",
+                &args.admin_addr,
+                match args.admin_addr.trim() {
+                    "off" => Ok(None),
+                    a => a
+                        .parse::<SocketAddr>()
+                        .map(Some)
+                        .map_err(|_| "expected IP:PORT or off".to_owned()),
+                },
+            )
+            .flatten();
+        let rescan_interval = c.check(
+            "EG_KERNELSPEC_RESCAN_INTERVAL",
+            &args.rescan_interval,
+            parse_seconds(&args.rescan_interval, false),
+        );
+        let shutdown_grace = c.check(
+            "EG_SHUTDOWN_GRACE",
+            &args.shutdown_grace,
+            parse_seconds(&args.shutdown_grace, true),
+        );
+        if !c.0.is_empty() {
+            return Err(ConfigErrors(c.0));
+        }
+        let (Some(ip), Some(port), Some(base_url), Some(log_level)) =
+            (ip, port, base_url, log_level)
+        else {
+            unreachable!("every failed check recorded an error");
+        };
+        Ok(Self {
+            listen: SocketAddr::new(ip, port),
+            base_url,
+            auth_token: token,
+            allowed_kernels,
+            default_kernel_name: args.default_kernel_name,
+            authorized_users: args
+                .authorized_users
+                .map(|a| a.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            unauthorized_users: args
+                .unauthorized_users
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            log_level,
+            admin_addr,
+            rescan_interval: rescan_interval.unwrap_or_default(),
+            shutdown_grace: shutdown_grace.unwrap_or_default(),
+            kernel_dirs: kernel_dirs(env),
+        })
+    }
+}
+
+/// The `kernels` directories Jupyter searches, in its order: each `JUPYTER_PATH` entry, the user
+/// data dir (`JUPYTER_DATA_DIR`, else `$XDG_DATA_HOME/jupyter`, else `~/.local/share/jupyter`), then
+/// `/usr/local/share/jupyter` and `/usr/share/jupyter`.
+pub fn kernel_dirs(env: EnvLookup<'_>) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(path) = env("JUPYTER_PATH") {
+        roots.extend(
+            path.split(':')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        );
+    }
+    let data_dir = env("JUPYTER_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("XDG_DATA_HOME")
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("jupyter"))
+        })
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share/jupyter"))
+        });
+    roots.extend(data_dir);
+    roots.push(PathBuf::from("/usr/local/share/jupyter"));
+    roots.push(PathBuf::from("/usr/share/jupyter"));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        let dir = root.join("kernels");
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// `url_path_join` semantics: always starts and ends with one `/`.
+fn parse_base_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.contains(['?', '#', ' ']) || trimmed.contains("//") {
+        return Err("expected a URL path such as /gateway".to_owned());
+    }
+    if trimmed.is_empty() {
+        Ok("/".to_owned())
+    } else {
+        Ok(format!("/{trimmed}/"))
+    }
+}
+
+/// `null`/empty: no filter; `[..]`: a JSON array of names; otherwise a comma list (quotes
+/// around the names are dropped, as upstream's entrypoint does). An empty list is no filter.
+fn parse_allowed(raw: &str) -> Result<Option<Vec<String>>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "null" {
+        return Ok(None);
+    }
+    let names: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(raw)
+            .map_err(|e| format!("not a JSON array of names: {e}"))?
+    } else {
+        raw.split(',')
+            .map(|n| n.trim().trim_matches(['"', '\'']).trim().to_owned())
+            .collect()
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    Ok((!names.is_empty()).then_some(names))
+}
+
+fn parse_log_level(raw: &str) -> Result<LevelFilter, String> {
+    match raw.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(LevelFilter::TRACE),
+        "DEBUG" | "10" => Ok(LevelFilter::DEBUG),
+        "INFO" | "20" => Ok(LevelFilter::INFO),
+        "WARNING" | "WARN" | "30" => Ok(LevelFilter::WARN),
+        "ERROR" | "CRITICAL" | "40" | "50" => Ok(LevelFilter::ERROR),
+        _ => Err("expected DEBUG, INFO, WARNING, ERROR or CRITICAL".to_owned()),
+    }
+}
+
+fn parse_seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(0) if !zero_ok => Err("expected a positive number of seconds".to_owned()),
+        Ok(n) => Ok(Duration::from_secs(n)),
+        Err(_) => Err("expected a whole number of seconds".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["gateway"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_upstreams_container_defaults() {
+        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8888".parse().unwrap());
+        assert_eq!(c.base_url, "/");
+        assert!(c.auth_token.is_none());
+        assert!(c.allowed_kernels.is_none());
+        assert_eq!(c.default_kernel_name, "python_docker");
+        assert_eq!(c.unauthorized_users, ["root"]);
+        assert!(c.authorized_users.is_empty());
+        assert_eq!(
+            c.kernel_dirs,
+            vec![
+                PathBuf::from("/usr/local/share/jupyter/kernels"),
+                PathBuf::from("/usr/share/jupyter/kernels")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_listed() {
+        let err = Config::from_args_env(
+            args(&[
+                "--ip",
+                "nope",
+                "--port",
+                "70000",
+                "--allowed-kernels",
+                "[1,2",
+                "--log-level",
+                "loud",
+                "--admin-addr",
+                "x",
+                "--rescan-interval",
+                "0",
+            ]),
+            &no_env,
+        )
+        .unwrap_err();
+        let vars: Vec<_> = err.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "EG_IP",
+                "EG_PORT",
+                "EG_ALLOWED_KERNELS",
+                "EG_LOG_LEVEL",
+                "EG_ADMIN_ADDR",
+                "EG_KERNELSPEC_RESCAN_INTERVAL"
+            ]
+        );
+        assert!(err.to_string().contains("EG_PORT=\"70000\""), "{err}");
+    }
+
+    #[test]
+    fn allowed_kernels_forms() {
+        assert_eq!(parse_allowed("null").unwrap(), None);
+        assert_eq!(parse_allowed("[]").unwrap(), None);
+        assert_eq!(
+            parse_allowed(r#"["r_kubernetes","python_kubernetes"]"#).unwrap(),
+            Some(vec!["r_kubernetes".into(), "python_kubernetes".into()])
+        );
+        assert_eq!(
+            parse_allowed(" a, 'b' ,\"c\",").unwrap(),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn base_url_and_fallbacks() {
+        let env = |k: &str| match k {
+            "KG_BASE_URL" => Some("gw//".to_owned()),
+            "KG_AUTH_TOKEN" => Some("t".to_owned()),
+            "JUPYTER_PATH" => Some("/a:/b".to_owned()),
+            "JUPYTER_DATA_DIR" => Some("/d".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_args_env(args(&[]), &env).unwrap();
+        assert_eq!(c.base_url, "/gw/");
+        assert_eq!(c.auth_token.unwrap().expose(), "t");
+        assert_eq!(
+            c.kernel_dirs[..3],
+            [
+                PathBuf::from("/a/kernels"),
+                PathBuf::from("/b/kernels"),
+                PathBuf::from("/d/kernels")
+            ]
+        );
+        let c = Config::from_args_env(args(&["--base-url", "/x/y"]), &env).unwrap();
+        assert_eq!(c.base_url, "/x/y/");
+        assert!(format!("{:?}", Secret::new("hidden")).contains("***"));
+    }
+}

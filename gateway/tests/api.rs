@@ -1,0 +1,535 @@
+//! The gateway's routes, in process: through `router(state)` with `oneshot`, and over real
+//! loopback TCP for the watch (held requests, hot reload, many concurrent watchers).
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use gateway::{
+    api::{self, AppState},
+    config::Secret,
+    kernelspecs::ListingOptions,
+    metrics::Metrics,
+    watch::{self, Store},
+};
+use http_body_util::BodyExt;
+use kip_shared::kernelspec::WATCH_HEADER;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret";
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn spec_json(image: &str) -> String {
+    json!({
+        "argv": ["python", "launch.py", "{kernel_id}"],
+        "display_name": "Python on Kubernetes",
+        "language": "python",
+        "metadata": {"process_proxy": {
+            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+            "config": {"image_name": image}}}
+    })
+    .to_string()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    state: AppState,
+}
+
+fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "Python_K8s/kernel.json", &spec_json("py:1"));
+    write(dir.path(), "Python_K8s/logo-64x64.png", "PNGDATA");
+    write(dir.path(), "Python_K8s/scripts/launch.py", "print(1)");
+    write(dir.path(), "r_k8s/kernel.json", &spec_json("r:1"));
+    write(dir.path(), "secret.txt", "outside");
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::new(
+        vec![dir.path().to_path_buf()],
+        ListingOptions {
+            base_url: base_url.into(),
+            default_kernel_name: "python_k8s".into(),
+            allowed: None,
+            authorized_users: vec![],
+            unauthorized_users: vec!["root".into()],
+        },
+        metrics.clone(),
+    );
+    Fixture {
+        dir,
+        state: AppState {
+            store: Arc::new(store),
+            token: token.map(|t| Arc::new(Secret::new(t))),
+            metrics,
+            shutdown: CancellationToken::new(),
+        },
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+async fn call(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = api::router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+const AUTH: (&str, &str) = ("authorization", "token s3cret");
+
+#[tokio::test]
+async fn listing_single_spec_and_resources() {
+    let f = fixture("/", Some(TOKEN));
+    let r = call(&f.state, "/api/kernelspecs", &[AUTH]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers[WATCH_HEADER], "1");
+    let body = r.json();
+    assert_eq!(body["default"], "python_k8s");
+    assert_eq!(
+        body["kernelspecs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["python_k8s", "r_k8s"]
+    );
+    assert_eq!(
+        body["kernelspecs"]["python_k8s"]["resources"],
+        json!({"logo-64x64": "/kernelspecs/python_k8s/logo-64x64.png"})
+    );
+    assert_eq!(
+        body["kernelspecs"]["python_k8s"]["spec"]["interrupt_mode"],
+        "signal"
+    );
+
+    // Single spec: case-insensitive lookup, named as requested.
+    let r = call(&f.state, "/api/kernelspecs/Python_K8s", &[AUTH]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], "Python_K8s");
+    assert_eq!(
+        r.json()["resources"]["logo-64x64"],
+        "/kernelspecs/Python_K8s/logo-64x64.png"
+    );
+    let r = call(&f.state, "/api/kernelspecs/nope", &[AUTH]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({"reason": "Not Found", "message": "Kernel spec nope not found"})
+    );
+
+    let r = call(&f.state, "/kernelspecs/python_k8s/logo-64x64.png", &[AUTH]).await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (StatusCode::OK, &b"PNGDATA"[..])
+    );
+    assert_eq!(r.headers["content-type"], "image/png");
+    let r = call(
+        &f.state,
+        "/kernelspecs/python_k8s/scripts/launch.py",
+        &[AUTH],
+    )
+    .await;
+    assert_eq!(r.body, b"print(1)");
+    let head = api::router(f.state.clone())
+        .oneshot(
+            Request::head("/kernelspecs/python_k8s/logo-64x64.png")
+                .header("authorization", "token s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "image/png");
+    assert!(
+        head.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    let r = call(&f.state, "/kernelspecs/nope/logo.png", &[AUTH]).await;
+    assert_eq!(r.json()["message"], "Kernel spec nope not found");
+
+    let r = call(&f.state, "/api", &[AUTH]).await;
+    assert!(r.json()["version"].is_string());
+}
+
+#[tokio::test]
+async fn path_traversal_and_non_files_are_404() {
+    let f = fixture("/", Some(TOKEN));
+    let outside = f.dir.path().join("secret.txt");
+    std::os::unix::fs::symlink(&outside, f.dir.path().join("Python_K8s/link.txt")).unwrap();
+    for uri in [
+        "/kernelspecs/python_k8s/../secret.txt",
+        "/kernelspecs/python_k8s/%2e%2e/secret.txt",
+        "/kernelspecs/python_k8s/..%2fsecret.txt",
+        "/kernelspecs/python_k8s/scripts/..%2f..%2fsecret.txt",
+        "/kernelspecs/python_k8s/%2Fetc%2Fpasswd",
+        "/kernelspecs/python_k8s/link.txt",
+        "/kernelspecs/python_k8s/scripts",
+        "/kernelspecs/python_k8s/",
+        "/kernelspecs/python_k8s/missing.png",
+    ] {
+        let r = call(&f.state, uri, &[AUTH]).await;
+        assert_eq!(r.status, 404, "{uri}");
+        assert_ne!(r.body, b"outside", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn token_rules_match_upstream() {
+    let f = fixture("/", Some(TOKEN));
+    let unauthorized = json!({"reason": "Unauthorized", "message": ""});
+    for (uri, headers) in [
+        ("/api/kernelspecs", vec![]),
+        ("/api/kernelspecs", vec![("authorization", "Bearer s3cret")]),
+        ("/api/kernelspecs", vec![("authorization", "token wrong")]),
+        // A wrong ?token is not rescued by a right header.
+        ("/api/kernelspecs?token=wrong", vec![AUTH]),
+        ("/api/kernelspecs/python_k8s", vec![]),
+        ("/kernelspecs/python_k8s/logo-64x64.png", vec![]),
+        ("/api", vec![]),
+    ] {
+        let r = call(&f.state, uri, &headers).await;
+        assert_eq!(r.status, 401, "{uri} {headers:?}");
+        assert_eq!(r.json(), unauthorized);
+    }
+    assert_eq!(
+        call(&f.state, "/api/kernelspecs?token=s3cret", &[])
+            .await
+            .status,
+        200
+    );
+    // The catch-all answers 404 without looking at the token.
+    let r = call(&f.state, "/api/contents", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"reason": "Not Found", "message": ""}));
+    // No token configured: no check.
+    let open = fixture("/", None);
+    assert_eq!(call(&open.state, "/api/kernelspecs", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn base_url_prefixes_routes_and_resources() {
+    let f = fixture("/gw/", None);
+    let r = call(&f.state, "/gw/api/kernelspecs", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["kernelspecs"]["python_k8s"]["resources"]["logo-64x64"],
+        "/gw/kernelspecs/python_k8s/logo-64x64.png"
+    );
+    let r = call(&f.state, "/gw/kernelspecs/python_k8s/logo-64x64.png", &[]).await;
+    assert_eq!(r.body, b"PNGDATA");
+    assert_eq!(call(&f.state, "/api/kernelspecs", &[]).await.status, 404);
+}
+
+#[tokio::test]
+async fn etag_and_304() {
+    let f = fixture("/", None);
+    let first = call(&f.state, "/api/kernelspecs", &[]).await;
+    let etag = first.headers["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'));
+    let r = call(&f.state, "/api/kernelspecs", &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers["etag"], etag.as_str());
+    assert_eq!(r.headers[WATCH_HEADER], "1");
+    let r = call(
+        &f.state,
+        "/api/kernelspecs",
+        &[("if-none-match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // wait=0 is a plain conditional request; a bad wait names the parameter.
+    let r = call(
+        &f.state,
+        "/api/kernelspecs?wait=0",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    let r = call(&f.state, "/api/kernelspecs?wait=soon", &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"].as_str().unwrap().starts_with("wait:"));
+
+    // The ETag changes exactly when the listing does.
+    write(f.dir.path(), "Python_K8s/notes.txt", "not a resource");
+    assert!(!f.state.store.rescan());
+    assert_eq!(f.state.store.current().etag, etag);
+    write(f.dir.path(), "Python_K8s/kernel.json", &spec_json("py:2"));
+    assert!(f.state.store.rescan());
+    assert_ne!(f.state.store.current().etag, etag);
+}
+
+/// A served gateway with its reloader, on a loopback port.
+struct Served {
+    addr: std::net::SocketAddr,
+    fixture: Fixture,
+    cancel: CancellationToken,
+}
+
+async fn serve(rescan: Duration) -> Served {
+    let fixture = fixture("/", None);
+    let cancel = fixture.state.shutdown.clone();
+    tokio::spawn(watch::run_reloader(
+        fixture.state.store.clone(),
+        rescan,
+        cancel.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = api::router(fixture.state.clone());
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(c.cancelled_owned())
+            .await
+            .unwrap()
+    });
+    // Let the reloader set its watches up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Served {
+        addr,
+        fixture,
+        cancel,
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, etag, body).
+async fn raw_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let inm = if_none_match
+        .map(|e| format!("If-None-Match: {e}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{inm}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head[9..12].parse().unwrap();
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, etag, body.as_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_returns_within_a_second_of_a_change_and_304_when_the_wait_ends() {
+    // A long rescan interval: the change must be seen through filesystem notification.
+    let s = serve(Duration::from_secs(3600)).await;
+    let (_, etag, _) = raw_get(s.addr, "/api/kernelspecs", None).await;
+
+    let started = Instant::now();
+    let (status, same, body) = raw_get(s.addr, "/api/kernelspecs?wait=0.5", Some(&etag)).await;
+    assert_eq!((status, same.as_str()), (304, etag.as_str()));
+    assert!(body.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(450));
+
+    let addr = s.addr;
+    let held_etag = etag.clone();
+    let held = tokio::spawn(async move {
+        let r = raw_get(addr, "/api/kernelspecs?wait=30", Some(&held_etag)).await;
+        (r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the watch must be held until a change");
+    assert_eq!(s.fixture.state.metrics.watchers(), 1);
+    let changed_at = Instant::now();
+    write(
+        s.fixture.dir.path(),
+        "new_spec/kernel.json",
+        &spec_json("new:1"),
+    );
+    let ((status, new_etag, body), answered_at) = held.await.unwrap();
+    assert_eq!(status, 200);
+    assert_ne!(new_etag, etag);
+    let latency = answered_at - changed_at;
+    assert!(
+        latency < Duration::from_secs(1),
+        "answered after {latency:?}"
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["kernelspecs"]["new_spec"].is_object());
+    assert_eq!(s.fixture.state.metrics.watchers(), 0);
+    s.cancel.cancel();
+}
+
+async fn wait_for(addr: std::net::SocketAddr, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, _, body) = raw_get(addr, "/api/kernelspecs", None).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        if pred(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}: not seen in 3 s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_add_edit_remove_and_malformed() {
+    let s = serve(Duration::from_secs(3600)).await;
+    let dir = s.fixture.dir.path().to_path_buf();
+    write(&dir, "added/kernel.json", &spec_json("added:1"));
+    wait_for(s.addr, "added", |b| b["kernelspecs"]["added"].is_object()).await;
+    write(&dir, "added/kernel.json", &spec_json("added:2"));
+    wait_for(s.addr, "edited", |b| {
+        b["kernelspecs"]["added"]["spec"]["metadata"]["process_proxy"]["config"]["image_name"]
+            == "added:2"
+    })
+    .await;
+    write(&dir, "added/logo-32x32.png", "png");
+    wait_for(s.addr, "new logo", |b| {
+        b["kernelspecs"]["added"]["resources"]["logo-32x32"] == "/kernelspecs/added/logo-32x32.png"
+    })
+    .await;
+    // A malformed kernel.json drops that spec only; the others stay served.
+    write(&dir, "added/kernel.json", "{\"argv\": [");
+    let body = wait_for(s.addr, "malformed", |b| b["kernelspecs"]["added"].is_null()).await;
+    assert!(body["kernelspecs"]["python_k8s"].is_object());
+    assert!(body["kernelspecs"]["r_k8s"].is_object());
+    std::fs::remove_dir_all(dir.join("r_k8s")).unwrap();
+    wait_for(s.addr, "removed", |b| b["kernelspecs"]["r_k8s"].is_null()).await;
+    s.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_rescan_sees_a_directory_created_after_start() {
+    let fixture = fixture("/", None);
+    // Not under any watched directory: only the periodic rescan can find it.
+    let root = tempfile::tempdir().unwrap();
+    let late = root.path().join("kernels");
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::new(
+        vec![late.clone(), fixture.dir.path().to_path_buf()],
+        fixture.state.store.options().clone(),
+        metrics,
+    ));
+    let cancel = CancellationToken::new();
+    tokio::spawn(watch::run_reloader(
+        store.clone(),
+        Duration::from_millis(200),
+        cancel.clone(),
+    ));
+    write(&late, "python_k8s/kernel.json", &spec_json("late:1"));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while store.current().specs["python_k8s"].dir != late.join("python_k8s") {
+        assert!(Instant::now() < deadline, "late dir not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watchers_are_held_and_all_answered_on_one_change() {
+    const N: usize = 1000;
+    let s = serve(Duration::from_secs(3600)).await;
+    let (_, etag, _) = raw_get(s.addr, "/api/kernelspecs", None).await;
+    let mut tasks = Vec::with_capacity(N);
+    for _ in 0..N {
+        let etag = etag.clone();
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            raw_get(addr, "/api/kernelspecs?wait=60", Some(&etag)).await
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.fixture.state.metrics.watchers() < N as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} watchers held",
+            s.fixture.state.metrics.watchers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let changed_at = Instant::now();
+    write(
+        s.fixture.dir.path(),
+        "burst/kernel.json",
+        &spec_json("burst:1"),
+    );
+    for t in tasks {
+        let (status, new_etag, _) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert_ne!(new_etag, etag);
+    }
+    let all_answered = changed_at.elapsed();
+    assert!(
+        all_answered < Duration::from_secs(5),
+        "{N} watchers answered after {all_answered:?}"
+    );
+    assert_eq!(s.fixture.state.metrics.watchers(), 0);
+    s.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_held_watches_at_once() {
+    let s = serve(Duration::from_secs(3600)).await;
+    let (_, etag, _) = raw_get(s.addr, "/api/kernelspecs", None).await;
+    let addr = s.addr;
+    let held =
+        tokio::spawn(async move { raw_get(addr, "/api/kernelspecs?wait=60", Some(&etag)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    s.cancel.cancel();
+    let (status, _, _) = held.await.unwrap();
+    assert_eq!(status, 304);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

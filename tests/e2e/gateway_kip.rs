@@ -1,0 +1,158 @@
+//! End to end: the `gateway` serving a kernelspec directory, the `kip` daemon with its default
+//! settings (the gateway address, its token and the test containerd's socket aside; interval
+//! 300 s) and a real containerd 1.6 (CRI) and registry from `tests/scripts/env-up.sh`.
+//!
+//! Adding a kernelspec directory on disk must put its image on the node within 3 s: the gateway
+//! sees the change through filesystem notification and answers the agent's held watch
+//! (`GET /api/kernelspecs?wait=N` with `If-None-Match`, used because the gateway sends
+//! `X-Kernelspecs-Watch: 1`); polling every 300 s could not do it.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{ChildGuard, binary, component, free_ports, push_images, run_ok, wait_http};
+use serde_json::json;
+
+const TOKEN: &str = "e2e-gw-token-7d1c";
+
+fn write_spec(kernels: &Path, name: &str, image: &str) {
+    let dir = kernels.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = json!({
+        "display_name": format!("{name} on Kubernetes"),
+        "language": "python",
+        "argv": ["python", "launch_kubernetes.py", "--RemoteProcessProxy.kernel-id", "{kernel_id}"],
+        "metadata": {"process_proxy": {
+            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+            "config": {"image_name": image}}}
+    });
+    // Written to a temporary name and renamed, as a kernelspec installer would.
+    let tmp = dir.join(".kernel.json.tmp");
+    std::fs::write(&tmp, spec.to_string()).unwrap();
+    std::fs::rename(tmp, dir.join("kernel.json")).unwrap();
+}
+
+fn has_image(sock: &str, reference: &str) -> bool {
+    run_ok(
+        "ctr",
+        &["--address", sock, "-n", "k8s.io", "images", "ls", "-q"],
+    )
+    .lines()
+    .any(|l| l == reference)
+}
+
+fn wait_image(sock: &str, reference: &str, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if has_image(sock, reference) {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
+    let (Some(registry), Some(sock)) = (
+        component("KIP_TEST_REGISTRY"),
+        component("KIP_TEST_CONTAINERD_SOCK"),
+    ) else {
+        return;
+    };
+    // A prefix of its own per run, so an image left in a reused containerd cannot pass the test.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let images = push_images(&registry, &format!("test/gw-kip-{run}"), 2);
+    let root = tempfile::tempdir().unwrap();
+    let kernels = root.path().join("kernels");
+    write_spec(&kernels, "python_kubernetes", &images[0]);
+
+    let ports = free_ports(3);
+    let gateway_admin = format!("127.0.0.1:{}", ports[2]);
+    let gateway_addr = format!("127.0.0.1:{}", ports[0]);
+    let gateway_log = root.path().join("gateway.log");
+    let kip_log = root.path().join("kip.log");
+    let _gateway = ChildGuard(
+        Command::new(binary("gateway"))
+            .env_clear()
+            .env("JUPYTER_PATH", root.path())
+            .env("JUPYTER_DATA_DIR", root.path().join("data"))
+            .env("EG_IP", "127.0.0.1")
+            .env("EG_PORT", ports[0].to_string())
+            .env("EG_AUTH_TOKEN", TOKEN)
+            .env("EG_ADMIN_ADDR", &gateway_admin)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&gateway_log).unwrap())
+            .spawn()
+            .expect("start gateway"),
+    );
+    wait_http(&gateway_addr, "/", Duration::from_secs(10), "gateway");
+    let mut kip = ChildGuard(
+        Command::new(binary("kip"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KIP_GATEWAY_HOST", format!("http://{gateway_addr}"))
+            .env("KIP_AUTH_TOKEN", TOKEN)
+            .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
+            .env("KIP_ADMIN_ADDR", format!("127.0.0.1:{}", ports[1]))
+            .env("KIP_LOG_LEVEL", "DEBUG")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&kip_log).unwrap())
+            .spawn()
+            .expect("start kip"),
+    );
+    let logs = || {
+        format!(
+            "--- gateway ---\n{}\n--- kip ---\n{}",
+            std::fs::read_to_string(&gateway_log).unwrap_or_default(),
+            std::fs::read_to_string(&kip_log).unwrap_or_default()
+        )
+    };
+
+    // The first cycle pulls the image the listing names at start.
+    assert!(
+        wait_image(&sock, &images[0], Duration::from_secs(60)).is_some(),
+        "first image not pulled:\n{}",
+        logs()
+    );
+    // The agent holds a watch on the gateway (it long-polls, it does not poll).
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = e2e::http_get(&gateway_admin, "/metrics");
+        if metrics.lines().any(|l| l == "gateway_watchers 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "kip holds no watch on the gateway:\n{metrics}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        kip.0.try_wait().unwrap().is_none(),
+        "kip exited:\n{}",
+        logs()
+    );
+
+    assert!(!has_image(&sock, &images[1]));
+    write_spec(&kernels, "r_kubernetes", &images[1]);
+    let took = wait_image(&sock, &images[1], Duration::from_secs(3));
+    assert!(
+        took.is_some(),
+        "the new kernelspec's image was not on the node within 3 s:\n{}",
+        logs()
+    );
+    eprintln!("new kernelspec -> image on the node in {:?}", took.unwrap());
+    let text = logs();
+    assert!(
+        !text.contains(TOKEN),
+        "the token leaked into a log:\n{text}"
+    );
+}

@@ -112,3 +112,30 @@ fn empty_static_list_pulls_nothing_and_succeeds() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_LOG_FORMAT", "json"),
+            ("KIP_LOG_LEVEL", "DEBUG"),
+            ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
+            ("KIP_IMAGES", ""),
+            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(
+        stderr.contains("\"fetcher\":\"StaticListFetcher\""),
+        "fields are flattened: {stderr}"
+    );
+}

@@ -162,13 +162,7 @@ pub fn connect(
     Ok(match kind {
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint, keyring)?),
         RuntimeKind::Containerd => {
-            if !keyring.is_empty() {
-                tracing::warn!(
-                    "the containerd backend does not send registry credentials yet; \
-                     private registries need KIP_CONTAINER_RUNTIME=cri"
-                );
-            }
-            Arc::new(ContainerdRuntime::connect(endpoint, containerd)?)
+            Arc::new(ContainerdRuntime::connect(endpoint, containerd, keyring)?)
         }
         RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint, keyring)?),
     })

@@ -46,7 +46,10 @@ use self::{
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
-use crate::config::{ContainerdConfig, Endpoint};
+use crate::{
+    config::{ContainerdConfig, Endpoint},
+    credentials::Keyring,
+};
 
 /// gRPC messages (image and content lists) can be large on busy nodes.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -289,7 +292,11 @@ pub struct ContainerdRuntime {
 
 impl ContainerdRuntime {
     /// Builds a lazily connecting channel to containerd's socket.
-    pub fn connect(endpoint: &Endpoint, config: &ContainerdConfig) -> Result<Self, RuntimeError> {
+    pub fn connect(
+        endpoint: &Endpoint,
+        config: &ContainerdConfig,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, RuntimeError> {
         let invalid = |e: tonic::transport::Error| {
             RuntimeError::new(
                 ErrorKind::Other,
@@ -314,7 +321,7 @@ impl ContainerdRuntime {
         };
         Ok(Self {
             channel,
-            registry: Registry::new(config.insecure_registries.clone())?,
+            registry: Registry::new(config.insecure_registries.clone(), keyring)?,
             downloads: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
             blob_turns: Arc::default(),
             config: config.clone(),

@@ -1,5 +1,7 @@
 //! A small OCI distribution client: resolves a reference to the node's manifest and streams
-//! blobs, with the anonymous Bearer-token challenge flow Docker Hub, GHCR and Harbor use.
+//! blobs. Authentication follows the registry's challenge: Basic with the keyring's credential,
+//! or the Bearer-token flow Docker Hub, GHCR and Harbor use (the token endpoint is asked with the
+//! credential as Basic auth, anonymously without one).
 
 use std::{
     collections::HashMap,
@@ -13,7 +15,10 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
-use crate::runtime::{ErrorKind, RuntimeError};
+use crate::{
+    credentials::{Credential, Keyring},
+    runtime::{ErrorKind, RuntimeError},
+};
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -177,6 +182,24 @@ pub(crate) fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
     })
 }
 
+/// Whether a `WWW-Authenticate` header challenges with the Basic scheme.
+pub(crate) fn is_basic_challenge(header: &str) -> bool {
+    let scheme = header
+        .trim()
+        .split(char::is_whitespace)
+        .next()
+        .unwrap_or("");
+    scheme.eq_ignore_ascii_case("basic")
+}
+
+/// How requests to one repository authenticate, once a challenge said so.
+#[derive(Debug, Clone)]
+enum Auth {
+    Bearer(String),
+    /// Basic with the keyring's credential for the image.
+    Basic,
+}
+
 /// `sha256:<hex>` of bytes.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -201,8 +224,9 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 pub(crate) struct Registry {
     http: reqwest::Client,
     insecure: Arc<Vec<String>>,
-    /// Bearer tokens by `host repository`.
-    tokens: Arc<Mutex<HashMap<String, String>>>,
+    keyring: Arc<Keyring>,
+    /// What a challenge asked for, by `host repository`.
+    auth: Arc<Mutex<HashMap<String, Auth>>>,
 }
 
 fn unavailable(what: &str, e: &reqwest::Error) -> RuntimeError {
@@ -242,7 +266,7 @@ struct TokenReply {
 }
 
 impl Registry {
-    pub(crate) fn new(insecure: Vec<String>) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(insecure: Vec<String>, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
@@ -252,7 +276,8 @@ impl Registry {
         Ok(Self {
             http,
             insecure: Arc::new(insecure),
-            tokens: Arc::default(),
+            keyring,
+            auth: Arc::default(),
         })
     }
 
@@ -276,7 +301,8 @@ impl Registry {
         format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
-    /// GET with the cached token; on a Bearer challenge fetches a token and retries once.
+    /// GET with the repository's known authentication; on a challenge (Bearer: fetch a token;
+    /// Basic: the keyring's credential, if it has one) retries once.
     async fn get(
         &self,
         image: &ImageRef,
@@ -286,7 +312,8 @@ impl Registry {
         what: &str,
     ) -> Result<reqwest::Response, RuntimeError> {
         let key = format!("{} {}", image.registry(), image.repository());
-        let mut fetched_token = false;
+        let credential = self.keyring.lookup(image);
+        let mut answered = false;
         loop {
             let mut req = self.http.get(url);
             if let Some(accept) = accept {
@@ -295,33 +322,43 @@ impl Registry {
             if let Some(from) = range_from {
                 req = req.header(header::RANGE, format!("bytes={from}-"));
             }
-            let token = self.tokens.lock().unwrap().get(&key).cloned();
-            if let Some(token) = token {
-                req = req.bearer_auth(token);
+            let auth = self.auth.lock().unwrap().get(&key).cloned();
+            match (auth, credential) {
+                (Some(Auth::Bearer(token)), _) => req = req.bearer_auth(token),
+                (Some(Auth::Basic), Some(c)) => {
+                    req = req.basic_auth(&c.username, Some(&c.password));
+                }
+                _ => {}
             }
             let resp = req.send().await.map_err(|e| unavailable(what, &e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || fetched_token {
+            if resp.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(resp);
             }
             let challenge = resp
                 .headers()
                 .get(header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_bearer_challenge);
-            let Some(challenge) = challenge else {
+                .unwrap_or_default()
+                .to_owned();
+            let auth = if let Some(bearer) = parse_bearer_challenge(&challenge) {
+                Auth::Bearer(self.fetch_token(image, &bearer, credential, what).await?)
+            } else if is_basic_challenge(&challenge) && credential.is_some() {
+                Auth::Basic
+            } else {
                 return Ok(resp);
             };
-            let token = self.fetch_token(image, &challenge, what).await?;
-            self.tokens.lock().unwrap().insert(key.clone(), token);
-            fetched_token = true;
+            self.auth.lock().unwrap().insert(key.clone(), auth);
+            answered = true;
         }
     }
 
-    /// Anonymous token for pulling the image's repository.
+    /// A token for pulling the image's repository: with the credential as Basic auth if there
+    /// is one, else anonymous.
     async fn fetch_token(
         &self,
         image: &ImageRef,
         challenge: &Challenge,
+        credential: Option<&Credential>,
         what: &str,
     ) -> Result<String, RuntimeError> {
         let scope = format!("repository:{}:pull", image.repository());
@@ -329,16 +366,20 @@ impl Registry {
         if let Some(service) = &challenge.service {
             query.push(("service", service));
         }
-        debug!(realm = %challenge.realm, scope, "fetching registry token");
+        debug!(
+            realm = %challenge.realm,
+            scope,
+            with_credential = credential.is_some(),
+            "fetching registry token"
+        );
         let what = format!("{what}: token from {}", challenge.realm);
         let url = reqwest::Url::parse_with_params(&challenge.realm, &query)
             .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: bad realm: {e}")))?;
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| unavailable(&what, &e))?;
+        let mut req = self.http.get(url);
+        if let Some(c) = credential {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let resp = req.send().await.map_err(|e| unavailable(&what, &e))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -577,6 +618,20 @@ mod tests {
     }
 
     #[test]
+    fn basic_challenges() {
+        for (header, want) in [
+            (r#"Basic realm="Registry Realm""#, true),
+            ("basic realm=x", true),
+            ("Basic", true),
+            (r#"Bearer realm="https://a/token""#, false),
+            ("Basically", false),
+            ("", false),
+        ] {
+            assert_eq!(is_basic_challenge(header), want, "{header}");
+        }
+    }
+
+    #[test]
     fn loopback_registries() {
         for (host, want) in [
             ("127.0.0.1:5000", true),
@@ -596,7 +651,7 @@ mod tests {
 
     #[test]
     fn schemes_and_api_hosts() {
-        let r = Registry::new(vec!["reg.internal:5000".into()]).unwrap();
+        let r = Registry::new(vec!["reg.internal:5000".into()], Arc::default()).unwrap();
         let url = |s: &str| r.base_url(&ImageRef::parse(s).unwrap());
         assert_eq!(url("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
         assert_eq!(

@@ -617,6 +617,85 @@ mod tests {
         }
     }
 
+    /// A registry that challenges with Bearer and a token endpoint that wants Basic auth, on one
+    /// loopback port; records the request heads it receives.
+    async fn token_registry() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (realm, log) = (format!("http://{addr}/token"), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                log.lock().unwrap().push(head.clone());
+                // "u:p" in base64
+                let (status, extra, body) = if head.starts_with("get /token?") {
+                    if head.contains("authorization: basic dtpw\r\n") {
+                        ("200 OK", String::new(), r#"{"token":"tok1"}"#)
+                    } else {
+                        ("401 Unauthorized", String::new(), "")
+                    }
+                } else if head.contains("authorization: bearer tok1\r\n") {
+                    ("200 OK", String::new(), "blob")
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"svc\"\r\n"),
+                        "",
+                    )
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn bearer_token_is_asked_with_the_credential() {
+        let (addr, seen) = token_registry().await;
+        let mut keyring = Keyring::default();
+        keyring
+            .add_json(
+                format!(r#"{{"auths":{{"{addr}":{{"username":"u","password":"p"}}}}}}"#).as_bytes(),
+            )
+            .unwrap();
+        let r = Registry::new(vec![], Arc::new(keyring)).unwrap();
+        let image = ImageRef::parse(&format!("{addr}/a/b:1")).unwrap();
+        let resp = r.blob(&image, "sha256:00", None).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(!seen[0].contains("authorization"), "{}", seen[0]);
+        assert!(seen[1].starts_with("get /token?"), "{}", seen[1]);
+        assert!(
+            seen[1].contains("scope=repository%3aa%2fb%3apull"),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[1].contains("service=svc"), "{}", seen[1]);
+        assert!(
+            seen[2].contains("authorization: bearer tok1"),
+            "{}",
+            seen[2]
+        );
+
+        // Without a credential the token endpoint is asked anonymously (and refuses here).
+        let anonymous = Registry::new(vec![], Arc::default()).unwrap();
+        let err = anonymous.blob(&image, "sha256:00", None).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unauthorized, "{err:?}");
+    }
+
     #[test]
     fn basic_challenges() {
         for (header, want) in [

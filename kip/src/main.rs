@@ -46,10 +46,11 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = shutdown::install().context("installing signal handlers")?;
+    let keyring = Arc::new(config.keyring.clone());
     let runtime = runtime::connect(
         config.runtime,
         &config.endpoint,
-        Arc::new(config.keyring.clone()),
+        keyring.clone(),
         &config.containerd,
     )?;
     let source = source::from_config(&config)?;
@@ -82,6 +83,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let puller = match config.pull_policy {
         PullPolicy::Always => puller.with_resolver(runtime::tag_resolver(
             &config.containerd.insecure_registries,
+            keyring,
         )?),
         PullPolicy::IfNotPresent => puller,
     };

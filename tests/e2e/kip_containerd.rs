@@ -479,3 +479,75 @@ fn containerd_config_is_reported_with_the_variable() {
     assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
     assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
 }
+
+/// A registry behind htpasswd (Basic challenge): refused without credentials, pulled with the
+/// pull secret's, which never show in the output.
+fn credentials_from_pull_secret(cd: Cd) {
+    let (Some(registry), Some(user), Some(password), Some(_)) = (
+        component("KIP_TEST_AUTH_REGISTRY"),
+        component("KIP_TEST_AUTH_USER"),
+        component("KIP_TEST_AUTH_PASSWORD"),
+        cd.socket(),
+    ) else {
+        return;
+    };
+    let push = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/build-images.sh"))
+        .args([
+            registry.as_str(),
+            &format!("test/{}-private", cd.tag()),
+            "1",
+        ])
+        .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let image = String::from_utf8(push.stdout).unwrap().trim().to_owned();
+    let ns = unique(cd, "kipauth");
+
+    let out = kip(&["--once"], &cd.env(&ns, std::slice::from_ref(&image)));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("{image}: unauthorized")), "{text}");
+    assert!(!cd.has_image(&ns, &image));
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join(".dockerconfigjson");
+    std::fs::write(
+        &secret,
+        serde_json::json!({"auths": {registry.as_str(): {"username": user, "password": password}}})
+            .to_string(),
+    )
+    .unwrap();
+    let out = kip(
+        &["--once"],
+        &with(
+            cd.env(&ns, std::slice::from_ref(&image)),
+            "KIP_DOCKER_CONFIG",
+            secret.to_str().unwrap(),
+        ),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains("does not send registry credentials"),
+        "{text}"
+    );
+    assert!(!text.contains(&password), "the password leaked: {text}");
+    cd.assert_complete(&ns, &image);
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_credentials_from_pull_secret() {
+    credentials_from_pull_secret(Cd::V1);
+}
+
+#[test]
+fn containerd2_credentials_from_pull_secret() {
+    credentials_from_pull_secret(Cd::V2);
+}

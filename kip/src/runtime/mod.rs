@@ -237,13 +237,7 @@ pub fn connect(
     Ok(match kind {
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(endpoint, keyring)?),
         RuntimeKind::Containerd => {
-            if !keyring.is_empty() {
-                tracing::warn!(
-                    "the containerd backend does not send registry credentials yet; \
-                     private registries need KIP_CONTAINER_RUNTIME=cri"
-                );
-            }
-            Arc::new(ContainerdRuntime::connect(endpoint, containerd)?)
+            Arc::new(ContainerdRuntime::connect(endpoint, containerd, keyring)?)
         }
         RuntimeKind::Cri => Arc::new(CriRuntime::connect(endpoint, keyring)?),
     })
@@ -263,9 +257,10 @@ impl crate::puller::TagResolver for RegistryTagResolver {
 /// The resolver `Always` uses to pull only tags that moved.
 pub fn tag_resolver(
     insecure_registries: &[String],
+    keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn crate::puller::TagResolver>, RuntimeError> {
     Ok(Arc::new(RegistryTagResolver(
-        containerd::registry::Registry::new(insecure_registries.to_vec())?,
+        containerd::registry::Registry::new(insecure_registries.to_vec(), keyring)?,
     )))
 }
 

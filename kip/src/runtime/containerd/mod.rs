@@ -39,7 +39,10 @@ use self::{
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
-use crate::config::{ContainerdConfig, Endpoint};
+use crate::{
+    config::{ContainerdConfig, Endpoint},
+    credentials::Keyring,
+};
 
 /// gRPC messages (image and content lists) can be large on busy nodes.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -275,18 +278,37 @@ pub struct ContainerdRuntime {
     registry: Registry,
     /// Blob downloads in flight, across all images.
     downloads: Arc<Semaphore>,
+    /// One lock per blob being written: images sharing a layer write it once, and the others
+    /// wait for it (holding no download slot) instead of colliding on containerd's ingest lock.
+    blob_turns: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl ContainerdRuntime {
     /// Builds a lazily connecting channel to containerd's socket.
-    pub fn connect(endpoint: &Endpoint, config: &ContainerdConfig) -> Result<Self, RuntimeError> {
+    pub fn connect(
+        endpoint: &Endpoint,
+        config: &ContainerdConfig,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, RuntimeError> {
         let channel = super::grpc_channel(endpoint, "containerd")?;
         Ok(Self {
             channel,
-            registry: Registry::new(config.insecure_registries.clone())?,
+            registry: Registry::new(config.insecure_registries.clone(), keyring)?,
             downloads: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            blob_turns: Arc::default(),
             config: config.clone(),
         })
+    }
+
+    /// Waits until no other pull of this agent writes `digest`, then holds it until dropped.
+    async fn blob_turn(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.blob_turns.lock().unwrap_or_else(|e| e.into_inner());
+            // Entries nobody holds or waits for any more.
+            turns.retain(|_, l| Arc::strong_count(l) > 1);
+            turns.entry(digest.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     fn ctx(&self, lease: Option<String>) -> Ctx {
@@ -382,6 +404,7 @@ impl ContainerdRuntime {
         // The config first: its diff IDs drive the unpack, which runs while layers download.
         let config_desc = &manifest.config;
         {
+            let _turn = self.blob_turn(&config_desc.digest).await;
             let _permit = self.downloads.acquire().await.map_err(closed)?;
             ensure_blob(
                 ctx,
@@ -418,6 +441,7 @@ impl ContainerdRuntime {
                 ("containerd.io/uncompressed".to_owned(), diff_ids[i].clone()),
             ]);
             async move {
+                let _turn = self.blob_turn(&layer.digest).await;
                 let _permit = self.downloads.acquire().await.map_err(closed)?;
                 let written = ensure_blob(ctx, &layer.digest, layer.size, labels, |from| {
                     self.registry.blob(image, &layer.digest, from)
@@ -438,7 +462,12 @@ impl ContainerdRuntime {
                     RuntimeError::new(ErrorKind::Other, format!("{image}: layer {i} not fetched"))
                 })?;
                 let parent = i.checked_sub(1).map(|p| chains[p].as_str());
-                if unpack_layer(ctx, layer, &diff_ids[i], parent, &chains[i]).await? {
+                let at_ms = started.elapsed().as_millis() as u64;
+                let t = Instant::now();
+                let applied = unpack_layer(ctx, layer, &diff_ids[i], parent, &chains[i]).await?;
+                let unpack_ms = t.elapsed().as_millis() as u64;
+                debug!(%image, layer = i, at_ms, unpack_ms, applied, "layer unpacked");
+                if applied {
                     unpacked += 1;
                 }
             }

@@ -1,5 +1,7 @@
 //! A small OCI distribution client: resolves a reference to the node's manifest and streams
-//! blobs, with the anonymous Bearer-token challenge flow Docker Hub, GHCR and Harbor use.
+//! blobs. Authentication follows the registry's challenge: Basic with the keyring's credential,
+//! or the Bearer-token flow Docker Hub, GHCR and Harbor use (the token endpoint is asked with the
+//! credential as Basic auth, anonymously without one).
 
 use std::{
     collections::HashMap,
@@ -13,7 +15,10 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
-use crate::runtime::{ErrorKind, RuntimeError};
+use crate::{
+    credentials::{Credential, Keyring},
+    runtime::{ErrorKind, RuntimeError},
+};
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -177,6 +182,24 @@ pub(crate) fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
     })
 }
 
+/// Whether a `WWW-Authenticate` header challenges with the Basic scheme.
+pub(crate) fn is_basic_challenge(header: &str) -> bool {
+    let scheme = header
+        .trim()
+        .split(char::is_whitespace)
+        .next()
+        .unwrap_or("");
+    scheme.eq_ignore_ascii_case("basic")
+}
+
+/// How requests to one repository authenticate, once a challenge said so.
+#[derive(Debug, Clone)]
+enum Auth {
+    Bearer(String),
+    /// Basic with the keyring's credential for the image.
+    Basic,
+}
+
 /// `sha256:<hex>` of bytes.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -201,8 +224,9 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 pub(crate) struct Registry {
     http: reqwest::Client,
     insecure: Arc<Vec<String>>,
-    /// Bearer tokens by `host repository`.
-    tokens: Arc<Mutex<HashMap<String, String>>>,
+    keyring: Arc<Keyring>,
+    /// What a challenge asked for, by `host repository`.
+    auth: Arc<Mutex<HashMap<String, Auth>>>,
 }
 
 fn unavailable(what: &str, e: &reqwest::Error) -> RuntimeError {
@@ -242,7 +266,7 @@ struct TokenReply {
 }
 
 impl Registry {
-    pub(crate) fn new(insecure: Vec<String>) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(insecure: Vec<String>, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
@@ -252,7 +276,8 @@ impl Registry {
         Ok(Self {
             http,
             insecure: Arc::new(insecure),
-            tokens: Arc::default(),
+            keyring,
+            auth: Arc::default(),
         })
     }
 
@@ -276,7 +301,8 @@ impl Registry {
         format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
-    /// GET with the cached token; on a Bearer challenge fetches a token and retries once.
+    /// GET with the repository's known authentication; on a challenge (Bearer: fetch a token;
+    /// Basic: the keyring's credential, if it has one) retries once.
     async fn get(
         &self,
         image: &ImageRef,
@@ -285,43 +311,69 @@ impl Registry {
         range_from: Option<u64>,
         what: &str,
     ) -> Result<reqwest::Response, RuntimeError> {
+        self.send(reqwest::Method::GET, image, url, accept, range_from, what)
+            .await
+    }
+
+    /// Sends one request, answering a 401 challenge once (Bearer: a token from the realm, asked
+    /// with the keyring's credential when there is one; Basic: the credential).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        image: &ImageRef,
+        url: &str,
+        accept: Option<&str>,
+        range_from: Option<u64>,
+        what: &str,
+    ) -> Result<reqwest::Response, RuntimeError> {
         let key = format!("{} {}", image.registry(), image.repository());
-        let mut fetched_token = false;
+        let credential = self.keyring.lookup(image);
+        let mut answered = false;
         loop {
-            let mut req = self.http.get(url);
+            let mut req = self.http.request(method.clone(), url);
             if let Some(accept) = accept {
                 req = req.header(header::ACCEPT, accept);
             }
             if let Some(from) = range_from {
                 req = req.header(header::RANGE, format!("bytes={from}-"));
             }
-            let token = self.tokens.lock().unwrap().get(&key).cloned();
-            if let Some(token) = token {
-                req = req.bearer_auth(token);
+            let auth = self.auth.lock().unwrap().get(&key).cloned();
+            match (auth, credential) {
+                (Some(Auth::Bearer(token)), _) => req = req.bearer_auth(token),
+                (Some(Auth::Basic), Some(c)) => {
+                    req = req.basic_auth(&c.username, Some(&c.password));
+                }
+                _ => {}
             }
             let resp = req.send().await.map_err(|e| unavailable(what, &e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || fetched_token {
+            if resp.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(resp);
             }
             let challenge = resp
                 .headers()
                 .get(header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_bearer_challenge);
-            let Some(challenge) = challenge else {
+                .unwrap_or_default()
+                .to_owned();
+            let auth = if let Some(bearer) = parse_bearer_challenge(&challenge) {
+                Auth::Bearer(self.fetch_token(image, &bearer, credential, what).await?)
+            } else if is_basic_challenge(&challenge) && credential.is_some() {
+                Auth::Basic
+            } else {
                 return Ok(resp);
             };
-            let token = self.fetch_token(image, &challenge, what).await?;
-            self.tokens.lock().unwrap().insert(key.clone(), token);
-            fetched_token = true;
+            self.auth.lock().unwrap().insert(key.clone(), auth);
+            answered = true;
         }
     }
 
-    /// Anonymous token for pulling the image's repository.
+    /// A token for pulling the image's repository: with the credential as Basic auth if there
+    /// is one, else anonymous.
     async fn fetch_token(
         &self,
         image: &ImageRef,
         challenge: &Challenge,
+        credential: Option<&Credential>,
         what: &str,
     ) -> Result<String, RuntimeError> {
         let scope = format!("repository:{}:pull", image.repository());
@@ -329,16 +381,20 @@ impl Registry {
         if let Some(service) = &challenge.service {
             query.push(("service", service));
         }
-        debug!(realm = %challenge.realm, scope, "fetching registry token");
+        debug!(
+            realm = %challenge.realm,
+            scope,
+            with_credential = credential.is_some(),
+            "fetching registry token"
+        );
         let what = format!("{what}: token from {}", challenge.realm);
         let url = reqwest::Url::parse_with_params(&challenge.realm, &query)
             .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: bad realm: {e}")))?;
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| unavailable(&what, &e))?;
+        let mut req = self.http.get(url);
+        if let Some(c) = credential {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let resp = req.send().await.map_err(|e| unavailable(&what, &e))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -437,30 +493,16 @@ impl Registry {
             image.tag_or_digest()
         );
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
-        let key = format!("{} {}", image.registry(), image.repository());
-        let mut fetched_token = false;
-        let resp = loop {
-            let mut req = self.http.head(&url).header(header::ACCEPT, &accept);
-            let token = self.tokens.lock().unwrap().get(&key).cloned();
-            if let Some(token) = token {
-                req = req.bearer_auth(token);
-            }
-            let resp = req.send().await.map_err(|e| unavailable(&what, &e))?;
-            let challenge = (resp.status() == StatusCode::UNAUTHORIZED && !fetched_token)
-                .then(|| {
-                    resp.headers()
-                        .get(header::WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_bearer_challenge)
-                })
-                .flatten();
-            let Some(challenge) = challenge else {
-                break resp;
-            };
-            let token = self.fetch_token(image, &challenge, &what).await?;
-            self.tokens.lock().unwrap().insert(key.clone(), token);
-            fetched_token = true;
-        };
+        let resp = self
+            .send(
+                reqwest::Method::HEAD,
+                image,
+                &url,
+                Some(&accept),
+                None,
+                &what,
+            )
+            .await?;
         if !resp.status().is_success() {
             return Err(status_error(&what, resp.status(), ""));
         }
@@ -626,6 +668,99 @@ mod tests {
         }
     }
 
+    /// A registry that challenges with Bearer and a token endpoint that wants Basic auth, on one
+    /// loopback port; records the request heads it receives.
+    async fn token_registry() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (realm, log) = (format!("http://{addr}/token"), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                log.lock().unwrap().push(head.clone());
+                // "u:p" in base64
+                let (status, extra, body) = if head.starts_with("get /token?") {
+                    if head.contains("authorization: basic dtpw\r\n") {
+                        ("200 OK", String::new(), r#"{"token":"tok1"}"#)
+                    } else {
+                        ("401 Unauthorized", String::new(), "")
+                    }
+                } else if head.contains("authorization: bearer tok1\r\n") {
+                    ("200 OK", String::new(), "blob")
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"svc\"\r\n"),
+                        "",
+                    )
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn bearer_token_is_asked_with_the_credential() {
+        let (addr, seen) = token_registry().await;
+        let mut keyring = Keyring::default();
+        keyring
+            .add_json(
+                format!(r#"{{"auths":{{"{addr}":{{"username":"u","password":"p"}}}}}}"#).as_bytes(),
+            )
+            .unwrap();
+        let r = Registry::new(vec![], Arc::new(keyring)).unwrap();
+        let image = ImageRef::parse(&format!("{addr}/a/b:1")).unwrap();
+        let resp = r.blob(&image, "sha256:00", None).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(!seen[0].contains("authorization"), "{}", seen[0]);
+        assert!(seen[1].starts_with("get /token?"), "{}", seen[1]);
+        assert!(
+            seen[1].contains("scope=repository%3aa%2fb%3apull"),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[1].contains("service=svc"), "{}", seen[1]);
+        assert!(
+            seen[2].contains("authorization: bearer tok1"),
+            "{}",
+            seen[2]
+        );
+
+        // Without a credential the token endpoint is asked anonymously (and refuses here).
+        let anonymous = Registry::new(vec![], Arc::default()).unwrap();
+        let err = anonymous.blob(&image, "sha256:00", None).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unauthorized, "{err:?}");
+    }
+
+    #[test]
+    fn basic_challenges() {
+        for (header, want) in [
+            (r#"Basic realm="Registry Realm""#, true),
+            ("basic realm=x", true),
+            ("Basic", true),
+            (r#"Bearer realm="https://a/token""#, false),
+            ("Basically", false),
+            ("", false),
+        ] {
+            assert_eq!(is_basic_challenge(header), want, "{header}");
+        }
+    }
+
     #[test]
     fn loopback_registries() {
         for (host, want) in [
@@ -646,7 +781,7 @@ mod tests {
 
     #[test]
     fn schemes_and_api_hosts() {
-        let r = Registry::new(vec!["reg.internal:5000".into()]).unwrap();
+        let r = Registry::new(vec!["reg.internal:5000".into()], Arc::default()).unwrap();
         let url = |s: &str| r.base_url(&ImageRef::parse(s).unwrap());
         assert_eq!(url("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
         assert_eq!(

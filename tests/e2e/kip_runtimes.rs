@@ -1,5 +1,6 @@
 //! `kip --once` against a real registry, a real Docker Engine and a real containerd 1.6 (through
-//! its CRI plugin), all started by `tests/scripts/env-up.sh`. Every test pushes its own images,
+//! its CRI plugin, and for some tests through the native containerd backend), all started by
+//! `tests/scripts/env-up.sh`. Every test pushes its own images,
 //! so tests share the daemons without sharing images.
 
 use std::process::Command;
@@ -14,6 +15,8 @@ use serde_json::json;
 enum Rt {
     Docker,
     Cri,
+    /// The native backend (`KIP_CONTAINER_RUNTIME=containerd`) on the same containerd 1.6.
+    Containerd,
 }
 
 impl Rt {
@@ -21,13 +24,14 @@ impl Rt {
         match self {
             Rt::Docker => "docker",
             Rt::Cri => "cri",
+            Rt::Containerd => "containerd",
         }
     }
 
     fn socket(self) -> Option<String> {
         component(match self {
             Rt::Docker => "KIP_TEST_DOCKER_SOCK",
-            Rt::Cri => "KIP_TEST_CONTAINERD_SOCK",
+            Rt::Cri | Rt::Containerd => "KIP_TEST_CONTAINERD_SOCK",
         })
     }
 
@@ -64,7 +68,7 @@ impl Rt {
                 );
                 assert_eq!(layers.trim(), "3", "{reference}: layers");
             }
-            Rt::Cri => {
+            Rt::Cri | Rt::Containerd => {
                 let check = run_ok(
                     "ctr",
                     &[
@@ -110,7 +114,7 @@ impl Rt {
             )
             .trim()
             .to_owned(),
-            Rt::Cri => run_ok(
+            Rt::Cri | Rt::Containerd => run_ok(
                 "ctr",
                 &[
                     "--address",
@@ -145,7 +149,7 @@ impl Rt {
                 .unwrap()
                 .status
                 .success(),
-            Rt::Cri => run_ok(
+            Rt::Cri | Rt::Containerd => run_ok(
                 "ctr",
                 &["--address", &sock, "-n", "k8s.io", "images", "ls", "-q"],
             )
@@ -312,6 +316,11 @@ fn docker_if_not_present_and_always() {
 #[test]
 fn cri_if_not_present_and_always() {
     policies(Rt::Cri);
+}
+
+#[test]
+fn containerd_if_not_present_and_always() {
+    policies(Rt::Containerd);
 }
 
 fn missing_image_fails_alone(rt: Rt) {
@@ -790,6 +799,11 @@ fn docker_disk_pressure_skips_pulls() {
 #[test]
 fn cri_disk_pressure_skips_pulls() {
     disk_pressure_skips_pulls(Rt::Cri);
+}
+
+#[test]
+fn containerd_disk_pressure_skips_pulls() {
+    disk_pressure_skips_pulls(Rt::Containerd);
 }
 
 /// A registry with Bearer-token auth, as Docker Hub works: the runtime follows the challenge to

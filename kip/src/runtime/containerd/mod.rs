@@ -20,9 +20,10 @@ use std::{
 use async_trait::async_trait;
 use containerd_client::services::v1::{
     AbortRequest, AddResourceRequest, CreateImageRequest, Image, InfoRequest, ListContentRequest,
-    ListImagesRequest, ListStatusesRequest, ReadContentRequest, Resource, UpdateImageRequest,
-    UpdateRequest, content_client::ContentClient, images_client::ImagesClient,
-    leases_client::LeasesClient, version_client::VersionClient,
+    ListImagesRequest, ListStatusesRequest, PluginsRequest, ReadContentRequest, Resource,
+    UpdateImageRequest, UpdateRequest, content_client::ContentClient, images_client::ImagesClient,
+    introspection_client::IntrospectionClient, leases_client::LeasesClient,
+    version_client::VersionClient,
 };
 use futures_util::{StreamExt, future::try_join_all};
 use kip_shared::ImageRef;
@@ -615,6 +616,17 @@ impl ImageRuntime for ContainerdRuntime {
     }
 
     async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .list_image_records()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Each usable image as its name and, for a tag, `repository@target-digest`: the digest a
+    /// registry's manifest HEAD answers for the tag when it has not moved.
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
         let ctx = self.ctx(None);
         self.abort_stale_ingests(&ctx).await;
         let images = ImagesClient::new(self.channel.clone())
@@ -662,12 +674,39 @@ impl ImageRuntime for ContainerdRuntime {
                 }
             };
             if usable {
-                out.push(image.name);
+                let mut record = vec![image.name.clone()];
+                if let Ok(r) = ImageRef::parse(&image.name)
+                    && r.digest().is_none()
+                {
+                    record.push(format!("{}@{}", r.name(), target.digest));
+                }
+                out.push(record);
             } else {
                 debug!(image = %image.name, "present in containerd but incomplete or not unpacked");
             }
         }
         Ok(out)
+    }
+
+    /// The configured snapshotter's root directory, as containerd's introspection exports it:
+    /// where unpacked layers (most of an image's footprint) are written.
+    async fn image_fs_path(&self) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        let plugins = IntrospectionClient::new(self.channel.clone())
+            .plugins(PluginsRequest {
+                filters: vec![format!(
+                    "type==io.containerd.snapshotter.v1,id=={}",
+                    self.config.snapshotter
+                )],
+            })
+            .await
+            .map_err(|s| grpc_error("introspection plugins", s))?
+            .into_inner()
+            .plugins;
+        Ok(plugins
+            .into_iter()
+            .find_map(|p| p.exports.get("root").cloned())
+            .filter(|root| !root.is_empty())
+            .map(std::path::PathBuf::from))
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {

@@ -293,13 +293,15 @@ pub struct Config {
 }
 
 /// Settings of the native containerd backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContainerdConfig {
     pub namespace: String,
     pub snapshotter: String,
     /// Registries (host or host:port, lower case) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     pub max_concurrent_downloads: usize,
+    /// `KIP_MAX_DISK_USAGE_PERCENT`, for the room check once a manifest tells the layer sizes.
+    pub max_disk_percent: Option<f64>,
 }
 
 /// One invalid variable.
@@ -632,6 +634,7 @@ impl Config {
                 snapshotter: containerd_snapshotter,
                 insecure_registries,
                 max_concurrent_downloads,
+                max_disk_percent: Some(max_disk_usage_percent),
             },
         })
     }
@@ -886,6 +889,7 @@ mod tests {
                 snapshotter: "overlayfs".into(),
                 insecure_registries: vec![],
                 max_concurrent_downloads: 8,
+                max_disk_percent: Some(85.0),
             }
         );
     }

@@ -195,41 +195,25 @@ impl Puller {
         pull: Vec<&'a ImageRef>,
         results: &mut Vec<(ImageRef, ImageResult)>,
     ) -> Vec<&'a ImageRef> {
-        let Some(limit) = self.options.max_disk_percent.filter(|_| !pull.is_empty()) else {
-            return pull;
-        };
-        let runtime = self.runtime.name();
-        let usage = match self.runtime.image_fs_path().await {
-            Ok(Some(path)) => match FsUsage::of(&path) {
-                Ok(usage) => usage,
-                Err(error) => {
-                    debug!(runtime, path = %path.display(), %error, "image filesystem not readable; disk check skipped");
-                    return pull;
-                }
-            },
-            Ok(None) => return pull,
-            Err(error) => {
-                debug!(runtime, %error, "image filesystem unknown; disk check skipped");
-                return pull;
-            }
-        };
-        let used = usage.percent();
-        if used < limit {
+        if pull.is_empty() {
             return pull;
         }
-        let reason = format!(
-            "image filesystem {used:.0}% full, at or above KIP_MAX_DISK_USAGE_PERCENT={limit}"
-        );
+        let Some(reason) = self.disk_full().await else {
+            return pull;
+        };
         warn!(
-            runtime,
-            used_percent = used,
-            limit_percent = limit,
+            runtime = self.runtime.name(),
+            reason,
             images = pull.len(),
             "pulls skipped: image filesystem too full"
         );
         for image in pull {
-            self.metrics
-                .record_pull(runtime, "skipped_disk_pressure", Duration::ZERO, None);
+            self.metrics.record_pull(
+                self.runtime.name(),
+                ErrorKind::DiskPressure.as_str(),
+                Duration::ZERO,
+                None,
+            );
             results.push((
                 image.clone(),
                 ImageResult::Skipped {
@@ -238,6 +222,33 @@ impl Puller {
             ));
         }
         Vec::new()
+    }
+
+    /// Why no pull may start now: the image filesystem is at or above the limit. `None` when it
+    /// has room, no limit is set, or its usage cannot be read (logged).
+    async fn disk_full(&self) -> Option<String> {
+        let limit = self.options.max_disk_percent?;
+        let runtime = self.runtime.name();
+        let usage = match self.runtime.image_fs_path().await {
+            Ok(Some(path)) => match FsUsage::of(&path) {
+                Ok(usage) => usage,
+                Err(error) => {
+                    debug!(runtime, path = %path.display(), %error, "image filesystem not readable; disk check skipped");
+                    return None;
+                }
+            },
+            Ok(None) => return None,
+            Err(error) => {
+                debug!(runtime, %error, "image filesystem unknown; disk check skipped");
+                return None;
+            }
+        };
+        let used = usage.percent();
+        (used >= limit).then(|| {
+            format!(
+                "image filesystem {used:.0}% full, at or above KIP_MAX_DISK_USAGE_PERCENT={limit}"
+            )
+        })
     }
 
     /// `Always` with a resolver: a digest-pinned image on the node is never re-checked; a tag on
@@ -314,6 +325,17 @@ impl Puller {
         };
 
         let runtime = self.runtime.name();
+        // Checked again as each pull starts: earlier pulls of this cycle may have filled it.
+        if let Some(reason) = self.disk_full().await {
+            warn!(image = %image, runtime, outcome = "skipped", reason, "pull skipped: image filesystem too full");
+            self.metrics.record_pull(
+                runtime,
+                ErrorKind::DiskPressure.as_str(),
+                Duration::ZERO,
+                None,
+            );
+            return ImageResult::Skipped { reason };
+        }
         let started = Instant::now();
         let mut attempts = 0usize;
         let attempt = || {
@@ -378,6 +400,12 @@ impl Puller {
                     outcome,
                     elapsed,
                     attempts,
+                }
+            }
+            Err(error) if error.kind == ErrorKind::DiskPressure => {
+                warn!(image = %image, runtime, outcome = "skipped", reason = error.message, "pull skipped: image filesystem too full");
+                ImageResult::Skipped {
+                    reason: error.message,
                 }
             }
             Err(error) => {

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The attempt took longer than its timeout.
     Timeout,
+    /// The pull would fill the image filesystem past `KIP_MAX_DISK_USAGE_PERCENT`: skipped,
+    /// not retried within a cycle.
+    DiskPressure,
     /// Anything else.
     Other,
 }
@@ -48,13 +51,17 @@ impl ErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
+            Self::DiskPressure => "skipped_disk_pressure",
             Self::Other => "error",
         }
     }
 
     /// Whether another attempt in the same cycle may succeed.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::NotFound | Self::Unauthorized)
+        !matches!(
+            self,
+            Self::NotFound | Self::Unauthorized | Self::DiskPressure
+        )
     }
 }
 
@@ -149,6 +156,15 @@ impl FsUsage {
             return 0.0;
         }
         self.used_bytes as f64 * 100.0 / self.capacity_bytes as f64
+    }
+
+    /// The usage after `bytes` more are written, in percent.
+    pub fn percent_after(&self, bytes: u64) -> f64 {
+        Self {
+            used_bytes: self.used_bytes.saturating_add(bytes),
+            capacity_bytes: self.capacity_bytes,
+        }
+        .percent()
     }
 
     /// Reads the usage of the filesystem holding `path`.
@@ -267,6 +283,31 @@ pub fn tag_resolver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filesystem_usage_after_a_pull() {
+        let gib = 1u64 << 30;
+        let table = [
+            // used, capacity, added, percent after
+            (0, 0, gib, 0.0),
+            (50 * gib, 100 * gib, 0, 50.0),
+            (80 * gib, 100 * gib, 5 * gib, 85.0),
+            (80 * gib, 100 * gib, 6 * gib, 86.0),
+            (100 * gib, 100 * gib, gib, 101.0),
+            (u64::MAX - 1, u64::MAX, 10, 100.0),
+        ];
+        for (used, capacity, added, want) in table {
+            let usage = FsUsage {
+                used_bytes: used,
+                capacity_bytes: capacity,
+            };
+            let got = usage.percent_after(added);
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{used}/{capacity}+{added}: {got}"
+            );
+        }
+    }
 
     #[test]
     fn classifies_runtime_messages() {

@@ -39,7 +39,7 @@ use self::{
     },
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
-use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use super::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{
     config::{ContainerdConfig, Endpoint},
     credentials::Keyring,
@@ -51,6 +51,9 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 /// Ingests of ours untouched this long are aborted (younger ones are resumed by the next pull).
 const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
+/// How many times its compressed size a layer is taken to need once unpacked (a typical gzip
+/// ratio for image layers), when checking the room a pull needs.
+const UNPACK_FACTOR: u64 = 2;
 /// Label CRI puts on the images it manages.
 const CRI_IMAGE_LABEL: &str = "io.cri-containerd.image";
 
@@ -392,11 +395,63 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Refuses a pull whose layers would take the image filesystem past
+    /// `KIP_MAX_DISK_USAGE_PERCENT`: the layers not yet in the content store count once as
+    /// blobs and [`UNPACK_FACTOR`] times unpacked. Skipped when the usage cannot be read.
+    async fn check_room(
+        &self,
+        ctx: &Ctx,
+        image: &ImageRef,
+        manifest: &Manifest,
+    ) -> Result<(), RuntimeError> {
+        let Some(limit) = self.config.max_disk_percent else {
+            return Ok(());
+        };
+        let mut missing = 0u64;
+        for layer in &manifest.layers {
+            if !ctx.content_exists(&layer.digest).await? {
+                missing = missing.saturating_add(layer.size.max(0) as u64);
+            }
+        }
+        if missing == 0 {
+            return Ok(());
+        }
+        let usage = match self.image_fs_path().await {
+            Ok(Some(path)) => match FsUsage::of(&path) {
+                Ok(usage) => usage,
+                Err(error) => {
+                    debug!(%image, path = %path.display(), %error, "image filesystem not readable; size check skipped");
+                    return Ok(());
+                }
+            },
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                debug!(%image, %error, "image filesystem unknown; size check skipped");
+                return Ok(());
+            }
+        };
+        let estimate = missing.saturating_mul(1 + UNPACK_FACTOR);
+        let after = usage.percent_after(estimate);
+        if after > limit {
+            return Err(RuntimeError::new(
+                ErrorKind::DiskPressure,
+                format!(
+                    "{image}: about {} MiB more would take the image filesystem from {:.1}% to {after:.1}%, past KIP_MAX_DISK_USAGE_PERCENT={limit}",
+                    estimate >> 20,
+                    usage.percent()
+                ),
+            ));
+        }
+        debug!(%image, estimate_bytes = estimate, used_percent = usage.percent(), after_percent = after, "room for the pull");
+        Ok(())
+    }
+
     async fn do_pull(&self, ctx: &Ctx, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
         let started = Instant::now();
         let resolved = self.registry.resolve(image).await?;
         let resolve_ms = started.elapsed().as_millis() as u64;
         let manifest: &Manifest = &resolved.parsed;
+        self.check_room(ctx, image, manifest).await?;
         let source_label = (
             format!("containerd.io/distribution.source.{}", image.registry()),
             image.repository().to_owned(),

@@ -160,6 +160,11 @@ pub struct Args {
     /// Layers downloaded at the same time by the containerd backend, across all images.
     #[arg(long, env = "KIP_MAX_CONCURRENT_DOWNLOADS", default_value = "8")]
     pub max_concurrent_downloads: String,
+
+    /// PEM bundle of extra CA certificates trusted for registries reached by the agent itself
+    /// (the containerd backend's pulls, manifest HEADs for Always), on top of the system's.
+    #[arg(long, env = "KIP_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<String>,
 }
 
 /// A secret string that never prints itself.
@@ -300,6 +305,8 @@ pub struct ContainerdConfig {
     /// Registries (host or host:port, lower case) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     pub max_concurrent_downloads: usize,
+    /// Extra CA certificates (a PEM bundle read from `KIP_REGISTRY_CA_FILE`, checked to parse).
+    pub registry_ca_pem: Option<Vec<u8>>,
     /// `KIP_MAX_DISK_USAGE_PERCENT`, for the room check once a manifest tells the layer sizes.
     pub max_disk_percent: Option<f64>,
 }
@@ -542,6 +549,11 @@ impl Config {
             &args.max_concurrent_downloads,
             parse_positive(&args.max_concurrent_downloads).map(|n| n as usize),
         );
+        let registry_ca_pem = c.check(
+            "KIP_REGISTRY_CA_FILE",
+            args.registry_ca_file.as_deref().unwrap_or_default(),
+            load_ca_bundle(args.registry_ca_file.as_deref()),
+        );
 
         let (
             Some(gateway_url),
@@ -568,6 +580,7 @@ impl Config {
             Some(containerd_snapshotter),
             Some(insecure_registries),
             Some(max_concurrent_downloads),
+            Some(registry_ca_pem),
             true,
         ) = (
             gateway_url,
@@ -594,6 +607,7 @@ impl Config {
             containerd_snapshotter,
             insecure_registries,
             max_concurrent_downloads,
+            registry_ca_pem,
             c.0.is_empty(),
         )
         else {
@@ -634,6 +648,7 @@ impl Config {
                 snapshotter: containerd_snapshotter,
                 insecure_registries,
                 max_concurrent_downloads,
+                registry_ca_pem,
                 max_disk_percent: Some(max_disk_usage_percent),
             },
         })
@@ -649,6 +664,20 @@ impl Config {
 }
 
 /// Loads the named credential files, or the default ones that exist.
+/// Reads a PEM bundle and checks it holds at least one certificate; unset or empty: none.
+fn load_ca_bundle(path: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+    let Some(path) = path.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{path}: not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no PEM certificate in it"));
+    }
+    Ok(Some(pem))
+}
+
 fn load_keyring(paths: Option<&str>) -> Result<Keyring, String> {
     let paths: Vec<PathBuf> = match paths.map(str::trim).filter(|p| !p.is_empty()) {
         Some(list) => list
@@ -889,6 +918,7 @@ mod tests {
                 snapshotter: "overlayfs".into(),
                 insecure_registries: vec![],
                 max_concurrent_downloads: 8,
+                registry_ca_pem: None,
                 max_disk_percent: Some(85.0),
             }
         );
@@ -911,8 +941,17 @@ mod tests {
         );
         assert_eq!(c.containerd.max_concurrent_downloads, 3);
 
-        let table: [(&str, &str, &str); 9] = [
+        let not_pem = std::env::temp_dir().join(format!("kip-not-pem-{}", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let not_pem = not_pem.to_str().unwrap();
+        let table: [(&str, &str, &str); 11] = [
             ("containerd-namespace", "", "KIP_CONTAINERD_NAMESPACE"),
+            (
+                "registry-ca-file",
+                "/nonexistent/ca.pem",
+                "KIP_REGISTRY_CA_FILE",
+            ),
+            ("registry-ca-file", not_pem, "KIP_REGISTRY_CA_FILE"),
             (
                 "containerd-namespace",
                 "k8s..io",

@@ -81,10 +81,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
     // Always pulls only tags whose registry digest moved (a manifest HEAD per tag and cycle).
     let puller = match config.pull_policy {
-        PullPolicy::Always => puller.with_resolver(runtime::tag_resolver(
-            &config.containerd.insecure_registries,
-            keyring,
-        )?),
+        PullPolicy::Always => {
+            puller.with_resolver(runtime::tag_resolver(&config.containerd, keyring)?)
+        }
         PullPolicy::IfNotPresent => puller,
     };
     let agent = Agent::new(

@@ -551,3 +551,64 @@ fn containerd16_credentials_from_pull_secret() {
 fn containerd2_credentials_from_pull_secret() {
     credentials_from_pull_secret(Cd::V2);
 }
+
+/// A registry serving HTTPS with a certificate from a CA no system store holds: refused (a
+/// certificate error, no fallback to plain HTTP) until `KIP_REGISTRY_CA_FILE` names the CA.
+fn registry_ca_file(cd: Cd) {
+    let (Some(registry), Some(ca), Some(log), Some(_)) = (
+        component("KIP_TEST_TLS_REGISTRY"),
+        component("KIP_TEST_TLS_REGISTRY_CA"),
+        component("KIP_TEST_TLS_REGISTRY_LOG"),
+        cd.socket(),
+    ) else {
+        return;
+    };
+    let images = push_images(&registry, &format!("test/{}-tls", cd.tag()), 1);
+    let repo = repo_of(&images[0]).to_owned();
+    let ns = unique(cd, "kiptls");
+    let served = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("\"GET /v2/{repo}/manifests/"))
+                    || l.contains(&format!("\"HEAD /v2/{repo}/manifests/"))
+            })
+            .count()
+    };
+
+    let before = served();
+    let out = kip(&["--once"], &cd.env(&ns, &images));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}: unavailable", images[0])) && text.contains("certificate"),
+        "{text}"
+    );
+    assert_eq!(
+        served(),
+        before,
+        "a manifest was served without trust:\n{text}"
+    );
+    assert!(!cd.has_image(&ns, &images[0]));
+
+    let out = kip(
+        &["--once"],
+        &with(cd.env(&ns, &images), "KIP_REGISTRY_CA_FILE", &ca),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(served() > before, "{text}");
+    cd.assert_complete(&ns, &images[0]);
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_registry_ca_file() {
+    registry_ca_file(Cd::V1);
+}
+
+#[test]
+fn containerd2_registry_ca_file() {
+    registry_ca_file(Cd::V2);
+}

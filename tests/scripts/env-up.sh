@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a private test environment for kip's end-to-end tests.
 #
-#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [registry-token] [containerd] [containerd2] [dockerd]
+#   tests/scripts/env-up.sh DIR [registry] [registry-auth] [registry-token] [registry-tls] [containerd] [containerd2] [dockerd]
 #
 # Every component runs in the background with ALL of its state under DIR (which is
 # created; it must not exist yet or be empty), listens only on 127.0.0.1 ports that
@@ -10,6 +10,8 @@
 #
 #   registry    docker-registry (distribution 2.8), plain HTTP, deletes enabled,
 #               access log of every request in its log file
+#   registry-tls  docker-registry over HTTPS, its certificate signed by a test CA
+#               (KIP_TEST_TLS_REGISTRY, KIP_TEST_TLS_REGISTRY_LOG, KIP_TEST_TLS_REGISTRY_CA)
 #   containerd  containerd 1.6 with the CRI plugin (serves the CRI gRPC services on
 #               the same socket), overlayfs snapshotter if overlay works under DIR
 #   containerd2 containerd 2.x (Debian sid's package, unpacked by install-deps.sh under
@@ -33,7 +35,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 DIR [registry] [registry-auth] [registry-token] [containerd] [containerd2] [dockerd]" >&2
+  echo "usage: $0 DIR [registry] [registry-auth] [registry-token] [registry-tls] [containerd] [containerd2] [dockerd]" >&2
   exit 2
 }
 
@@ -45,15 +47,16 @@ dir_arg=$1
 shift
 
 # --- which components --------------------------------------------------------------
-want_registry=false want_registry_auth=false want_registry_token=false want_containerd=false want_containerd2=false want_dockerd=false
+want_registry=false want_registry_auth=false want_registry_token=false want_registry_tls=false want_containerd=false want_containerd2=false want_dockerd=false
 if (($# == 0)); then
-  set -- registry registry-auth registry-token containerd containerd2 dockerd
+  set -- registry registry-auth registry-token registry-tls containerd containerd2 dockerd
 fi
 for c in "$@"; do
   case $c in
     registry) want_registry=true ;;
     registry-auth) want_registry_auth=true ;;
     registry-token) want_registry_token=true ;;
+    registry-tls) want_registry_tls=true ;;
     containerd) want_containerd=true ;;
     containerd2) want_containerd2=true ;;
     dockerd | docker) want_dockerd=true ;;
@@ -304,6 +307,25 @@ start_token_registry() {
     service: kip-test-registry
     issuer: kip-test-issuer
     rootcertbundle: $d/cert.pem"
+}
+
+# A registry serving HTTPS on 127.0.0.1 with a certificate (IP 127.0.0.1, DNS localhost) signed
+# by a test CA of its own, which no system trust store holds: DIR/registry-tls/ca.pem.
+start_tls_registry() {
+  local d=$DIR/registry-tls
+  need openssl || return 1
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kip-test-ca \
+    -keyout "$d/ca-key.pem" -out "$d/ca.pem" >/dev/null 2>&1 || return 1
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$d/key.pem" -out "$d/server.csr" >/dev/null 2>&1 || return 1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$d/ext.cnf" -out "$d/cert.pem" >/dev/null 2>&1 || return 1
+  # Indented into the http: block of the registry's config.
+  start_registry registry-tls "  tls:
+    certificate: $d/cert.pem
+    key: $d/key.pem"
 }
 
 # --- containerd ---------------------------------------------------------------------------
@@ -630,6 +652,18 @@ if $want_registry_token; then
     log "registry with token auth up at 127.0.0.1:$started_registry_port, issuer at 127.0.0.1:$token_issuer_port ($((SECONDS - t0))s)"
   else
     failed registry-token "$DIR/registry-token/registry.log" "$(cat "$DIR/registry-token.pid" 2>/dev/null || true)"
+  fi
+fi
+
+if $want_registry_tls; then
+  if start_tls_registry; then
+    components+=(registry-tls)
+    env_lines+=("export KIP_TEST_TLS_REGISTRY=127.0.0.1:$started_registry_port"
+      "export KIP_TEST_TLS_REGISTRY_LOG=$DIR/registry-tls/registry.log"
+      "export KIP_TEST_TLS_REGISTRY_CA=$DIR/registry-tls/ca.pem")
+    log "registry with TLS (test CA) up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
+  else
+    failed registry-tls "$DIR/registry-tls/registry.log" "$(cat "$DIR/registry-tls.pid" 2>/dev/null || true)"
   fi
 fi
 

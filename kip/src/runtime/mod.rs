@@ -272,11 +272,15 @@ impl crate::puller::TagResolver for RegistryTagResolver {
 
 /// The resolver `Always` uses to pull only tags that moved.
 pub fn tag_resolver(
-    insecure_registries: &[String],
+    config: &ContainerdConfig,
     keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn crate::puller::TagResolver>, RuntimeError> {
     Ok(Arc::new(RegistryTagResolver(
-        containerd::registry::Registry::new(insecure_registries.to_vec(), keyring)?,
+        containerd::registry::Registry::new(
+            config.insecure_registries.clone(),
+            config.registry_ca_pem.as_deref(),
+            keyring,
+        )?,
     )))
 }
 

@@ -297,7 +297,11 @@ impl ContainerdRuntime {
         let channel = super::grpc_channel(endpoint, "containerd")?;
         Ok(Self {
             channel,
-            registry: Registry::new(config.insecure_registries.clone(), keyring)?,
+            registry: Registry::new(
+                config.insecure_registries.clone(),
+                config.registry_ca_pem.as_deref(),
+                keyring,
+            )?,
             downloads: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
             blob_turns: Arc::default(),
             config: config.clone(),

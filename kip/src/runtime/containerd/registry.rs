@@ -205,7 +205,8 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Whether a registry host is a loopback one (reached over plain HTTP, like containerd does).
+/// Whether a registry host is a loopback one (HTTPS first, plain HTTP when it does not speak TLS,
+/// as containerd does for localhost).
 pub(crate) fn is_loopback(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
@@ -227,6 +228,34 @@ pub(crate) struct Registry {
     keyring: Arc<Keyring>,
     /// What a challenge asked for, by `host repository`.
     auth: Arc<Mutex<HashMap<String, Auth>>>,
+    /// Loopback hosts found to answer plain HTTP.
+    plain: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Whether a request failed because the server answered the TLS handshake in plain HTTP.
+fn answered_plain_http(e: &reqwest::Error) -> bool {
+    std::error::Error::source(e).is_some_and(is_plain_http_reply)
+}
+
+/// Looks for rustls' "not a TLS record" through the error chain, including into io::Errors
+/// (whose `source()` skips the error they wrap, and which may wrap one another).
+fn is_plain_http_reply(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some_and(|t| {
+        matches!(
+            t,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        )
+    }) {
+        return true;
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && is_plain_http_reply(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(is_plain_http_reply)
 }
 
 fn unavailable(what: &str, e: &reqwest::Error) -> RuntimeError {
@@ -266,18 +295,31 @@ struct TokenReply {
 }
 
 impl Registry {
-    pub(crate) fn new(insecure: Vec<String>, keyring: Arc<Keyring>) -> Result<Self, RuntimeError> {
-        let http = reqwest::Client::builder()
+    /// A client for registries: `insecure` ones over plain HTTP, the certificates of `ca_pem`
+    /// (a PEM bundle) trusted besides the system's, credentials from `keyring`.
+    pub(crate) fn new(
+        insecure: Vec<String>,
+        ca_pem: Option<&[u8]>,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, RuntimeError> {
+        let client_error = |e: reqwest::Error| {
+            RuntimeError::new(ErrorKind::Other, format!("registry HTTP client: {e}"))
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("kip/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("HTTP client: {e}")))?;
+            .user_agent(concat!("kip/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(client_error)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
-            http,
+            http: builder.build().map_err(client_error)?,
             insecure: Arc::new(insecure),
             keyring,
             auth: Arc::default(),
+            plain: Arc::default(),
         })
     }
 
@@ -293,11 +335,12 @@ impl Registry {
     fn base_url(&self, image: &ImageRef) -> String {
         let host = Self::api_host(image.registry());
         let lower = host.to_ascii_lowercase();
-        let scheme = if is_loopback(host) || self.insecure.contains(&lower) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme =
+            if self.insecure.contains(&lower) || self.plain.lock().unwrap().contains(&lower) {
+                "http"
+            } else {
+                "https"
+            };
         format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
@@ -329,8 +372,9 @@ impl Registry {
         let key = format!("{} {}", image.registry(), image.repository());
         let credential = self.keyring.lookup(image);
         let mut answered = false;
+        let mut url = url.to_owned();
         loop {
-            let mut req = self.http.request(method.clone(), url);
+            let mut req = self.http.request(method.clone(), &url);
             if let Some(accept) = accept {
                 req = req.header(header::ACCEPT, accept);
             }
@@ -345,7 +389,24 @@ impl Registry {
                 }
                 _ => {}
             }
-            let resp = req.send().await.map_err(|e| unavailable(what, &e))?;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let host = Self::api_host(image.registry()).to_ascii_lowercase();
+                    let fallback = url
+                        .strip_prefix("https://")
+                        .map(|rest| format!("http://{rest}"));
+                    match fallback {
+                        Some(plain_url) if is_loopback(&host) && answered_plain_http(&e) => {
+                            debug!(registry = %host, "loopback registry answers plain HTTP");
+                            self.plain.lock().unwrap().insert(host);
+                            url = plain_url;
+                            continue;
+                        }
+                        _ => return Err(unavailable(what, &e)),
+                    }
+                }
+            };
             if resp.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(resp);
             }
@@ -681,6 +742,11 @@ mod tests {
                 let (mut conn, _) = listener.accept().await.unwrap();
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
+                // A TLS ClientHello (record type 22): answered as Go's HTTP servers do.
+                if conn.peek(&mut byte).await.unwrap() == 1 && byte[0] == 0x16 {
+                    let _ = conn.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+                    continue;
+                }
                 while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
                     head.push(byte[0]);
                 }
@@ -721,10 +787,12 @@ mod tests {
                 format!(r#"{{"auths":{{"{addr}":{{"username":"u","password":"p"}}}}}}"#).as_bytes(),
             )
             .unwrap();
-        let r = Registry::new(vec![], Arc::new(keyring)).unwrap();
+        let r = Registry::new(vec![], None, Arc::new(keyring)).unwrap();
         let image = ImageRef::parse(&format!("{addr}/a/b:1")).unwrap();
         let resp = r.blob(&image, "sha256:00", None).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
+        // The TLS handshake was answered in plain HTTP: the loopback host is now reached so.
+        assert!(r.plain.lock().unwrap().contains(&addr), "no fallback");
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert!(!seen[0].contains("authorization"), "{}", seen[0]);
@@ -742,7 +810,7 @@ mod tests {
         );
 
         // Without a credential the token endpoint is asked anonymously (and refuses here).
-        let anonymous = Registry::new(vec![], Arc::default()).unwrap();
+        let anonymous = Registry::new(vec![], None, Arc::default()).unwrap();
         let err = anonymous.blob(&image, "sha256:00", None).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Unauthorized, "{err:?}");
     }
@@ -781,9 +849,13 @@ mod tests {
 
     #[test]
     fn schemes_and_api_hosts() {
-        let r = Registry::new(vec!["reg.internal:5000".into()], Arc::default()).unwrap();
+        let r = Registry::new(vec!["reg.internal:5000".into()], None, Arc::default()).unwrap();
         let url = |s: &str| r.base_url(&ImageRef::parse(s).unwrap());
+        // Loopback: HTTPS until the registry is seen to answer plain HTTP.
+        assert_eq!(url("127.0.0.1:5000/a/b:1"), "https://127.0.0.1:5000/v2/a/b");
+        r.plain.lock().unwrap().insert("127.0.0.1:5000".into());
         assert_eq!(url("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
+        assert_eq!(url("127.0.0.1:5001/a/b:1"), "https://127.0.0.1:5001/v2/a/b");
         assert_eq!(
             url("reg.internal:5000/a:1"),
             "http://reg.internal:5000/v2/a"

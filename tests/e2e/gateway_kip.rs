@@ -94,9 +94,7 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
     );
     wait_http(&gateway_addr, "/", Duration::from_secs(10), "gateway");
     let mut kip = ChildGuard(
-        Command::new(binary("kip"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        e2e::kip_command()
             .env("KIP_GATEWAY_HOST", format!("http://{gateway_addr}"))
             .env("KIP_AUTH_TOKEN", TOKEN)
             .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))

@@ -8,8 +8,7 @@ use std::{
 };
 
 use e2e::{
-    FakeGateway, binary, component, free_port, http_get, kernelspec_entry, push_images, run_kip,
-    run_ok,
+    FakeGateway, component, free_port, http_get, kernelspec_entry, push_images, run_kip, run_ok,
 };
 use serde_json::json;
 
@@ -23,8 +22,8 @@ fn has_image(sock: &str, reference: &str) -> bool {
 }
 
 fn spawn_kip(env: &[(&str, &str)], log: &Path) -> Child {
-    let mut cmd = Command::new(binary("kip"));
-    cmd.env_clear().stderr(std::fs::File::create(log).unwrap());
+    let mut cmd = e2e::kip_command();
+    cmd.stderr(std::fs::File::create(log).unwrap());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -447,8 +447,7 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     let port = e2e::free_port();
     let admin = format!("127.0.0.1:{}", e2e::free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(e2e::binary("kip"))
-        .env_clear()
+    let mut child = e2e::kip_command()
         .env("KIP_GATEWAY_HOST", format!("http://127.0.0.1:{port}"))
         .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
         .env("KIP_CONTAINER_RUNTIME", "cri")
@@ -658,8 +657,7 @@ async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
     )
     .await;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(e2e::binary("kip"))
-        .env_clear()
+    let mut child = e2e::kip_command()
         .env("KIP_GATEWAY_HOST", &gateway.url)
         .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
         .env("KIP_CONTAINER_RUNTIME", "cri")

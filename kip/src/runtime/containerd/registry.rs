@@ -290,10 +290,15 @@ impl Registry {
         }
     }
 
+    /// Whether the image's registry is reached over plain HTTP (loopback or listed insecure).
+    pub(crate) fn is_plain_http(&self, image: &ImageRef) -> bool {
+        let host = Self::api_host(image.registry());
+        is_loopback(host) || self.insecure.contains(&host.to_ascii_lowercase())
+    }
+
     fn base_url(&self, image: &ImageRef) -> String {
         let host = Self::api_host(image.registry());
-        let lower = host.to_ascii_lowercase();
-        let scheme = if is_loopback(host) || self.insecure.contains(&lower) {
+        let scheme = if self.is_plain_http(image) {
             "http"
         } else {
             "https"

@@ -821,9 +821,9 @@ fn parse_registry_list(s: &str) -> Result<Vec<String>, String> {
 /// `auto`: docker if the endpoint names docker (but not cri-dockerd, which speaks CRI),
 /// containerd if it names containerd, else generic CRI.
 ///
-/// A containerd endpoint is reached through its CRI plugin for now: the native containerd
-/// backend (`KIP_CONTAINER_RUNTIME=containerd`) is slower than CRI in this project's benchmark
-/// and sends no registry credentials yet, so it is opt-in.
+/// A containerd endpoint is reached through its CRI plugin for now: the containerd backend
+/// (`KIP_CONTAINER_RUNTIME=containerd`) is slower than CRI on containerd 1.6 in this project's
+/// benchmark (its Transfer path on 2.x is level with CRI or faster), so it is opt-in.
 pub fn detect_runtime(endpoint: &Endpoint) -> RuntimeKind {
     let text = endpoint.to_string().to_ascii_lowercase();
     if text.contains("docker") && !text.contains("cri-dockerd") {

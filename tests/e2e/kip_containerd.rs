@@ -557,12 +557,18 @@ fn containerd_config_is_reported_with_the_variable() {
             ("KIP_CONTAINER_RUNTIME", "containerd"),
             ("KIP_CONTAINERD_NAMESPACE", "bad ns"),
             ("KIP_MAX_CONCURRENT_DOWNLOADS", "0"),
+            ("KIP_CONTAINERD_TRANSFER", "sometimes"),
         ],
     );
     let text = output_text(&out);
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
     assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
+    assert!(
+        text.contains("KIP_CONTAINERD_TRANSFER=\"sometimes\": expected auto, on or off"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
 }
 
 /// A registry behind htpasswd (Basic challenge): refused without credentials, pulled with the

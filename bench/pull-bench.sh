@@ -9,7 +9,10 @@
 # cri:         kip (CRI backend, containerd 1.6)      vs  `ctr -n k8s.io images pull` x N in parallel
 # containerd:  kip (native containerd backend, 1.6)   vs  the same ctr pulls
 # cri2, containerd2: the same two against containerd 2.x (its own ctr)
+# containerd2-transfer: the containerd backend through containerd 2.x's Transfer service
+#   (KIP_CONTAINERD_TRANSFER=on; containerd and containerd2 run with it off: the native path)
 #   RUNTIMES="containerd cri containerd2 cri2" bash bench/pull-bench.sh
+#   RUNTIMES="containerd2 containerd2-transfer cri2" bash bench/pull-bench.sh
 # Components (registry, containerd 1.6 and 2.x, dockerd) are started in a temp dir and stopped at
 # the end.
 set -euo pipefail
@@ -36,7 +39,7 @@ CTR=(ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io)
 CTR2=("${KIP_TEST_CONTAINERD2_CTR:-ctr}" --address "${KIP_TEST_CONTAINERD2_SOCK:-}" -n k8s.io)
 
 ctr_of() { # runtime -> name of the ctr array to use
-  case $1 in cri2 | containerd2) echo CTR2 ;; *) echo CTR ;; esac
+  case $1 in cri2 | containerd2 | containerd2-transfer) echo CTR2 ;; *) echo CTR ;; esac
 }
 
 now() { date +%s.%N; }
@@ -54,14 +57,23 @@ make_cold() {
   esac
 }
 
+# kip never skips for disk pressure here: a nearly full build disk must not end the run.
 run_kip() { # runtime -> "seconds maxrss_kib"
-  local sock=$KIP_TEST_CONTAINERD_SOCK kind=${1%2}
-  [[ $1 == docker ]] && sock=$KIP_TEST_DOCKER_SOCK
-  [[ $1 == *2 ]] && sock=$KIP_TEST_CONTAINERD2_SOCK
+  local sock=$KIP_TEST_CONTAINERD_SOCK kind transfer=off
+  case $1 in
+    docker) kind=docker sock=$KIP_TEST_DOCKER_SOCK ;;
+    cri | containerd) kind=$1 ;;
+    cri2) kind=cri sock=$KIP_TEST_CONTAINERD2_SOCK ;;
+    containerd2) kind=containerd sock=$KIP_TEST_CONTAINERD2_SOCK ;;
+    containerd2-transfer) kind=containerd sock=$KIP_TEST_CONTAINERD2_SOCK transfer=on ;;
+    *) echo "bench: unknown runtime $1" >&2; exit 2 ;;
+  esac
   local out; out=$(mktemp)
   /usr/bin/time -f "%e %M" -o "$out" env -i PATH="$PATH" KIP_CRI_ENDPOINT="unix://$sock" \
-    KIP_CONTAINER_RUNTIME="$kind" KIP_IMAGE_FETCHER=StaticListFetcher KIP_IMAGES="$LIST" \
-    KIP_NUM_PULLERS="$IMAGES" KIP_PULL_POLICY=Always KIP_LOG_LEVEL=WARNING "$KIP" --once >&2
+    KIP_CONTAINER_RUNTIME="$kind" KIP_CONTAINERD_TRANSFER="$transfer" \
+    KIP_IMAGE_FETCHER=StaticListFetcher KIP_IMAGES="$LIST" \
+    KIP_NUM_PULLERS="$IMAGES" KIP_PULL_POLICY=Always KIP_MAX_DISK_USAGE_PERCENT=100 \
+    KIP_LOG_LEVEL=WARNING "$KIP" --once >&2
   cat "$out"; rm -f "$out"
 }
 
@@ -107,10 +119,10 @@ for rt in $RUNTIMES; do
   KIP_MEDIAN[$rt]=$km
   printf "| %s | %.2f | %.2f | %.2f | %.1f |\n" "$rt" "$km" "$rm_" "$ratio" "$(echo "$maxrss / 1024" | bc -l)"
 done
-for pair in "containerd cri" "containerd2 cri2"; do
-  read -r native cri <<<"$pair"
-  if [[ -n ${KIP_MEDIAN[$native]:-} && -n ${KIP_MEDIAN[$cri]:-} ]]; then
-    printf "native/CRI (%s): %.2f\n" "$native" "$(echo "${KIP_MEDIAN[$native]} / ${KIP_MEDIAN[$cri]}" | bc -l)"
+for pair in "containerd cri" "containerd2 cri2" "containerd2-transfer cri2" "containerd2-transfer containerd2"; do
+  read -r a b <<<"$pair"
+  if [[ -n ${KIP_MEDIAN[$a]:-} && -n ${KIP_MEDIAN[$b]:-} ]]; then
+    printf "%s/%s: %.2f\n" "$a" "$b" "$(echo "${KIP_MEDIAN[$a]} / ${KIP_MEDIAN[$b]}" | bc -l)"
   fi
 done
 echo

@@ -167,21 +167,85 @@ fn unique(cd: Cd, what: &str) -> String {
     )
 }
 
+/// How a test sets `KIP_CONTAINERD_TRANSFER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Not set: `auto`, whichever path it picks.
+    Auto,
+    /// `off`: the native path.
+    Native,
+    /// `on`: the Transfer service (containerd 2.x offers it); every pull is checked to have
+    /// gone through it.
+    Transfer,
+}
+
+impl Path {
+    /// A suffix for repository names, so that each variant pulls images of its own.
+    fn tag(self) -> &'static str {
+        match self {
+            Path::Auto => "",
+            Path::Native => "-native",
+            Path::Transfer => "-xfer",
+        }
+    }
+
+    fn apply(self, env: Vec<(String, String)>) -> Vec<(String, String)> {
+        match self {
+            Path::Auto => env,
+            Path::Native => with(env, "KIP_CONTAINERD_TRANSFER", "off"),
+            Path::Transfer => with(env, "KIP_CONTAINERD_TRANSFER", "on"),
+        }
+    }
+
+    /// The path taken against `cd`: `auto` uses the Transfer service where it is offered
+    /// (containerd 2.x), as it is the faster path in the benchmark.
+    fn on(self, cd: Cd) -> Path {
+        match (self, cd) {
+            (Path::Auto, Cd::V1) => Path::Native,
+            (Path::Auto, Cd::V2) => Path::Transfer,
+            (path, _) => path,
+        }
+    }
+
+    /// Every pull in the output went the way expected against `cd`.
+    fn assert_taken(self, cd: Cd, text: &str, images: &[String]) {
+        let want = match self.on(cd) {
+            Path::Transfer => "path=\"transfer\"",
+            _ => "path=\"native\"",
+        };
+        for image in images {
+            let line = text
+                .lines()
+                .find(|l| l.contains("containerd pull done") && l.contains(image.as_str()))
+                .unwrap_or_else(|| panic!("no 'containerd pull done' line for {image}:\n{text}"));
+            assert!(
+                line.contains(want),
+                "{image} not pulled with {want}: {line}"
+            );
+        }
+    }
+}
+
 /// 4 multi-layer images sharing a base layer land in k8s.io complete and unpacked; a container
 /// runs from one and sees its rootfs; CRI lists them; nothing is left behind; a second run
 /// finds them present and asks the registry nothing.
-async fn four_images(cd: Cd) {
+async fn four_images(cd: Cd, path: Path) {
     let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
     };
-    let images = push_images(&registry, &format!("test/{}-four", cd.tag()), 4);
-    let env = with(cd.env("k8s.io", &images), "KIP_NUM_PULLERS", "4");
+    let images = push_images(
+        &registry,
+        &format!("test/{}{}-four", cd.tag(), path.tag()),
+        4,
+    );
+    let env = path.apply(with(cd.env("k8s.io", &images), "KIP_NUM_PULLERS", "4"));
     let env2 = env.clone();
     let out = tokio::task::spawn_blocking(move || kip(&["--once"], &env2))
         .await
         .unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
+    path.assert_taken(cd, &text, &images);
     for image in &images {
         cd.assert_complete("k8s.io", image);
         let line = text
@@ -233,17 +297,27 @@ async fn four_images(cd: Cd) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd16_pulls_four_images_that_run() {
-    four_images(Cd::V1).await;
+    four_images(Cd::V1, Path::Auto).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd2_pulls_four_images_that_run() {
-    four_images(Cd::V2).await;
+    four_images(Cd::V2, Path::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd2_native_pulls_four_images_that_run() {
+    four_images(Cd::V2, Path::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd2_transfer_pulls_four_images_that_run() {
+    four_images(Cd::V2, Path::Transfer).await;
 }
 
 /// An image whose blobs are already in containerd's store (through another namespace) is
 /// committed into k8s.io without any download: the STAT reports every byte present and the
-/// COMMIT must carry offset == size and no data.
+/// COMMIT must carry offset == size and no data. (The native path's write protocol.)
 fn shared_blobs_commit_without_download(cd: Cd) {
     let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
@@ -252,13 +326,13 @@ fn shared_blobs_commit_without_download(cd: Cd) {
     let repo = repo_of(&images[0]).to_owned();
     let other = unique(cd, "kipother");
     let ns = unique(cd, "kipshared");
-    let out = kip(&["--once"], &cd.env(&other, &images));
+    let out = kip(&["--once"], &Path::Native.apply(cd.env(&other, &images)));
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     cd.assert_complete(&other, &images[0]);
     let blob_gets = || registry_requests(&format!("GET /v2/{repo}/blobs/"));
     let before = blob_gets();
 
-    let out = kip(&["--once"], &cd.env(&ns, &images));
+    let out = kip(&["--once"], &Path::Native.apply(cd.env(&ns, &images)));
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     cd.assert_complete(&ns, &images[0]);
@@ -315,7 +389,7 @@ fn cutting_proxy(upstream: String, limit: usize) -> String {
 }
 
 /// A pull cut off mid-layer fails clearly and leaves its partial ingest; the next pull resumes
-/// it with an HTTP Range request (206) and succeeds, leaving nothing behind.
+/// it with an HTTP Range request (206) and succeeds, leaving nothing behind. (The native path.)
 fn interrupted_pull_resumes(cd: Cd) {
     let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
@@ -327,11 +401,11 @@ fn interrupted_pull_resumes(cd: Cd) {
     let ns = unique(cd, "kipresume");
     let out = kip(
         &["--once"],
-        &with(
+        &Path::Native.apply(with(
             cd.env(&ns, std::slice::from_ref(&via_proxy)),
             "KIP_NUM_RETRIES",
             "1",
-        ),
+        )),
     );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -352,7 +426,7 @@ fn interrupted_pull_resumes(cd: Cd) {
         .lines()
         .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains("\" 206 "))
         .count();
-    let out = kip(&["--once"], &cd.env(&ns, &images));
+    let out = kip(&["--once"], &Path::Native.apply(cd.env(&ns, &images)));
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let ranged_after = std::fs::read_to_string(&log)
@@ -381,22 +455,24 @@ fn containerd2_interrupted_pull_resumes() {
 
 /// An unknown image fails once as not_found; an unknown registry is retried as unavailable;
 /// the good image still lands.
-fn unknown_image_and_registry(cd: Cd) {
+fn unknown_image_and_registry(cd: Cd, path: Path) {
     let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
     };
-    let mut images = push_images(&registry, &format!("test/{}-unknown", cd.tag()), 1);
-    let missing = format!("{registry}/test/{}-never-pushed:1", cd.tag());
+    let tag = format!("{}{}", cd.tag(), path.tag());
+    let mut images = push_images(&registry, &format!("test/{tag}-unknown"), 1);
+    let missing = format!("{registry}/test/{tag}-never-pushed:1");
     let unreachable = "127.0.0.1:1/test/nowhere:1".to_owned();
     images.push(missing.clone());
     images.push(unreachable.clone());
     let ns = unique(cd, "kipunknown");
     let out = kip(
         &["--once"],
-        &with(cd.env(&ns, &images), "KIP_NUM_RETRIES", "2"),
+        &path.apply(with(cd.env(&ns, &images), "KIP_NUM_RETRIES", "2")),
     );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
+    path.assert_taken(cd, &text, &images[..1]);
     let summary = text
         .split("image(s) not pulled:")
         .nth(1)
@@ -413,7 +489,11 @@ fn unknown_image_and_registry(cd: Cd) {
         m.contains("not_found") && m.contains("after 1 attempt(s)"),
         "{m}"
     );
-    assert!(m.contains("manifest"), "{m}");
+    if path.on(cd) == Path::Transfer {
+        assert!(m.contains("containerd: transfer"), "{m}");
+    } else {
+        assert!(m.contains("manifest"), "{m}");
+    }
     let u = line(&unreachable);
     assert!(
         u.contains("unavailable") && u.contains("after 2 attempt(s)"),
@@ -426,12 +506,17 @@ fn unknown_image_and_registry(cd: Cd) {
 
 #[test]
 fn containerd16_unknown_image_and_registry_fail_clearly() {
-    unknown_image_and_registry(Cd::V1);
+    unknown_image_and_registry(Cd::V1, Path::Auto);
 }
 
 #[test]
 fn containerd2_unknown_image_and_registry_fail_clearly() {
-    unknown_image_and_registry(Cd::V2);
+    unknown_image_and_registry(Cd::V2, Path::Auto);
+}
+
+#[test]
+fn containerd2_transfer_unknown_image_and_registry_fail_clearly() {
+    unknown_image_and_registry(Cd::V2, Path::Transfer);
 }
 
 /// Two agents pulling the same images at the same time both succeed.
@@ -472,17 +557,23 @@ fn containerd_config_is_reported_with_the_variable() {
             ("KIP_CONTAINER_RUNTIME", "containerd"),
             ("KIP_CONTAINERD_NAMESPACE", "bad ns"),
             ("KIP_MAX_CONCURRENT_DOWNLOADS", "0"),
+            ("KIP_CONTAINERD_TRANSFER", "sometimes"),
         ],
     );
     let text = output_text(&out);
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
     assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
+    assert!(
+        text.contains("KIP_CONTAINERD_TRANSFER=\"sometimes\": expected auto, on or off"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
 }
 
 /// A registry behind htpasswd (Basic challenge): refused without credentials, pulled with the
 /// pull secret's, which never show in the output.
-fn credentials_from_pull_secret(cd: Cd) {
+fn credentials_from_pull_secret(cd: Cd, path: Path) {
     let (Some(registry), Some(user), Some(password), Some(_)) = (
         component("KIP_TEST_AUTH_REGISTRY"),
         component("KIP_TEST_AUTH_USER"),
@@ -495,7 +586,7 @@ fn credentials_from_pull_secret(cd: Cd) {
         .arg(repo_root().join("tests/scripts/build-images.sh"))
         .args([
             registry.as_str(),
-            &format!("test/{}-private", cd.tag()),
+            &format!("test/{}{}-private", cd.tag(), path.tag()),
             "1",
         ])
         .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
@@ -509,10 +600,14 @@ fn credentials_from_pull_secret(cd: Cd) {
     let image = String::from_utf8(push.stdout).unwrap().trim().to_owned();
     let ns = unique(cd, "kipauth");
 
-    let out = kip(&["--once"], &cd.env(&ns, std::slice::from_ref(&image)));
+    let out = kip(
+        &["--once"],
+        &path.apply(cd.env(&ns, std::slice::from_ref(&image))),
+    );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&format!("{image}: unauthorized")), "{text}");
+    assert!(text.contains("after 1 attempt(s)"), "{text}");
     assert!(!cd.has_image(&ns, &image));
 
     let dir = tempfile::tempdir().unwrap();
@@ -525,14 +620,15 @@ fn credentials_from_pull_secret(cd: Cd) {
     .unwrap();
     let out = kip(
         &["--once"],
-        &with(
+        &path.apply(with(
             cd.env(&ns, std::slice::from_ref(&image)),
             "KIP_DOCKER_CONFIG",
             secret.to_str().unwrap(),
-        ),
+        )),
     );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
+    path.assert_taken(cd, &text, std::slice::from_ref(&image));
     assert!(
         !text.contains("does not send registry credentials"),
         "{text}"
@@ -544,12 +640,147 @@ fn credentials_from_pull_secret(cd: Cd) {
 
 #[test]
 fn containerd16_credentials_from_pull_secret() {
-    credentials_from_pull_secret(Cd::V1);
+    credentials_from_pull_secret(Cd::V1, Path::Auto);
 }
 
 #[test]
 fn containerd2_credentials_from_pull_secret() {
-    credentials_from_pull_secret(Cd::V2);
+    credentials_from_pull_secret(Cd::V2, Path::Auto);
+}
+
+#[test]
+fn containerd2_transfer_credentials_from_pull_secret() {
+    credentials_from_pull_secret(Cd::V2, Path::Transfer);
+}
+
+/// A registry with Bearer-token auth (the harness's token issuer, as Docker Hub works): a
+/// `public/` image pulls anonymously through the issuer; a private one is refused without
+/// credentials (not retried) and pulls with the pull secret's, which never show in the output.
+fn token_registry(cd: Cd, path: Path) {
+    let (Some(registry), Some(issuer_log), Some(user), Some(password), Some(_)) = (
+        component("KIP_TEST_TOKEN_REGISTRY"),
+        component("KIP_TEST_TOKEN_ISSUER_LOG"),
+        component("KIP_TEST_AUTH_USER"),
+        component("KIP_TEST_AUTH_PASSWORD"),
+        cd.socket(),
+    ) else {
+        return;
+    };
+    let push = |prefix: &str| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/scripts/build-images.sh"))
+            .args([registry.as_str(), prefix, "1"])
+            .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let tag = format!("{}{}", cd.tag(), path.tag());
+    let public = push(&format!("public/{tag}-tok"));
+    let private = push(&format!("team/{tag}-tok"));
+    let token_requests = || {
+        std::fs::read_to_string(&issuer_log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("GET /token?"))
+            .count()
+    };
+    let ns = unique(cd, "kiptoken");
+
+    let before = token_requests();
+    let out = kip(
+        &["--once"],
+        &path.apply(cd.env(&ns, std::slice::from_ref(&public))),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    path.assert_taken(cd, &text, std::slice::from_ref(&public));
+    cd.assert_complete(&ns, &public);
+    assert!(
+        token_requests() > before,
+        "the pull did not go through the token issuer:\n{text}"
+    );
+
+    let out = kip(
+        &["--once"],
+        &path.apply(cd.env(&ns, std::slice::from_ref(&private))),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{private}: unauthorized"))
+            || text.contains(&format!("{private}: not_found")),
+        "{text}"
+    );
+    assert!(text.contains("after 1 attempt(s)"), "{text}");
+    assert!(!cd.has_image(&ns, &private));
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("config.json");
+    std::fs::write(
+        &secret,
+        serde_json::json!({"auths": {registry.as_str(): {"username": user, "password": password}}})
+            .to_string(),
+    )
+    .unwrap();
+    let out = kip(
+        &["--once"],
+        &path.apply(with(
+            cd.env(&ns, std::slice::from_ref(&private)),
+            "KIP_DOCKER_CONFIG",
+            secret.to_str().unwrap(),
+        )),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    path.assert_taken(cd, &text, std::slice::from_ref(&private));
+    assert!(!text.contains(&password), "the password leaked: {text}");
+    cd.assert_complete(&ns, &private);
+    cd.assert_clean(&ns);
+}
+
+#[test]
+fn containerd16_token_registry() {
+    token_registry(Cd::V1, Path::Auto);
+}
+
+#[test]
+fn containerd2_native_token_registry() {
+    token_registry(Cd::V2, Path::Native);
+}
+
+#[test]
+fn containerd2_transfer_token_registry() {
+    token_registry(Cd::V2, Path::Transfer);
+}
+
+/// `KIP_CONTAINERD_TRANSFER=on` against containerd 1.6, which has no Transfer service: the agent
+/// says so once and pulls natively.
+#[test]
+fn containerd16_transfer_on_falls_back_to_native() {
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), Cd::V1.socket()) else {
+        return;
+    };
+    let images = push_images(&registry, "test/cd1-xfer-fallback", 2);
+    let ns = unique(Cd::V1, "kipfallback");
+    let out = kip(&["--once"], &Path::Transfer.apply(Cd::V1.env(&ns, &images)));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("offers no Transfer service"))
+        .count();
+    assert_eq!(warnings, 1, "{text}");
+    Path::Native.assert_taken(Cd::V1, &text, &images);
+    for image in &images {
+        Cd::V1.assert_complete(&ns, image);
+    }
+    Cd::V1.assert_clean(&ns);
 }
 
 /// A registry serving HTTPS with a certificate from a CA no system store holds: refused (a
@@ -578,7 +809,12 @@ fn registry_ca_file(cd: Cd) {
     };
 
     let before = served();
-    let out = kip(&["--once"], &cd.env(&ns, &images));
+    // The native path's own TLS client (with KIP_REGISTRY_CA_FILE set, the backend always takes
+    // it; the Transfer service trusts only containerd's configuration).
+    let out = kip(
+        &["--once"],
+        &with(cd.env(&ns, &images), "KIP_CONTAINERD_TRANSFER", "off"),
+    );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(

@@ -1,4 +1,4 @@
-//! The native containerd backend refuses a pull whose layers would take the image filesystem past
+//! The containerd backend's native path refuses a pull whose layers would take the image filesystem past
 //! `KIP_MAX_DISK_USAGE_PERCENT`, before downloading any blob, against real containerd 1.6 and 2.x
 //! and the real registry. A test binary of its own: no other test writes to the disk while the
 //! limit is set just above the current usage.
@@ -72,6 +72,8 @@ fn refuses_pulls_without_room(sock_var: &str, ctr: &str, snapshotter_var: &str, 
         vec![
             ("KIP_CRI_ENDPOINT", format!("unix://{sock}")),
             ("KIP_CONTAINER_RUNTIME", "containerd".into()),
+            // The native path: the Transfer service does not tell the size before pulling.
+            ("KIP_CONTAINERD_TRANSFER", "off".into()),
             ("KIP_CONTAINERD_SNAPSHOTTER", snapshotter.clone()),
             ("KIP_IMAGE_FETCHER", "StaticListFetcher".into()),
             ("KIP_IMAGES", image.clone()),

@@ -54,7 +54,7 @@ cmdline_mentions_dir() {
 }
 
 # is_daemon PID: true if PID runs one of the programs env-up.sh starts (or that they
-# start), judged by the executable's name.
+# start), judged by the executable's name (and, for Python, the script's).
 is_daemon() {
   local exe
   exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
@@ -62,6 +62,8 @@ is_daemon() {
   case ${exe##*/} in
     containerd | containerd-shim | containerd-shim-runc-v1 | containerd-shim-runc-v2 | \
       dockerd | docker-registry | registry | docker-proxy | runc) return 0 ;;
+    # The test token issuer of registry-token (a Python script).
+    python3*) tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -q '/token-issuer\.py$' && return 0 ;;
   esac
   return 1
 }

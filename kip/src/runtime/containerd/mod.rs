@@ -6,9 +6,14 @@
 //! semaphore shared by all images bounds the downloads), unpack each layer as soon as it and the
 //! ones below it are in, label everything for GC, create or update the image record, drop the
 //! lease. Interrupted downloads stay as ingests and are resumed with HTTP Range next time.
+//!
+//! Where the daemon offers the Transfer service (containerd 1.7+/2.x) and
+//! `KIP_CONTAINERD_TRANSFER` allows it, a pull is instead one Transfer call: the daemon fetches
+//! and unpacks itself ([`transfer`]). Which path is used is decided once, on the first pull.
 
 mod content;
 pub(crate) mod registry;
+mod transfer;
 mod unpack;
 
 use std::{
@@ -19,11 +24,11 @@ use std::{
 
 use async_trait::async_trait;
 use containerd_client::services::v1::{
-    AbortRequest, AddResourceRequest, CreateImageRequest, Image, InfoRequest, ListContentRequest,
-    ListImagesRequest, ListStatusesRequest, PluginsRequest, ReadContentRequest, Resource,
-    UpdateImageRequest, UpdateRequest, content_client::ContentClient, images_client::ImagesClient,
-    introspection_client::IntrospectionClient, leases_client::LeasesClient,
-    version_client::VersionClient,
+    AbortRequest, AddResourceRequest, CreateImageRequest, GetImageRequest, Image, InfoRequest,
+    ListContentRequest, ListImagesRequest, ListStatusesRequest, PluginsRequest, ReadContentRequest,
+    Resource, UpdateImageRequest, UpdateRequest, content_client::ContentClient,
+    images_client::ImagesClient, introspection_client::IntrospectionClient,
+    leases_client::LeasesClient, version_client::VersionClient,
 };
 use futures_util::{StreamExt, future::try_join_all};
 use kip_shared::ImageRef;
@@ -41,7 +46,7 @@ use self::{
 };
 use super::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{
-    config::{ContainerdConfig, Endpoint},
+    config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
 };
 
@@ -56,6 +61,9 @@ const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
 const UNPACK_FACTOR: u64 = 2;
 /// Label CRI puts on the images it manages.
 const CRI_IMAGE_LABEL: &str = "io.cri-containerd.image";
+/// Whether `KIP_CONTAINERD_TRANSFER=auto` pulls through the Transfer service where the daemon
+/// offers it: only if that is the faster path in `bench/pull-bench.sh` (see bench/RESULTS.md).
+const AUTO_USES_TRANSFER: bool = true;
 
 /// Maps a containerd gRPC status to an error kind, naming what failed.
 pub(crate) fn grpc_error(what: &str, status: Status) -> RuntimeError {
@@ -285,6 +293,9 @@ pub struct ContainerdRuntime {
     /// One lock per blob being written: images sharing a layer write it once, and the others
     /// wait for it (holding no download slot) instead of colliding on containerd's ingest lock.
     blob_turns: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    keyring: Arc<Keyring>,
+    /// Whether pulls go through the Transfer service; decided on the first pull.
+    use_transfer: tokio::sync::OnceCell<bool>,
 }
 
 impl ContainerdRuntime {
@@ -300,12 +311,125 @@ impl ContainerdRuntime {
             registry: Registry::new(
                 config.insecure_registries.clone(),
                 config.registry_ca_pem.as_deref(),
-                keyring,
+                keyring.clone(),
             )?,
             downloads: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
             blob_turns: Arc::default(),
+            keyring,
+            use_transfer: tokio::sync::OnceCell::new(),
             config: config.clone(),
         })
+    }
+
+    /// Whether pulls go through the Transfer service: asked of the daemon once (a failed
+    /// question is asked again on the next pull), then kept for the agent's life.
+    async fn use_transfer(&self) -> Result<bool, RuntimeError> {
+        let mode = self.config.transfer;
+        if mode == TransferMode::Off {
+            return Ok(false);
+        }
+        self.use_transfer
+            .get_or_try_init(|| async {
+                let offered = transfer::offered(&self.ctx(None)).await?;
+                let use_it = offered && (mode == TransferMode::On || AUTO_USES_TRANSFER);
+                let path = if use_it { "transfer" } else { "native" };
+                if mode == TransferMode::On && !offered {
+                    warn!(
+                        mode = mode.as_str(),
+                        path,
+                        "KIP_CONTAINERD_TRANSFER=on, but this containerd offers no Transfer \
+                         service (containerd 1.6 or older): pulling natively"
+                    );
+                } else {
+                    info!(
+                        mode = mode.as_str(),
+                        offered, path, "containerd pull path chosen"
+                    );
+                }
+                Ok::<_, RuntimeError>(use_it)
+            })
+            .await
+            .copied()
+    }
+
+    /// Pulls through the daemon's Transfer service, then checks that the image was unpacked for
+    /// our snapshotter: a daemon whose transfer `unpack_config` lacks it fetches without
+    /// unpacking, and the native path then unpacks what was fetched.
+    async fn transfer_pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+        let started = Instant::now();
+        let ctx = self.ctx(None);
+        transfer::pull(
+            &ctx,
+            image,
+            self.keyring.lookup(image),
+            self.registry.is_plain_http(image),
+        )
+        .await?;
+        let transfer_ms = started.elapsed().as_millis() as u64;
+        match self.unpacked_config(&ctx, image).await? {
+            Some(config) => {
+                info!(
+                    image = %image,
+                    path = "transfer",
+                    config = %config,
+                    total_ms = transfer_ms,
+                    "containerd pull done"
+                );
+                Ok(PullOutcome {
+                    image_id: Some(config),
+                    bytes: None,
+                })
+            }
+            None => {
+                warn!(
+                    image = %image,
+                    snapshotter = %self.config.snapshotter,
+                    "containerd's Transfer service did not unpack the image for this snapshotter \
+                     (not in its unpack_config); unpacking natively"
+                );
+                self.native_pull(image).await
+            }
+        }
+    }
+
+    /// The config digest of the image record `image`, if its node manifest is unpacked for our
+    /// snapshotter (content read from the store, so it must be there).
+    async fn unpacked_config(
+        &self,
+        ctx: &Ctx,
+        image: &ImageRef,
+    ) -> Result<Option<String>, RuntimeError> {
+        let what = format!("image record {image}");
+        let record = ImagesClient::new(self.channel.clone())
+            .get(ctx.request(GetImageRequest {
+                name: image.to_string(),
+            }))
+            .await
+            .map_err(|s| grpc_error(&what, s))?
+            .into_inner()
+            .image
+            .and_then(|i| i.target)
+            .ok_or_else(|| RuntimeError::new(ErrorKind::Other, format!("{what}: no target")))?;
+        let manifest_digest = match record.media_type.as_str() {
+            OCI_INDEX | DOCKER_LIST => {
+                let index: Index = serde_json::from_slice(&ctx.read(&record.digest).await?)
+                    .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: {e}")))?;
+                match node_manifest(&index) {
+                    Some(d) => d.digest.clone(),
+                    None => return Ok(None),
+                }
+            }
+            _ => record.digest,
+        };
+        let manifest: Manifest = serde_json::from_slice(&ctx.read(&manifest_digest).await?)
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: {e}")))?;
+        let config: ImageConfig = serde_json::from_slice(&ctx.read(&manifest.config.digest).await?)
+            .map_err(|e| RuntimeError::new(ErrorKind::Other, format!("{what}: {e}")))?;
+        let unpacked = match chain_ids(&config.rootfs.diff_ids).last() {
+            Some(top) => snapshot_exists(ctx, top).await?,
+            None => true,
+        };
+        Ok(unpacked.then_some(manifest.config.digest))
     }
 
     /// Waits until no other pull of this agent writes `digest`, then holds it until dropped.
@@ -344,9 +468,7 @@ impl ContainerdRuntime {
                 else {
                     return Ok(false);
                 };
-                let (os, arch) = node_platform();
-                let variant = (arch == "arm64").then_some("v8");
-                match select_platform(&index.manifests, os, arch, variant) {
+                match node_manifest(&index) {
                     Some(d) if have.contains(&d.digest) => d.digest.clone(),
                     _ => return Ok(false),
                 }
@@ -448,6 +570,15 @@ impl ContainerdRuntime {
         }
         debug!(%image, estimate_bytes = estimate, used_percent = usage.percent(), after_percent = after, "room for the pull");
         Ok(())
+    }
+
+    /// Pulls through the content, snapshots, diff, images and leases services.
+    async fn native_pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
+        let lease = LeaseGuard::create(&self.ctx(None)).await?;
+        let ctx = self.ctx(Some(lease.id.clone()));
+        let result = self.do_pull(&ctx, image).await;
+        lease.release().await;
+        result
     }
 
     async fn do_pull(&self, ctx: &Ctx, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
@@ -592,6 +723,7 @@ impl ContainerdRuntime {
         self.register_image(ctx, image, resolved.target()).await?;
         info!(
             image = %image,
+            path = "native",
             manifest = %resolved.manifest.descriptor.digest,
             layers = n,
             unpacked,
@@ -650,6 +782,13 @@ impl ContainerdRuntime {
             Err(s) => Err(grpc_error(&what, s)),
         }
     }
+}
+
+/// The index entry for the node's platform.
+fn node_manifest(index: &Index) -> Option<&Descriptor> {
+    let (os, arch) = node_platform();
+    let variant = (arch == "arm64").then_some("v8");
+    select_platform(&index.manifests, os, arch, variant)
 }
 
 fn closed(_: tokio::sync::AcquireError) -> RuntimeError {
@@ -769,11 +908,13 @@ impl ImageRuntime for ContainerdRuntime {
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
-        let lease = LeaseGuard::create(&self.ctx(None)).await?;
-        let ctx = self.ctx(Some(lease.id.clone()));
-        let result = self.do_pull(&ctx, image).await;
-        lease.release().await;
-        result
+        // The Transfer service trusts only containerd's own CA configuration (hosts.toml): with
+        // KIP_REGISTRY_CA_FILE set, pulls take the native path, which trusts its CAs.
+        if self.config.registry_ca_pem.is_none() && self.use_transfer().await? {
+            self.transfer_pull(image).await
+        } else {
+            self.native_pull(image).await
+        }
     }
 }
 

@@ -332,6 +332,13 @@ impl Registry {
         }
     }
 
+    /// Whether containerd's own resolver should reach the image's registry over plain HTTP
+    /// (loopback or listed insecure; containerd falls back to plain HTTP for localhost itself).
+    pub(crate) fn is_plain_http(&self, image: &ImageRef) -> bool {
+        let host = Self::api_host(image.registry());
+        is_loopback(host) || self.insecure.contains(&host.to_ascii_lowercase())
+    }
+
     fn base_url(&self, image: &ImageRef) -> String {
         let host = Self::api_host(image.registry());
         let lower = host.to_ascii_lowercase();

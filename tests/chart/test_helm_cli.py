@@ -120,7 +120,8 @@ def test_psp_follows_the_service_account_name_and_the_socket(tmp_path):
     m = helm_template(tmp_path, values, (PSP_API,))
     assert m.get("ClusterRoleBinding", "enterprise-gateway-kip")["subjects"][0]["name"] == "puller"
     assert m.get("PodSecurityPolicy")["spec"]["allowedHostPaths"] == [
-        {"pathPrefix": "/run/containerd/containerd.sock", "readOnly": True}
+        {"pathPrefix": "/run/containerd/containerd.sock", "readOnly": True},
+        {"pathPrefix": "/var/lib/containerd", "readOnly": True},
     ]
 
 

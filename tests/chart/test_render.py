@@ -111,6 +111,7 @@ def test_kip_env_defaults():
         "KIP_CM_KEY_NAME": "image-names",
         "KIP_ADMIN_ADDR": "0.0.0.0:9090",
         "KIP_SHUTDOWN_GRACE": "10",
+        "KIP_MAX_DISK_USAGE_PERCENT": "85",
     }
 
 
@@ -123,10 +124,12 @@ def test_kip_pod_socket_probes_security_resources():
     assert spec["automountServiceAccountToken"] is False
     assert "priorityClassName" not in spec
     assert spec["volumes"] == [
-        {"name": "cri-socket", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}}
+        {"name": "cri-socket", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}},
+        {"name": "image-fs", "hostPath": {"path": "/var/lib/docker", "type": "Directory"}},
     ]
     assert c["volumeMounts"] == [
-        {"name": "cri-socket", "mountPath": "/var/run/docker.sock", "readOnly": True}
+        {"name": "cri-socket", "mountPath": "/var/run/docker.sock", "readOnly": True},
+        {"name": "image-fs", "mountPath": "/var/lib/docker", "readOnly": True},
     ]
     assert c["ports"] == [{"name": "admin", "containerPort": 9090, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
@@ -190,6 +193,36 @@ def test_kip_values_map_to_env():
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["volumes"][0]["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
     assert c["volumeMounts"][0]["mountPath"] == "/run/containerd/containerd.sock"
+
+
+def test_kip_disk_guard_and_extra_env():
+    def pod(kip: dict) -> tuple[dict, dict]:
+        ds = render({"kip": kip}).get("DaemonSet")
+        c = container(ds)
+        volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        return env_of(c), {"volume": volumes.get("image-fs"), "mount": mounts.get("image-fs")}
+
+    # auto: the runtime's data root, by the socket's name.
+    table = [
+        ({"criSocket": "/run/containerd/containerd.sock"}, "/var/lib/containerd"),
+        ({"criSocket": "/var/run/crio/crio.sock"}, "/var/lib/containerd"),
+        ({"criSocket": "/var/run/docker.sock"}, "/var/lib/docker"),
+        ({"imageFsHostPath": "/data/containerd"}, "/data/containerd"),
+        ({"imageFsHostPath": ""}, None),
+    ]
+    for values, path in table:
+        _, fs = pod(values)
+        if path is None:
+            assert fs == {"volume": None, "mount": None}, values
+        else:
+            assert fs["volume"]["hostPath"] == {"path": path, "type": "Directory"}, values
+            assert fs["mount"] == {"name": "image-fs", "mountPath": path, "readOnly": True}, values
+
+    env, _ = pod({"maxDiskUsagePercent": 90.5, "extraEnv": {"KIP_WATCH_SECONDS": 30, "KIP_CONTAINERD_NAMESPACE": "k8s.io"}})
+    assert env["KIP_MAX_DISK_USAGE_PERCENT"] == "90.5"
+    assert env["KIP_WATCH_SECONDS"] == "30"
+    assert env["KIP_CONTAINERD_NAMESPACE"] == "k8s.io"
 
 
 def test_kip_images_and_fetchers_accept_comma_strings():
@@ -386,6 +419,10 @@ def test_kernelspecs_from_nfs_and_pvc():
                                 {"name": "r", "port": 8877}]}}, ["service.ports[0].nodePort", "ClusterIP"]),
         ({"kip": {"podSecurityPolicy": {"annotatons": {}}}}, ["kip/podSecurityPolicy", "annotatons"]),
         ({"kip": {"numPullers": 0}}, ["kip/numPullers"]),
+        ({"kip": {"maxDiskUsagePercent": 0}}, ["kip/maxDiskUsagePercent"]),
+        ({"kip": {"maxDiskUsagePercent": 101}}, ["kip/maxDiskUsagePercent"]),
+        ({"kip": {"imageFsHostPath": "var/lib/containerd"}}, ["kip/imageFsHostPath"]),
+        ({"kip": {"extraEnv": {"BAD NAME": "x"}}}, ["BAD NAME"]),
         ({"kip": {"fetcher": "SomeFetcher"}}, ["kip/fetcher"]),
         ({"kip": {"internalFetcher": "KernelSpecsFetcher,Bogus"}}, ["kip/internalFetcher"]),
         ({"service": {"type": "Nodeport"}}, ["service/type"]),

@@ -114,3 +114,16 @@ imagePullSecrets:
 {{- define "eg.serviceAccount" -}}
 {{- .Values.global.serviceAccountName | default .Values.deployment.serviceAccountName -}}
 {{- end -}}
+
+{{/*
+The host directory of the runtime's images the KIP mounts read-only for its disk guard:
+kip.imageFsHostPath, where `auto` is /var/lib/docker for a docker socket, else /var/lib/containerd;
+empty for none.
+*/}}
+{{- define "kip.imageFs" -}}
+{{- $path := .Values.kip.imageFsHostPath | default "" -}}
+{{- if eq $path "auto" -}}
+{{- $path = ternary "/var/lib/docker" "/var/lib/containerd" (contains "docker" .Values.kip.criSocket) -}}
+{{- end -}}
+{{- $path -}}
+{{- end -}}

@@ -73,6 +73,9 @@ EVERYTHING = {
         "priorityClassName": "system-node-critical",
         "livenessProbe": {"enabled": True},
         "logFormat": "json",
+        "maxDiskUsagePercent": 80,
+        "registryCA": {"configMap": "corp-ca"},
+        "extraEnv": {"KIP_WATCH_SECONDS": 30},
         "tolerations": [{"operator": "Exists"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "affinity": {

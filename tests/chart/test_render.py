@@ -219,6 +219,14 @@ def test_kip_disk_guard_and_extra_env():
             assert fs["volume"]["hostPath"] == {"path": path, "type": "Directory"}, values
             assert fs["mount"] == {"name": "image-fs", "mountPath": path, "readOnly": True}, values
 
+    ds = render({"kip": {"registryCA": {"configMap": "corp-ca", "key": "bundle.pem"}}}).get("DaemonSet")
+    c = container(ds)
+    assert env_of(c)["KIP_REGISTRY_CA_FILE"] == "/etc/kip/registry-ca/bundle.pem"
+    assert {"name": "registry-ca", "mountPath": "/etc/kip/registry-ca", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "registry-ca", "configMap": {"name": "corp-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}} \
+        in ds["spec"]["template"]["spec"]["volumes"]
+    assert "KIP_REGISTRY_CA_FILE" not in env_of(container(render().get("DaemonSet")))
+
     env, _ = pod({"maxDiskUsagePercent": 90.5, "extraEnv": {"KIP_WATCH_SECONDS": 30, "KIP_CONTAINERD_NAMESPACE": "k8s.io"}})
     assert env["KIP_MAX_DISK_USAGE_PERCENT"] == "90.5"
     assert env["KIP_WATCH_SECONDS"] == "30"

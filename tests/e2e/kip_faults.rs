@@ -254,3 +254,73 @@ fn sigterm_during_a_pull_then_the_next_run_pulls() {
         "{check}"
     );
 }
+
+/// While the first SIGTERM's shutdown is still draining (an admin client holds a half-sent
+/// request, which the agent waits up to a second for), a second signal ends the process at once
+/// with 130; with one signal the same shutdown ends with 0.
+#[test]
+fn second_signal_exits_at_once() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |second: bool| {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let log = dir.path().join(format!("kip-{second}.log"));
+        let mut child = spawn_kip(
+            &[
+                // No runtime: the agent idles, retrying; the test is about shutdown only.
+                (
+                    "KIP_CRI_ENDPOINT",
+                    &format!("unix://{}/none.sock", dir.path().display()),
+                ),
+                ("KIP_CONTAINER_RUNTIME", "cri"),
+                ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
+                ("KIP_IMAGES", "example.com/x:1"),
+                ("KIP_ADMIN_ADDR", &admin),
+                ("KIP_SHUTDOWN_GRACE", "30"),
+            ],
+            &log,
+        );
+        assert!(wait_until(Duration::from_secs(10), || http_get(
+            &admin, "/livez"
+        )
+        .0 == 200));
+        let mut held = std::net::TcpStream::connect(&admin).unwrap();
+        held.write_all(b"GET /livez HTTP/1.1\r\nHost: kip\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        run_ok("kill", &["-TERM", &child.id().to_string()]);
+        if second {
+            std::thread::sleep(Duration::from_millis(150));
+            run_ok("kill", &["-TERM", &child.id().to_string()]);
+        }
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(held);
+        (
+            code,
+            started.elapsed(),
+            std::fs::read_to_string(&log).unwrap(),
+        )
+    };
+
+    let (code, took, text) = run(false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "no drain to interrupt ({took:?}):\n{text}"
+    );
+
+    let (code, took, text) = run(true);
+    assert_eq!(code, Some(130), "{text}");
+    assert!(took < Duration::from_millis(700), "took {took:?}:\n{text}");
+    assert!(text.contains("second signal: exiting at once"), "{text}");
+}

@@ -1,4 +1,4 @@
-//! The containerd backend's native path refuses a pull whose layers would take the image filesystem past
+//! The containerd backend (native path on 1.6, Transfer path on 2.x) refuses a pull whose layers would take the image filesystem past
 //! `KIP_MAX_DISK_USAGE_PERCENT`, before downloading any blob, against real containerd 1.6 and 2.x
 //! and the real registry. A test binary of its own: no other test writes to the disk while the
 //! limit is set just above the current usage.
@@ -55,7 +55,13 @@ fn usage(path: &str) -> (u64, u64) {
     (n.next().unwrap(), n.next().unwrap())
 }
 
-fn refuses_pulls_without_room(sock_var: &str, ctr: &str, snapshotter_var: &str, tag: &str) {
+fn refuses_pulls_without_room(
+    sock_var: &str,
+    ctr: &str,
+    snapshotter_var: &str,
+    tag: &str,
+    transfer: &str,
+) {
     let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), component(sock_var)) else {
         return;
     };
@@ -72,8 +78,9 @@ fn refuses_pulls_without_room(sock_var: &str, ctr: &str, snapshotter_var: &str, 
         vec![
             ("KIP_CRI_ENDPOINT", format!("unix://{sock}")),
             ("KIP_CONTAINER_RUNTIME", "containerd".into()),
-            // The native path: the Transfer service does not tell the size before pulling.
-            ("KIP_CONTAINERD_TRANSFER", "off".into()),
+            // 1.6: the native path; 2.x: the Transfer path, which reads the manifest first when
+            // the disk is near the limit.
+            ("KIP_CONTAINERD_TRANSFER", transfer.into()),
             ("KIP_CONTAINERD_SNAPSHOTTER", snapshotter.clone()),
             ("KIP_IMAGE_FETCHER", "StaticListFetcher".into()),
             ("KIP_IMAGES", image.clone()),
@@ -127,6 +134,7 @@ fn containerd16_refuses_pulls_without_room() {
         "ctr",
         "KIP_TEST_CONTAINERD_SNAPSHOTTER",
         "cd1",
+        "off",
     );
 }
 
@@ -140,5 +148,6 @@ fn containerd2_refuses_pulls_without_room() {
         &ctr,
         "KIP_TEST_CONTAINERD2_SNAPSHOTTER",
         "cd2",
+        "on",
     );
 }

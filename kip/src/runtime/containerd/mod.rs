@@ -59,6 +59,9 @@ const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
 /// How many times its compressed size a layer is taken to need once unpacked (a typical gzip
 /// ratio for image layers), when checking the room a pull needs.
 const UNPACK_FACTOR: u64 = 2;
+/// How close (in percentage points) the image filesystem must be to `KIP_MAX_DISK_USAGE_PERCENT`
+/// before a Transfer-service pull reads the manifest first to check the room it needs.
+const ROOM_CHECK_MARGIN: f64 = 10.0;
 /// Label CRI puts on the images it manages.
 const CRI_IMAGE_LABEL: &str = "io.cri-containerd.image";
 /// Whether `KIP_CONTAINERD_TRANSFER=auto` pulls through the Transfer service where the daemon
@@ -352,12 +355,37 @@ impl ContainerdRuntime {
             .copied()
     }
 
+    /// The Transfer service does not tell an image's size before pulling it: when the image
+    /// filesystem is within [`ROOM_CHECK_MARGIN`] points of the limit, the manifest is read here
+    /// first (one more manifest request, no blob) and the pull refused if it would not fit.
+    async fn check_room_before_transfer(
+        &self,
+        ctx: &Ctx,
+        image: &ImageRef,
+    ) -> Result<(), RuntimeError> {
+        let Some(limit) = self.config.max_disk_percent else {
+            return Ok(());
+        };
+        let Ok(Some(path)) = self.image_fs_path().await else {
+            return Ok(());
+        };
+        let Ok(usage) = FsUsage::of(&path) else {
+            return Ok(());
+        };
+        if usage.percent() + ROOM_CHECK_MARGIN < limit {
+            return Ok(());
+        }
+        let resolved = self.registry.resolve(image).await?;
+        self.check_room(ctx, image, &resolved.parsed).await
+    }
+
     /// Pulls through the daemon's Transfer service, then checks that the image was unpacked for
     /// our snapshotter: a daemon whose transfer `unpack_config` lacks it fetches without
     /// unpacking, and the native path then unpacks what was fetched.
     async fn transfer_pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
         let started = Instant::now();
         let ctx = self.ctx(None);
+        self.check_room_before_transfer(&ctx, image).await?;
         transfer::pull(
             &ctx,
             image,

@@ -124,42 +124,7 @@ pub struct Config {
     pub kernel_dirs: Vec<PathBuf>,
 }
 
-/// One invalid variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub problem: String,
-}
-
-/// Every invalid variable found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
-        for e in &self.0 {
-            write!(f, "\n  {}={:?}: {}", e.var, e.value, e.problem)?;
-        }
-        Ok(())
-    }
-}
-
-struct Checker(Vec<ConfigError>);
-
-impl Checker {
-    fn check<T>(&mut self, var: &'static str, value: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|problem| {
-            self.0.push(ConfigError {
-                var,
-                value: value.to_owned(),
-                problem,
-            })
-        })
-        .ok()
-    }
-}
+pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
 
 /// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -173,7 +138,7 @@ impl Config {
 
     /// As [`Config::from_args`], with the environment given (for tests).
     pub fn from_args_env(args: Args, env: EnvLookup<'_>) -> Result<Self, ConfigErrors> {
-        let mut c = Checker(Vec::new());
+        let mut c = Checker::default();
         let ip = c.check(
             "EG_IP",
             &args.ip,

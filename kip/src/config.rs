@@ -338,48 +338,12 @@ pub struct ContainerdConfig {
     pub transfer: TransferMode,
 }
 
-/// One invalid variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub problem: String,
-}
-
-/// Every invalid variable found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
-        for e in &self.0 {
-            write!(f, "\n  {}={:?}: {}", e.var, e.value, e.problem)?;
-        }
-        Ok(())
-    }
-}
-
-/// Collects errors while each field is validated.
-struct Checker(Vec<ConfigError>);
-
-impl Checker {
-    fn check<T>(&mut self, var: &'static str, value: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|problem| {
-            self.0.push(ConfigError {
-                var,
-                value: value.to_owned(),
-                problem,
-            })
-        })
-        .ok()
-    }
-}
+pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
 
 impl Config {
     /// Validates every field; on failure lists all invalid variables.
     pub fn from_args(args: Args) -> Result<Self, ConfigErrors> {
-        let mut c = Checker(Vec::new());
+        let mut c = Checker::default();
         let gateway_url = c.check(
             "KIP_GATEWAY_HOST",
             &args.gateway_host,

@@ -1,82 +1,28 @@
-//! The admin endpoint: `/livez`, `/readyz`, `/metrics`, on its own address.
+//! The admin endpoint (`kip_shared::admin`) with the agent's readiness and metrics. Readiness is
+//! a one-way latch, set once the runtime answered and a first cycle completed; `/livez` never
+//! depends on the gateway, registry or runtime, so an outage never gets the agent restarted.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
-use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
-};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use axum::Router;
+pub use kip_shared::admin::{Readiness, serve};
 
 use crate::metrics::Metrics;
 
-/// Readiness: a one-way latch, set once the runtime answered and a first cycle completed.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
-
-impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    ready: Arc<Readiness>,
-    metrics: Arc<Metrics>,
-}
-
-/// The admin routes. `/livez` depends on nothing but this process answering, so an outage of the
-/// gateway, registry or runtime never gets the agent restarted.
+/// The admin routes over the agent's metrics.
 pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AdminState { ready, metrics })
-}
-
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: runtime not answering or no cycle completed yet\n",
-        )
-    }
-}
-
-async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
+    kip_shared::admin::router(
+        ready,
+        "not ready: runtime not answering or no cycle completed yet\n",
+        Arc::new(move || metrics.encode()),
     )
-}
-
-/// Serves the admin routes until `cancel`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
 
     async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -109,7 +55,7 @@ mod tests {
 
         assert_eq!(get_text(addr, "/livez").await.0, 200);
         assert_eq!(get_text(addr, "/readyz").await.0, 503);
-        ready.set_ready();
+        ready.set(true);
         assert_eq!(get_text(addr, "/readyz").await.0, 200);
         let (status, body) = get_text(addr, "/metrics").await;
         assert_eq!(status, 200);

@@ -130,7 +130,7 @@ impl Agent {
     fn cycle_done(&self, desired: &Desired, report: &CycleReport) {
         self.metrics
             .record_cycle(desired.images.len(), report.on_node());
-        self.ready.set_ready();
+        self.ready.set(true);
         log_cycle(report);
     }
 

@@ -3,7 +3,9 @@
 //! - [`image_ref`]: container image references with the Docker grammar and normalisation.
 //! - [`kernelspec`]: `kernel.json`, the `/api/kernelspecs` response, and the images they name.
 //! - [`config`]: settings validation that lists every invalid variable.
+//! - [`admin`]: the `/livez`, `/readyz`, `/metrics` endpoint.
 
+pub mod admin;
 pub mod config;
 pub mod image_ref;
 pub mod kernelspec;

@@ -1,0 +1,80 @@
+//! The admin endpoint both binaries serve on their own address: `/livez` (the process answers),
+//! `/readyz` (a readiness latch), `/metrics` (Prometheus text).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness, as `/readyz` reports it.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Renders the metrics in Prometheus (OpenMetrics) text format.
+pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+struct AdminState {
+    ready: Arc<Readiness>,
+    not_ready: &'static str,
+    metrics: MetricsText,
+}
+
+/// The admin routes. `/livez` depends on nothing but this process answering; `/readyz` answers
+/// 503 with `not_ready` until `ready` is set.
+pub fn router(ready: Arc<Readiness>, not_ready: &'static str, metrics: MetricsText) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState {
+            ready,
+            not_ready,
+            metrics,
+        })
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.ready.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, state.not_ready)
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        (state.metrics)(),
+    )
+}
+
+/// Serves the admin routes until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}

@@ -17,7 +17,7 @@ use crate::{
     config::PullPolicy,
     metrics::Metrics,
     plan::{Present, to_pull},
-    runtime::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError},
+    runtime::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage},
 };
 
 /// How pulls are scheduled.
@@ -176,7 +176,6 @@ impl Puller {
                     .await
             }
         };
-        let pull = self.unless_disk_full(pull, &mut results).await;
         let pulled = join_all(
             pull.into_iter()
                 .map(|image| async move { (image.clone(), self.pull_one(image, cancel).await) }),
@@ -188,62 +187,11 @@ impl Puller {
         Ok(CycleReport { results })
     }
 
-    /// Keeps the pulls when the image filesystem has room (or its usage cannot be read); else
-    /// reports each as skipped.
-    async fn unless_disk_full<'a>(
-        &self,
-        pull: Vec<&'a ImageRef>,
-        results: &mut Vec<(ImageRef, ImageResult)>,
-    ) -> Vec<&'a ImageRef> {
-        if pull.is_empty() {
-            return pull;
-        }
-        let Some(reason) = self.disk_full().await else {
-            return pull;
-        };
-        warn!(
-            runtime = self.runtime.name(),
-            reason,
-            images = pull.len(),
-            "pulls skipped: image filesystem too full"
-        );
-        for image in pull {
-            self.metrics.record_pull(
-                self.runtime.name(),
-                ErrorKind::DiskPressure.as_str(),
-                Duration::ZERO,
-                None,
-            );
-            results.push((
-                image.clone(),
-                ImageResult::Skipped {
-                    reason: reason.clone(),
-                },
-            ));
-        }
-        Vec::new()
-    }
-
     /// Why no pull may start now: the image filesystem is at or above the limit. `None` when it
     /// has room, no limit is set, or its usage cannot be read (logged).
     async fn disk_full(&self) -> Option<String> {
         let limit = self.options.max_disk_percent?;
-        let runtime = self.runtime.name();
-        let usage = match self.runtime.image_fs_path().await {
-            Ok(Some(path)) => match FsUsage::of(&path) {
-                Ok(usage) => usage,
-                Err(error) => {
-                    debug!(runtime, path = %path.display(), %error, "image filesystem not readable; disk check skipped");
-                    return None;
-                }
-            },
-            Ok(None) => return None,
-            Err(error) => {
-                debug!(runtime, %error, "image filesystem unknown; disk check skipped");
-                return None;
-            }
-        };
-        let used = usage.percent();
+        let used = image_fs_usage(self.runtime.as_ref()).await?.percent();
         (used >= limit).then(|| {
             format!(
                 "image filesystem {used:.0}% full, at or above KIP_MAX_DISK_USAGE_PERCENT={limit}"
@@ -325,7 +273,7 @@ impl Puller {
         };
 
         let runtime = self.runtime.name();
-        // Checked again as each pull starts: earlier pulls of this cycle may have filled it.
+        // Checked as each pull starts: earlier pulls of this cycle may have filled it.
         if let Some(reason) = self.disk_full().await {
             warn!(image = %image, runtime, outcome = "skipped", reason, "pull skipped: image filesystem too full");
             self.metrics.record_pull(

@@ -179,6 +179,24 @@ impl FsUsage {
     }
 }
 
+/// The usage of the runtime's image filesystem, when the runtime says where it is and the agent
+/// can read it (why not is logged at debug level).
+pub async fn image_fs_usage<R: ImageRuntime + ?Sized>(runtime: &R) -> Option<FsUsage> {
+    let name = runtime.name();
+    match runtime.image_fs_path().await {
+        Ok(Some(path)) => FsUsage::of(&path)
+            .inspect_err(|error| {
+                tracing::debug!(runtime = name, path = %path.display(), %error, "image filesystem not readable; disk check skipped");
+            })
+            .ok(),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(runtime = name, %error, "image filesystem unknown; disk check skipped");
+            None
+        }
+    }
+}
+
 /// A container runtime the agent pulls through.
 #[async_trait]
 pub trait ImageRuntime: Send + Sync {

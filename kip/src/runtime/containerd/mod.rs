@@ -44,7 +44,7 @@ use self::{
     },
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
-use super::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError};
+use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
 use crate::{
     config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
@@ -299,6 +299,8 @@ pub struct ContainerdRuntime {
     keyring: Arc<Keyring>,
     /// Whether pulls go through the Transfer service; decided on the first pull.
     use_transfer: tokio::sync::OnceCell<bool>,
+    /// The snapshotter's root, asked of containerd once.
+    image_fs: tokio::sync::OnceCell<Option<std::path::PathBuf>>,
 }
 
 impl ContainerdRuntime {
@@ -320,6 +322,7 @@ impl ContainerdRuntime {
             blob_turns: Arc::default(),
             keyring,
             use_transfer: tokio::sync::OnceCell::new(),
+            image_fs: tokio::sync::OnceCell::new(),
             config: config.clone(),
         })
     }
@@ -366,10 +369,7 @@ impl ContainerdRuntime {
         let Some(limit) = self.config.max_disk_percent else {
             return Ok(());
         };
-        let Ok(Some(path)) = self.image_fs_path().await else {
-            return Ok(());
-        };
-        let Ok(usage) = FsUsage::of(&path) else {
+        let Some(usage) = image_fs_usage(self).await else {
             return Ok(());
         };
         if usage.percent() + ROOM_CHECK_MARGIN < limit {
@@ -570,19 +570,8 @@ impl ContainerdRuntime {
         if missing == 0 {
             return Ok(());
         }
-        let usage = match self.image_fs_path().await {
-            Ok(Some(path)) => match FsUsage::of(&path) {
-                Ok(usage) => usage,
-                Err(error) => {
-                    debug!(%image, path = %path.display(), %error, "image filesystem not readable; size check skipped");
-                    return Ok(());
-                }
-            },
-            Ok(None) => return Ok(()),
-            Err(error) => {
-                debug!(%image, %error, "image filesystem unknown; size check skipped");
-                return Ok(());
-            }
+        let Some(usage) = image_fs_usage(self).await else {
+            return Ok(());
         };
         let estimate = missing.saturating_mul(1 + UNPACK_FACTOR);
         let after = usage.percent_after(estimate);
@@ -915,24 +904,30 @@ impl ImageRuntime for ContainerdRuntime {
     }
 
     /// The configured snapshotter's root directory, as containerd's introspection exports it:
-    /// where unpacked layers (most of an image's footprint) are written.
+    /// where unpacked layers (most of an image's footprint) are written. Asked once: it is fixed
+    /// by the daemon's configuration.
     async fn image_fs_path(&self) -> Result<Option<std::path::PathBuf>, RuntimeError> {
-        let plugins = IntrospectionClient::new(self.channel.clone())
-            .plugins(PluginsRequest {
-                filters: vec![format!(
-                    "type==io.containerd.snapshotter.v1,id=={}",
-                    self.config.snapshotter
-                )],
+        self.image_fs
+            .get_or_try_init(|| async {
+                let plugins = IntrospectionClient::new(self.channel.clone())
+                    .plugins(PluginsRequest {
+                        filters: vec![format!(
+                            "type==io.containerd.snapshotter.v1,id=={}",
+                            self.config.snapshotter
+                        )],
+                    })
+                    .await
+                    .map_err(|s| grpc_error("introspection plugins", s))?
+                    .into_inner()
+                    .plugins;
+                Ok(plugins
+                    .into_iter()
+                    .find_map(|p| p.exports.get("root").cloned())
+                    .filter(|root| !root.is_empty())
+                    .map(std::path::PathBuf::from))
             })
             .await
-            .map_err(|s| grpc_error("introspection plugins", s))?
-            .into_inner()
-            .plugins;
-        Ok(plugins
-            .into_iter()
-            .find_map(|p| p.exports.get("root").cloned())
-            .filter(|root| !root.is_empty())
-            .map(std::path::PathBuf::from))
+            .cloned()
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {

@@ -4,11 +4,14 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Command, Output},
+    process::Output,
     thread,
 };
 
-use e2e::{component, output_text, push_images, registry_requests, repo_root, run_kip, run_ok};
+use e2e::{
+    component, output_text, push_images, push_images_with, registry_requests, run_kip, run_ok,
+    write_docker_config,
+};
 use kip::{
     config::Endpoint,
     runtime::{CriRuntime, ImageRuntime},
@@ -133,26 +136,6 @@ fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, 
 fn repo_of(reference: &str) -> &str {
     let path = reference.split_once('/').unwrap().1;
     path.rsplit_once(':').unwrap().0
-}
-
-/// Pushes `count` images whose middle layer holds `data_mb` MiB.
-fn push_big(registry: &str, prefix: &str, count: usize, data_mb: usize) -> Vec<String> {
-    let out = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/build-images.sh"))
-        .args([registry, prefix, &count.to_string(), &data_mb.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 fn unique(cd: Cd, what: &str) -> String {
@@ -394,7 +377,13 @@ fn interrupted_pull_resumes(cd: Cd) {
     let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
     };
-    let images = push_big(&registry, &format!("test/{}-resume", cd.tag()), 1, 24);
+    let images = push_images_with(
+        &registry,
+        &format!("test/{}-resume", cd.tag()),
+        1,
+        Some(24),
+        None,
+    );
     let path = images[0].split_once('/').unwrap().1.to_owned();
     let proxy = cutting_proxy(registry.clone(), 6 * 1024 * 1024);
     let via_proxy = format!("{proxy}/{path}");
@@ -524,7 +513,13 @@ fn two_agents(cd: Cd) {
     let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
         return;
     };
-    let images = push_big(&registry, &format!("test/{}-twin", cd.tag()), 2, 16);
+    let images = push_images_with(
+        &registry,
+        &format!("test/{}-twin", cd.tag()),
+        2,
+        Some(16),
+        None,
+    );
     let ns = unique(cd, "kiptwin");
     let env = with(cd.env(&ns, &images), "KIP_NUM_PULLERS", "2");
     let spawn = |env: Vec<(String, String)>| thread::spawn(move || kip(&["--once"], &env));
@@ -582,22 +577,14 @@ fn credentials_from_pull_secret(cd: Cd, path: Path) {
     ) else {
         return;
     };
-    let push = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/build-images.sh"))
-        .args([
-            registry.as_str(),
-            &format!("test/{}{}-private", cd.tag(), path.tag()),
-            "1",
-        ])
-        .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
-        .output()
-        .unwrap();
-    assert!(
-        push.status.success(),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    let image = String::from_utf8(push.stdout).unwrap().trim().to_owned();
+    let image = push_images_with(
+        &registry,
+        &format!("test/{}{}-private", cd.tag(), path.tag()),
+        1,
+        None,
+        Some((&user, &password)),
+    )
+    .remove(0);
     let ns = unique(cd, "kipauth");
 
     let out = kip(
@@ -612,12 +599,11 @@ fn credentials_from_pull_secret(cd: Cd, path: Path) {
 
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join(".dockerconfigjson");
-    std::fs::write(
+    write_docker_config(
         &secret,
-        serde_json::json!({"auths": {registry.as_str(): {"username": user, "password": password}}})
-            .to_string(),
-    )
-    .unwrap();
+        &registry,
+        serde_json::json!({"username": user, "password": password}),
+    );
     let out = kip(
         &["--once"],
         &path.apply(with(
@@ -667,18 +653,7 @@ fn token_registry(cd: Cd, path: Path) {
         return;
     };
     let push = |prefix: &str| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("tests/scripts/build-images.sh"))
-            .args([registry.as_str(), prefix, "1"])
-            .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        push_images_with(&registry, prefix, 1, None, Some((&user, &password))).remove(0)
     };
     let tag = format!("{}{}", cd.tag(), path.tag());
     let public = push(&format!("public/{tag}-tok"));
@@ -722,12 +697,11 @@ fn token_registry(cd: Cd, path: Path) {
 
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("config.json");
-    std::fs::write(
+    write_docker_config(
         &secret,
-        serde_json::json!({"auths": {registry.as_str(): {"username": user, "password": password}}})
-            .to_string(),
-    )
-    .unwrap();
+        &registry,
+        serde_json::json!({"username": user, "password": password}),
+    );
     let out = kip(
         &["--once"],
         &path.apply(with(

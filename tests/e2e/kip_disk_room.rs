@@ -3,29 +3,13 @@
 //! and the real registry. A test binary of its own: no other test writes to the disk while the
 //! limit is set just above the current usage.
 
-use std::process::Command;
-
-use e2e::{component, output_text, registry_requests, repo_root, run_kip, run_ok};
+use e2e::{component, output_text, push_images_with, registry_requests, run_kip, run_ok};
 
 /// The two tests take turns: each sets its limit from the disk usage it reads.
 static DISK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The compressed size of the test image's big layer.
 const LAYER_MB: u64 = 128;
-
-fn push_big(registry: &str, prefix: &str) -> String {
-    let out = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/build-images.sh"))
-        .args([registry, prefix, "1", &LAYER_MB.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// The snapshotter's root, as containerd exports it (`ctr plugins ls -d`).
 fn snapshotter_root(ctr: &str, sock: &str, snapshotter: &str) -> String {
@@ -71,7 +55,14 @@ fn refuses_pulls_without_room(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let image = push_big(&registry, &format!("test/room-{tag}-{nanos}"));
+    let image = push_images_with(
+        &registry,
+        &format!("test/room-{tag}-{nanos}"),
+        1,
+        Some(LAYER_MB as usize),
+        None,
+    )
+    .remove(0);
     let repo = image.split_once('/').unwrap().1.rsplit_once(':').unwrap().0;
     let root = snapshotter_root(ctr, &sock, &snapshotter);
     let env = |limit: String| {

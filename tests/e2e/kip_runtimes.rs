@@ -542,22 +542,14 @@ fn credentials_from_pull_secret(rt: Rt) {
     ) else {
         return;
     };
-    let push = Command::new("bash")
-        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
-        .args([
-            registry.as_str(),
-            &format!("test/{}-private", rt.name()),
-            "1",
-        ])
-        .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
-        .output()
-        .unwrap();
-    assert!(
-        push.status.success(),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    let image = String::from_utf8(push.stdout).unwrap().trim().to_owned();
+    let image = e2e::push_images_with(
+        &registry,
+        &format!("test/{}-private", rt.name()),
+        1,
+        None,
+        Some((&user, &password)),
+    )
+    .remove(0);
 
     // Without credentials: unauthorized, one attempt, named.
     let out = kip(&["--once"], &rt.kip_env(std::slice::from_ref(&image)));
@@ -570,11 +562,7 @@ fn credentials_from_pull_secret(rt: Rt) {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join(".dockerconfigjson");
     let auth = base64_encode(format!("{user}:{password}").as_bytes());
-    std::fs::write(
-        &secret,
-        json!({"auths": {registry.as_str(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    e2e::write_docker_config(&secret, &registry, json!({"auth": auth}));
     let out = kip(
         &["--once"],
         &with(
@@ -818,18 +806,7 @@ fn token_registry(rt: Rt) {
         return;
     };
     let push = |prefix: &str| {
-        let out = Command::new("bash")
-            .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
-            .args([registry.as_str(), prefix, "1"])
-            .env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        e2e::push_images_with(&registry, prefix, 1, None, Some((&user, &password))).remove(0)
     };
     let public = push(&format!("public/{}-tok", rt.name()));
     let private = push(&format!("team/{}-tok", rt.name()));
@@ -863,11 +840,7 @@ fn token_registry(rt: Rt) {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("config.json");
     let auth = base64_encode(format!("{user}:{password}").as_bytes());
-    std::fs::write(
-        &secret,
-        json!({"auths": {registry.as_str(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    e2e::write_docker_config(&secret, &registry, json!({"auth": auth}));
     let out = kip(
         &["--once"],
         &with(

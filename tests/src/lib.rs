@@ -87,12 +87,29 @@ pub fn output_text(out: &Output) -> String {
 /// Builds `count` multi-layer images `REGISTRY/PREFIX-<i>:1` (shared base layer) and pushes
 /// them to the test registry; returns their references.
 pub fn push_images(registry: &str, prefix: &str, count: usize) -> Vec<String> {
+    push_images_with(registry, prefix, count, None, None)
+}
+
+/// [`push_images`] with a random-data layer of `data_mb` MiB (the script's default otherwise),
+/// pushed with `user:password` to a registry that requires them.
+pub fn push_images_with(
+    registry: &str,
+    prefix: &str,
+    count: usize,
+    data_mb: Option<usize>,
+    creds: Option<(&str, &str)>,
+) -> Vec<String> {
     let script = repo_root().join("tests/scripts/build-images.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args([registry, prefix, &count.to_string()])
-        .output()
-        .expect("run build-images.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .args([registry, prefix, &count.to_string()]);
+    if let Some(mb) = data_mb {
+        cmd.arg(mb.to_string());
+    }
+    if let Some((user, password)) = creds {
+        cmd.env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"));
+    }
+    let out = cmd.output().expect("run build-images.sh");
     assert!(
         out.status.success(),
         "build-images.sh failed: {}",
@@ -105,6 +122,13 @@ pub fn push_images(registry: &str, prefix: &str, count: usize) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// Writes a Docker config (`{"auths": {REGISTRY: ENTRY}}`, the form of a Kubernetes
+/// `.dockerconfigjson` pull secret) to `path`.
+pub fn write_docker_config(path: &Path, registry: &str, entry: Value) {
+    let config = json!({ "auths": { registry: entry } });
+    std::fs::write(path, config.to_string()).expect("write the Docker config");
 }
 
 /// Lines of the registry's request log that contain `needle` (e.g. `GET /v2/test/x/blobs/`).

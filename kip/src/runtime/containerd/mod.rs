@@ -561,19 +561,26 @@ impl ContainerdRuntime {
         let Some(limit) = self.config.max_disk_percent else {
             return Ok(());
         };
+        let Some(usage) = image_fs_usage(self).await else {
+            return Ok(());
+        };
+        let need = |bytes: u64| bytes.saturating_mul(1 + UNPACK_FACTOR);
+        let layer_size = |layer: &Descriptor| layer.size.max(0) as u64;
+        // Room for every layer: no need to ask containerd which ones it already has.
+        let all: u64 = manifest.layers.iter().map(layer_size).sum();
+        if usage.percent_after(need(all)) <= limit {
+            return Ok(());
+        }
         let mut missing = 0u64;
         for layer in &manifest.layers {
             if !ctx.content_exists(&layer.digest).await? {
-                missing = missing.saturating_add(layer.size.max(0) as u64);
+                missing = missing.saturating_add(layer_size(layer));
             }
         }
         if missing == 0 {
             return Ok(());
         }
-        let Some(usage) = image_fs_usage(self).await else {
-            return Ok(());
-        };
-        let estimate = missing.saturating_mul(1 + UNPACK_FACTOR);
+        let estimate = need(missing);
         let after = usage.percent_after(estimate);
         if after > limit {
             return Err(RuntimeError::new(

@@ -170,6 +170,14 @@ pub struct Args {
     /// offered; other daemons keep the native path) or off (always the native path).
     #[arg(long, env = "KIP_CONTAINERD_TRANSFER", default_value = "auto")]
     pub containerd_transfer: String,
+    /// Registry host configuration directory (hosts.toml per registry: mirrors, CAs, plain
+    /// HTTP) on the node, passed to containerd's Transfer service, which reads it; empty: none.
+    #[arg(
+        long,
+        env = "KIP_CONTAINERD_HOSTS_DIR",
+        default_value = "/etc/containerd/certs.d"
+    )]
+    pub containerd_hosts_dir: String,
 }
 
 /// A secret string that never prints itself.
@@ -336,6 +344,9 @@ pub struct ContainerdConfig {
     /// `KIP_MAX_DISK_USAGE_PERCENT`, for the room check once a manifest tells the layer sizes.
     pub max_disk_percent: Option<f64>,
     pub transfer: TransferMode,
+    /// `KIP_CONTAINERD_HOSTS_DIR`: the node's hosts.toml root, for the Transfer service
+    /// (`None`: not passed).
+    pub hosts_dir: Option<String>,
 }
 
 pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
@@ -560,6 +571,11 @@ impl Config {
                 _ => Err("expected auto, on or off".to_owned()),
             },
         );
+        let containerd_hosts_dir = c.check(
+            "KIP_CONTAINERD_HOSTS_DIR",
+            &args.containerd_hosts_dir,
+            parse_hosts_dir(&args.containerd_hosts_dir),
+        );
 
         let (
             Some(gateway_url),
@@ -588,6 +604,7 @@ impl Config {
             Some(max_concurrent_downloads),
             Some(registry_ca_pem),
             Some(containerd_transfer),
+            Some(containerd_hosts_dir),
             true,
         ) = (
             gateway_url,
@@ -616,6 +633,7 @@ impl Config {
             max_concurrent_downloads,
             registry_ca_pem,
             containerd_transfer,
+            containerd_hosts_dir,
             c.0.is_empty(),
         )
         else {
@@ -659,6 +677,7 @@ impl Config {
                 registry_ca_pem,
                 max_disk_percent: Some(max_disk_usage_percent),
                 transfer: containerd_transfer,
+                hosts_dir: containerd_hosts_dir,
             },
         })
     }
@@ -781,6 +800,22 @@ fn parse_snapshotter(s: &str) -> Result<String, String> {
         return Err("expected a snapshotter name such as overlayfs or native".to_owned());
     }
     Ok(s.to_owned())
+}
+
+/// An absolute directory on the node, or empty for none. It is not checked to exist: the
+/// daemon reads it, in its own filesystem.
+fn parse_hosts_dir(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if !s.starts_with('/') || s.contains([',', ':']) || s.chars().any(char::is_control) {
+        return Err(
+            "expected one absolute directory (such as /etc/containerd/certs.d), or empty for none"
+                .to_owned(),
+        );
+    }
+    Ok(Some(s.to_owned()))
 }
 
 /// Comma list of `host` or `host:port`, lower-cased, empties dropped.
@@ -930,6 +965,7 @@ mod tests {
                 registry_ca_pem: None,
                 max_disk_percent: Some(85.0),
                 transfer: TransferMode::Auto,
+                hosts_dir: Some("/etc/containerd/certs.d".into()),
             }
         );
     }
@@ -942,9 +978,13 @@ mod tests {
             ("insecure-registries", " Reg.Local:5000, ,10.0.0.1,myreg "),
             ("max-concurrent-downloads", "3"),
             ("containerd-transfer", " On"),
+            ("containerd-hosts-dir", " /etc/kip/certs.d/ "),
         ]))
         .unwrap();
         assert_eq!(c.containerd.transfer, TransferMode::On);
+        assert_eq!(c.containerd.hosts_dir.as_deref(), Some("/etc/kip/certs.d/"));
+        let none = Config::from_args(args(&[("containerd-hosts-dir", " ")])).unwrap();
+        assert_eq!(none.containerd.hosts_dir, None);
         assert_eq!(c.containerd.namespace, "kip-test_1.a");
         assert_eq!(c.containerd.snapshotter, "native");
         assert_eq!(
@@ -956,8 +996,18 @@ mod tests {
         let not_pem = std::env::temp_dir().join(format!("kip-not-pem-{}", std::process::id()));
         std::fs::write(&not_pem, "not a certificate\n").unwrap();
         let not_pem = not_pem.to_str().unwrap();
-        let table: [(&str, &str, &str); 12] = [
+        let table: [(&str, &str, &str); 14] = [
             ("containerd-transfer", "yes", "KIP_CONTAINERD_TRANSFER"),
+            (
+                "containerd-hosts-dir",
+                "etc/containerd/certs.d",
+                "KIP_CONTAINERD_HOSTS_DIR",
+            ),
+            (
+                "containerd-hosts-dir",
+                "/etc/containerd/certs.d,/etc/docker/certs.d",
+                "KIP_CONTAINERD_HOSTS_DIR",
+            ),
             ("containerd-namespace", "", "KIP_CONTAINERD_NAMESPACE"),
             (
                 "registry-ca-file",

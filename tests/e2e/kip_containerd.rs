@@ -822,3 +822,115 @@ fn containerd16_registry_ca_file() {
 fn containerd2_registry_ca_file() {
     registry_ca_file(Cd::V2);
 }
+
+/// A hosts directory (`DIR/<host>/hosts.toml` per entry) of its own under the temp dir.
+fn hosts_dir(what: &str, entries: &[(&str, String)]) -> String {
+    let root = std::env::temp_dir().join(unique(Cd::V2, what));
+    for (host, toml) in entries {
+        let dir = root.join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.toml"), toml).unwrap();
+    }
+    root.to_str().unwrap().to_owned()
+}
+
+/// containerd 2.x's Transfer service reads the hosts directory `KIP_CONTAINERD_HOSTS_DIR` names:
+/// a registry name no resolver knows is pulled from the server its hosts.toml names, and fails
+/// naming the server when that one is down.
+#[test]
+fn containerd2_transfer_pulls_through_hosts_dir_mirror() {
+    let cd = Cd::V2;
+    let (Some(registry), Some(_)) = (component("KIP_TEST_REGISTRY"), cd.socket()) else {
+        return;
+    };
+    let pushed = push_images(&registry, "test/cd2-hostsdir", 1);
+    let name = format!("mirror.kip.invalid/{}:1", repo_of(&pushed[0]));
+    let live = hosts_dir(
+        "hosts-live",
+        &[(
+            "mirror.kip.invalid",
+            format!("server = \"http://{registry}\"\n"),
+        )],
+    );
+    let dead = hosts_dir(
+        "hosts-dead",
+        &[(
+            "mirror.kip.invalid",
+            "server = \"http://127.0.0.1:1\"\n".to_owned(),
+        )],
+    );
+    let ns = unique(cd, "kiphostsdir");
+    let env = |dir: &str| {
+        with(
+            with(
+                cd.env(&ns, std::slice::from_ref(&name)),
+                "KIP_CONTAINERD_HOSTS_DIR",
+                dir,
+            ),
+            "KIP_NUM_RETRIES",
+            "1",
+        )
+    };
+
+    let out = kip(&["--once"], &env(&dead));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let summary = text
+        .split("image(s) not pulled:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        summary.contains(&name) && summary.contains("127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(!cd.has_image(&ns, &name));
+
+    let out = kip(&["--once"], &env(&live));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    Path::Transfer.assert_taken(cd, &text, std::slice::from_ref(&name));
+    cd.assert_complete(&ns, &name);
+    cd.assert_clean(&ns);
+}
+
+/// An HTTPS registry whose CA only the hosts directory's hosts.toml names is trusted by the
+/// Transfer service; without that directory the pull fails.
+#[test]
+fn containerd2_transfer_trusts_hosts_dir_ca() {
+    let cd = Cd::V2;
+    let (Some(registry), Some(ca), Some(_)) = (
+        component("KIP_TEST_TLS_REGISTRY"),
+        component("KIP_TEST_TLS_REGISTRY_CA"),
+        cd.socket(),
+    ) else {
+        return;
+    };
+    let images = push_images(&registry, "test/cd2-hostsdir-tls", 1);
+    let dir = hosts_dir(
+        "hosts-ca",
+        &[(
+            registry.as_str(),
+            format!("server = \"https://{registry}\"\nca = \"{ca}\"\n"),
+        )],
+    );
+    let ns = unique(cd, "kiphostsca");
+    let env = |dir: &str| {
+        with(
+            with(cd.env(&ns, &images), "KIP_CONTAINERD_HOSTS_DIR", dir),
+            "KIP_NUM_RETRIES",
+            "1",
+        )
+    };
+
+    let out = kip(&["--once"], &env(""));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!cd.has_image(&ns, &images[0]));
+
+    let out = kip(&["--once"], &env(&dir));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    Path::Transfer.assert_taken(cd, &text, &images);
+    cd.assert_complete(&ns, &images[0]);
+    cd.assert_clean(&ns);
+}

@@ -375,8 +375,19 @@ impl ContainerdRuntime {
         if usage.percent() + ROOM_CHECK_MARGIN < limit {
             return Ok(());
         }
-        let resolved = self.registry.resolve(image).await?;
-        self.check_room(ctx, image, &resolved.parsed).await
+        // The daemon may reach registries the agent cannot (mirrors from the hosts directory):
+        // then the current usage, checked before every pull, is all there is to go by.
+        match self.registry.resolve(image).await {
+            Ok(resolved) => self.check_room(ctx, image, &resolved.parsed).await,
+            Err(error) => {
+                warn!(
+                    image = %image,
+                    %error,
+                    "room check skipped: the agent cannot read the manifest itself"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Pulls through the daemon's Transfer service, then checks that the image was unpacked for
@@ -391,6 +402,7 @@ impl ContainerdRuntime {
             image,
             self.keyring.lookup(image),
             self.registry.is_plain_http(image),
+            self.config.hosts_dir.as_deref(),
         )
         .await?;
         let transfer_ms = started.elapsed().as_millis() as u64;

@@ -95,11 +95,12 @@ fn platform() -> Platform {
 }
 
 /// The `Transfer` request for pulling `image` into the namespace's image store, unpacked for
-/// `snapshotter`.
+/// `snapshotter`; `host_dir` is the node's hosts.toml root, which the daemon reads.
 pub(crate) fn pull_request(
     image: &ImageRef,
     snapshotter: &str,
     plain_http: bool,
+    host_dir: Option<&str>,
     auth_stream: Option<&str>,
 ) -> TransferRequest {
     let name = image.to_string();
@@ -108,6 +109,7 @@ pub(crate) fn pull_request(
         resolver: Some(RegistryResolver {
             auth_stream: auth_stream.unwrap_or_default().to_owned(),
             default_scheme: if plain_http { "http" } else { "" }.to_owned(),
+            host_dir: host_dir.unwrap_or_default().to_owned(),
             ..Default::default()
         }),
     };
@@ -247,6 +249,7 @@ pub(crate) async fn pull(
     image: &ImageRef,
     credential: Option<&Credential>,
     plain_http: bool,
+    host_dir: Option<&str>,
 ) -> Result<(), RuntimeError> {
     let what = format!("transfer {image}");
     let auth = match credential {
@@ -257,6 +260,7 @@ pub(crate) async fn pull(
         image,
         &ctx.snapshotter,
         plain_http,
+        host_dir,
         auth.as_ref().map(|a| a.id.as_str()),
     );
     let transfer = async {
@@ -321,12 +325,13 @@ mod tests {
     #[test]
     fn pull_request_names_image_platform_and_snapshotter() {
         let img = image("127.0.0.1:5000/test/a:1");
-        let req = pull_request(&img, "native", true, Some("s1"));
+        let req = pull_request(&img, "native", true, None, Some("s1"));
         let source: OciRegistry = from_any(req.source.as_ref().unwrap()).unwrap();
         assert_eq!(source.reference, "127.0.0.1:5000/test/a:1");
         let resolver = source.resolver.unwrap();
         assert_eq!(resolver.default_scheme, "http");
         assert_eq!(resolver.auth_stream, "s1");
+        assert_eq!(resolver.host_dir, "");
         let dest: ImageStore = from_any(req.destination.as_ref().unwrap()).unwrap();
         assert_eq!(dest.name, "127.0.0.1:5000/test/a:1");
         assert_eq!(dest.labels[CRI_IMAGE_LABEL], "managed");
@@ -336,12 +341,19 @@ mod tests {
         assert_eq!(dest.unpacks[0].platform, Some(platform()));
         assert_eq!(platform().os, "linux");
 
-        let req = pull_request(&image("python:3"), "overlayfs", false, None);
+        let req = pull_request(
+            &image("python:3"),
+            "overlayfs",
+            false,
+            Some("/etc/containerd/certs.d"),
+            None,
+        );
         let source: OciRegistry = from_any(req.source.as_ref().unwrap()).unwrap();
         assert_eq!(source.reference, "docker.io/library/python:3");
         let resolver = source.resolver.unwrap();
         assert_eq!(resolver.default_scheme, "");
         assert_eq!(resolver.auth_stream, "");
+        assert_eq!(resolver.host_dir, "/etc/containerd/certs.d");
     }
 
     #[test]

@@ -891,6 +891,9 @@ fn containerd2_transfer_pulls_through_hosts_dir_mirror() {
     Path::Transfer.assert_taken(cd, &text, std::slice::from_ref(&name));
     cd.assert_complete(&ns, &name);
     cd.assert_clean(&ns);
+    for dir in [live, dead] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 /// An HTTPS registry whose CA only the hosts directory's hosts.toml names is trusted by the
@@ -933,4 +936,5 @@ fn containerd2_transfer_trusts_hosts_dir_ca() {
     Path::Transfer.assert_taken(cd, &text, &images);
     cd.assert_complete(&ns, &images[0]);
     cd.assert_clean(&ns);
+    std::fs::remove_dir_all(dir).unwrap();
 }

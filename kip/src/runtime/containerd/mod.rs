@@ -9,7 +9,9 @@
 //!
 //! Where the daemon offers the Transfer service (containerd 1.7+/2.x) and
 //! `KIP_CONTAINERD_TRANSFER` allows it, a pull is instead one Transfer call: the daemon fetches
-//! and unpacks itself ([`transfer`]). Which path is used is decided once, on the first pull.
+//! and unpacks itself ([`transfer`]), reading the node's registry host directory
+//! (`KIP_CONTAINERD_HOSTS_DIR`) for mirrors and CAs. Which path is used is decided once, on the
+//! first pull.
 
 mod content;
 pub(crate) mod registry;

@@ -408,27 +408,50 @@ fn interrupted_pull_resumes(cd: Cd) {
         "no partial ingest left to resume:\n{active}\n{text}"
     );
 
+    // What the failed attempt committed (config, small layers, their snapshots) is kept under
+    // the image's resume lease, through a garbage collection run forced here.
+    let leases = cd.ctr(&ns, &["leases", "ls", "-q"]);
+    assert!(
+        leases.lines().any(|l| l.starts_with("kip-resume-image-")),
+        "no resume lease for the failed pull:\n{leases}\n{text}"
+    );
+    let gc = unique(cd, "gc");
+    cd.ctr(&ns, &["leases", "create", "--id", &gc]);
+    cd.ctr(&ns, &["leases", "rm", "--sync", &gc]);
+
     let repo = repo_of(&images[0]).to_owned();
     let log = component("KIP_TEST_REGISTRY_LOG").unwrap();
-    let ranged_before = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains("\" 206 "))
-        .count();
+    let blob_gets = |status: &str| -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains(status))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (ranged_before, full_before) = (blob_gets("\" 206 ").len(), blob_gets("\" 200 ").len());
     let out = kip(&["--once"], &Path::Native.apply(cd.env(&ns, &images)));
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    let ranged_after = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains("\" 206 "))
-        .count();
     assert!(
-        ranged_after > ranged_before,
+        blob_gets("\" 206 ").len() > ranged_before,
         "the second pull did not resume with a Range request:\n{text}"
+    );
+    assert_eq!(
+        blob_gets("\" 200 ")[full_before..],
+        [] as [String; 0],
+        "the second pull downloaded whole blobs again:\n{text}"
     );
     assert!(text.contains("From("), "{text}");
     cd.assert_complete(&ns, &images[0]);
+    // The proxy's name for the image is pulled too now (its blobs are all in): its resume lease
+    // goes with that success.
+    let out = kip(
+        &["--once"],
+        &Path::Native.apply(cd.env(&ns, std::slice::from_ref(&via_proxy))),
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
     cd.assert_clean(&ns);
 }
 

@@ -27,10 +27,11 @@ use std::{
 use async_trait::async_trait;
 use containerd_client::services::v1::{
     AbortRequest, AddResourceRequest, CreateImageRequest, GetImageRequest, Image, InfoRequest,
-    ListContentRequest, ListImagesRequest, ListStatusesRequest, PluginsRequest, ReadContentRequest,
-    Resource, UpdateImageRequest, UpdateRequest, content_client::ContentClient,
-    images_client::ImagesClient, introspection_client::IntrospectionClient,
-    leases_client::LeasesClient, version_client::VersionClient,
+    ListContentRequest, ListImagesRequest, ListResourcesRequest, ListStatusesRequest,
+    PluginsRequest, ReadContentRequest, Resource, UpdateImageRequest, UpdateRequest,
+    content_client::ContentClient, images_client::ImagesClient,
+    introspection_client::IntrospectionClient, leases_client::LeasesClient,
+    version_client::VersionClient,
 };
 use futures_util::{StreamExt, future::try_join_all};
 use kip_shared::ImageRef;
@@ -286,6 +287,52 @@ impl LeaseGuard {
     async fn release(self) {
         self.ctx.delete_lease(&self.id).await;
     }
+
+    /// After a failed attempt: moves what the attempt committed (blobs, snapshots) to the
+    /// image's resume lease `keep` (expiring like this one), so that deleting this lease does
+    /// not let GC remove work the next attempt can reuse. Returns how many resources were kept.
+    async fn keep_as(&self, keep: &str) -> usize {
+        let mut plain = self.ctx.clone();
+        plain.lease = None;
+        let resources = match LeasesClient::new(self.ctx.channel.clone())
+            .list_resources(plain.request(ListResourcesRequest {
+                id: self.id.clone(),
+            }))
+            .await
+        {
+            Ok(r) => r.into_inner().resources,
+            Err(s) => {
+                debug!(lease = %self.id, error = %s.message(), "lease resources");
+                return 0;
+            }
+        };
+        if resources.is_empty() {
+            return 0;
+        }
+        if let Err(e) = plain.create_lease(keep).await
+            && !e.message.contains("exists")
+        {
+            warn!(lease = keep, error = %e, "could not keep the failed attempt's work");
+            return 0;
+        }
+        let mut keeper = plain;
+        keeper.lease = Some(keep.to_owned());
+        let mut kept = 0;
+        for r in &resources {
+            match keeper.hold(&r.r#type, &r.id).await {
+                Ok(()) => kept += 1,
+                Err(e) => debug!(lease = keep, resource = %r.id, error = %e, "keep resource"),
+            }
+        }
+        kept
+    }
+}
+
+/// The lease that keeps a failed pull's committed work for the image's next attempt; deleted
+/// once the image is pulled (the image record then references everything).
+fn image_resume_lease(image: &ImageRef) -> String {
+    let digest = registry::sha256_digest(image.key().as_bytes());
+    format!("kip-resume-image-{}", &digest["sha256:".len()..][..16])
 }
 
 /// Pulls natively through containerd's content, snapshots, diff, images and leases services.
@@ -615,6 +662,16 @@ impl ContainerdRuntime {
         let lease = LeaseGuard::create(&self.ctx(None)).await?;
         let ctx = self.ctx(Some(lease.id.clone()));
         let result = self.do_pull(&ctx, image).await;
+        let keep = image_resume_lease(image);
+        match &result {
+            Ok(_) => self.ctx(None).delete_lease(&keep).await,
+            Err(error) => {
+                let kept = lease.keep_as(&keep).await;
+                if kept > 0 {
+                    info!(image = %image, lease = keep, resources = kept, %error, "failed pull's committed work kept for the next attempt");
+                }
+            }
+        }
         lease.release().await;
         result
     }

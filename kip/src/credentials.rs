@@ -97,6 +97,9 @@ impl Keyring {
             Some(_) => return Err("\"auths\" is not an object".to_owned()),
             // A config.json may hold only credHelpers etc.; the legacy form has hosts at the top.
             None if top.contains_key("credHelpers") || top.contains_key("credsStore") => Map::new(),
+            // Settings only (psFormat, currentContext, detachKeys…): a config.json without
+            // credentials, not a legacy file.
+            None if top.values().any(|v| !v.is_object()) => Map::new(),
             None => top,
         };
         for (key, entry) in auths {
@@ -293,6 +296,21 @@ mod tests {
         );
         let c = k.lookup(&ImageRef::parse("token.io/x").unwrap()).unwrap();
         assert_eq!(c.identity_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn docker_settings_without_credentials_are_no_legacy_file() {
+        for text in [
+            r#"{"psFormat": "table {{.ID}}"}"#,
+            r#"{"currentContext": "default", "detachKeys": "ctrl-x"}"#,
+        ] {
+            let mut k = Keyring::default();
+            k.add_json(text.as_bytes()).unwrap();
+            assert!(
+                k.lookup(&ImageRef::parse("myreg:5000/x").unwrap())
+                    .is_none()
+            );
+        }
     }
 
     #[test]

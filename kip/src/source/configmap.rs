@@ -50,14 +50,23 @@ pub(crate) fn parse_image_yaml(text: &str) -> Result<Vec<String>, String> {
         serde_yaml_ng::Value::Null => return Ok(Vec::new()),
         _ => return Err("expected a YAML list of image names".to_owned()),
     };
-    list.into_iter()
+    // An item that is no string is skipped (logged); the others are still pulled.
+    Ok(list
+        .into_iter()
         .enumerate()
         .filter_map(|(i, item)| match item {
             serde_yaml_ng::Value::String(s) if s.trim().is_empty() => None,
-            serde_yaml_ng::Value::String(s) => Some(Ok(s.trim().to_owned())),
-            _ => Some(Err(format!("item {i} is not a string"))),
+            serde_yaml_ng::Value::String(s) => Some(s.trim().to_owned()),
+            other => {
+                tracing::warn!(
+                    item = i,
+                    value = ?other,
+                    "ConfigMap list item is not an image name string; skipped"
+                );
+                None
+            }
         })
-        .collect()
+        .collect())
 }
 
 #[async_trait]
@@ -114,10 +123,9 @@ mod tests {
         }
         // A plain string is not iterated character by character.
         assert!(parse_image_yaml("a:1").unwrap_err().contains("list"));
-        assert!(
-            parse_image_yaml("- a\n- [x]\n")
-                .unwrap_err()
-                .contains("item 1")
+        assert_eq!(
+            parse_image_yaml("- a\n- [x]\n- image: b\n- 3\n- c\n").unwrap(),
+            vec!["a", "c"]
         );
         assert!(
             parse_image_yaml("- a\n  b: [")

@@ -961,7 +961,15 @@ impl ImageRuntime for ContainerdRuntime {
                         size: target.size,
                         platform: None,
                     };
-                    let u = self.is_usable(&ctx, &desc, &have).await?;
+                    // One record that cannot be read (deleted meanwhile, content missing on
+                    // disk) counts as not present; it never fails the whole listing.
+                    let u = match self.is_usable(&ctx, &desc, &have).await {
+                        Ok(u) => u,
+                        Err(error) => {
+                            warn!(image = %image.name, %error, "image record unreadable; counted as not present");
+                            false
+                        }
+                    };
                     usable_by_target.insert(target.digest.clone(), u);
                     u
                 }

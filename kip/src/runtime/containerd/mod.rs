@@ -665,10 +665,12 @@ impl ContainerdRuntime {
         let keep = image_resume_lease(image);
         match &result {
             Ok(_) => self.ctx(None).delete_lease(&keep).await,
-            Err(error) => {
+            // A refusal for disk pressure comes before any download: nothing to keep.
+            Err(error) if error.kind == ErrorKind::DiskPressure => {}
+            Err(_) => {
                 let kept = lease.keep_as(&keep).await;
                 if kept > 0 {
-                    info!(image = %image, lease = keep, resources = kept, %error, "failed pull's committed work kept for the next attempt");
+                    info!(image = %image, lease = keep, resources = kept, "failed pull's committed work kept for the next attempt");
                 }
             }
         }

@@ -44,7 +44,7 @@ impl KernelSpecsSource {
     ) -> Result<Self, FetchError> {
         let url = kernelspecs_url(gateway);
         let request_error = |message: String| FetchError::Request {
-            url: url.to_string(),
+            url: shown(&url),
             message,
         };
         let client = reqwest::Client::builder()
@@ -77,6 +77,14 @@ impl KernelSpecsSource {
 }
 
 /// `{gateway}/api/kernelspecs`, keeping any base path of the gateway URL.
+/// The URL as logs and errors show it: without any `user:password@`.
+fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 fn kernelspecs_url(gateway: &Url) -> Url {
     let mut url = gateway.clone();
     url.set_query(None);
@@ -97,7 +105,7 @@ impl ImageSource for KernelSpecsSource {
     }
 
     async fn fetch(&self) -> Result<Fetched, FetchError> {
-        let url = self.url.to_string();
+        let url = shown(&self.url);
         let etag = self.etag.lock().expect("etag lock").clone();
         // Hold a watch only with an ETag to compare against, and only on a gateway that said so.
         let wait = self.watch_wait.filter(|_| etag.is_some() && self.watches());
@@ -117,7 +125,7 @@ impl ImageSource for KernelSpecsSource {
         }
         let response = request.send().await.map_err(|e| FetchError::Request {
             url: url.clone(),
-            message: error_chain(&e),
+            message: error_chain(&e.without_url()),
         })?;
         let status = response.status();
         let advertises = response.headers().contains_key(WATCH_HEADER);
@@ -136,7 +144,7 @@ impl ImageSource for KernelSpecsSource {
         let new_etag = response.headers().get(ETAG).cloned();
         let body = response.bytes().await.map_err(|e| FetchError::Request {
             url: url.clone(),
-            message: error_chain(&e),
+            message: error_chain(&e.without_url()),
         })?;
         let found = images_in_listing(&body).map_err(|error| FetchError::Listing {
             url: url.clone(),
@@ -177,6 +185,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_url_has_no_credentials() {
+        let url = kernelspecs_url(&Url::parse("https://kip:s3cret@eg.example/gw/").unwrap());
+        assert_eq!(shown(&url), "https://eg.example/gw/api/kernelspecs");
+    }
 
     #[test]
     fn url_keeps_base_path() {

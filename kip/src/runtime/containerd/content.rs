@@ -441,15 +441,9 @@ pub(crate) fn resume_lease(r#ref: &str) -> String {
 /// Moves a partial ingest under a lease of its own (expiring like the pull leases), so deleting
 /// the failed pull's lease does not let GC remove the bytes already downloaded.
 async fn keep_for_resume(ctx: &Ctx, r#ref: &str) {
-    let id = resume_lease(r#ref);
-    if let Err(e) = ctx.create_lease(&id).await
-        && !e.message.contains("exists")
-    {
-        tracing::debug!(ingest = r#ref, error = %e, "resume lease");
+    let Some(keeper) = ctx.keeper(&resume_lease(r#ref)).await else {
         return;
-    }
-    let mut keeper = ctx.clone();
-    keeper.lease = Some(id);
+    };
     if let Err(e) = keeper.hold("ingests", r#ref).await {
         tracing::debug!(ingest = r#ref, error = %e, "resume lease");
     }

@@ -47,7 +47,7 @@ use self::{
     },
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
-use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
+use super::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
 use crate::{
     config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
@@ -131,6 +131,20 @@ impl Ctx {
             .await
             .map_err(|s| grpc_error(&format!("lease {kind} {id}"), s))?;
         Ok(())
+    }
+
+    /// A context whose calls add to the lease `id`, created here unless it exists; `None` (the
+    /// failure logged) when it can be neither created nor found.
+    pub(crate) async fn keeper(&self, id: &str) -> Option<Ctx> {
+        if let Err(e) = self.create_lease(id).await
+            && !e.message.contains("exists")
+        {
+            warn!(lease = id, error = %e, "could not create a lease to keep work in");
+            return None;
+        }
+        let mut keeper = self.clone();
+        keeper.lease = Some(id.to_owned());
+        Some(keeper)
     }
 
     /// Creates a lease that containerd's GC removes after [`LEASE_EXPIRY`].
@@ -309,14 +323,9 @@ impl LeaseGuard {
         if resources.is_empty() {
             return 0;
         }
-        if let Err(e) = plain.create_lease(keep).await
-            && !e.message.contains("exists")
-        {
-            warn!(lease = keep, error = %e, "could not keep the failed attempt's work");
+        let Some(keeper) = plain.keeper(keep).await else {
             return 0;
-        }
-        let mut keeper = plain;
-        keeper.lease = Some(keep.to_owned());
+        };
         let mut kept = 0;
         for r in &resources {
             match keeper.hold(&r.r#type, &r.id).await {
@@ -415,10 +424,7 @@ impl ContainerdRuntime {
         ctx: &Ctx,
         image: &ImageRef,
     ) -> Result<(), RuntimeError> {
-        let Some(limit) = self.config.max_disk_percent else {
-            return Ok(());
-        };
-        let Some(usage) = image_fs_usage(self).await else {
+        let Some((limit, usage)) = self.disk_limit_and_usage().await else {
             return Ok(());
         };
         if usage.percent() + ROOM_CHECK_MARGIN < limit {
@@ -427,7 +433,10 @@ impl ContainerdRuntime {
         // The daemon may reach registries the agent cannot (mirrors from the hosts directory):
         // then the current usage, checked before every pull, is all there is to go by.
         match self.registry.resolve(image).await {
-            Ok(resolved) => self.check_room(ctx, image, &resolved.parsed).await,
+            Ok(resolved) => {
+                self.check_room(ctx, image, &resolved.parsed, limit, &usage)
+                    .await
+            }
             Err(error) => {
                 warn!(
                     image = %image,
@@ -610,21 +619,24 @@ impl ContainerdRuntime {
         }
     }
 
-    /// Refuses a pull whose layers would take the image filesystem past
-    /// `KIP_MAX_DISK_USAGE_PERCENT`: the layers not yet in the content store count once as
-    /// blobs and [`UNPACK_FACTOR`] times unpacked. Skipped when the usage cannot be read.
+    /// `KIP_MAX_DISK_USAGE_PERCENT` and the image filesystem's usage now; `None` when there is
+    /// no limit or the usage cannot be read (then no room check runs).
+    async fn disk_limit_and_usage(&self) -> Option<(f64, FsUsage)> {
+        let limit = self.config.max_disk_percent?;
+        Some((limit, image_fs_usage(self).await?))
+    }
+
+    /// Refuses a pull whose layers would take the image filesystem past `limit`
+    /// (`KIP_MAX_DISK_USAGE_PERCENT`) from `usage`: the layers not yet in the content store
+    /// count once as blobs and [`UNPACK_FACTOR`] times unpacked.
     async fn check_room(
         &self,
         ctx: &Ctx,
         image: &ImageRef,
         manifest: &Manifest,
+        limit: f64,
+        usage: &FsUsage,
     ) -> Result<(), RuntimeError> {
-        let Some(limit) = self.config.max_disk_percent else {
-            return Ok(());
-        };
-        let Some(usage) = image_fs_usage(self).await else {
-            return Ok(());
-        };
         let need = |bytes: u64| bytes.saturating_mul(1 + UNPACK_FACTOR);
         let layer_size = |layer: &Descriptor| layer.size.max(0) as u64;
         // Room for every layer: no need to ask containerd which ones it already has.
@@ -683,7 +695,9 @@ impl ContainerdRuntime {
         let resolved = self.registry.resolve(image).await?;
         let resolve_ms = started.elapsed().as_millis() as u64;
         let manifest: &Manifest = &resolved.parsed;
-        self.check_room(ctx, image, manifest).await?;
+        if let Some((limit, usage)) = self.disk_limit_and_usage().await {
+            self.check_room(ctx, image, manifest, limit, &usage).await?;
+        }
         let source_label = (
             format!("containerd.io/distribution.source.{}", image.registry()),
             image.repository().to_owned(),

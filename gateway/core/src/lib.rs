@@ -1,0 +1,18 @@
+//! The gateway's pure core: no sockets, no clocks, no tasks. Everything here is tested by tables.
+//!
+//! - [`wire`]: Jupyter messages as ZeroMQ frames (`<IDS|MSG>`, HMAC signatures per
+//!   `signature_scheme`), and the few header fields the gateway reads.
+//! - [`ws`]: the two websocket protocols: legacy JSON (text frames; binary frames with u32
+//!   big-endian offsets when buffers travel) and `v1.kernel.websocket.jupyter.org` (u64
+//!   little-endian offsets, parts verbatim).
+//! - [`policy`]: `POST /api/kernels` rules: the kernel's environment (`EG_CLIENT_ENVS`,
+//!   `EG_INHERITED_ENVS`, value checks), `${VAR}` filling of the spec's env, users, limits,
+//!   `KERNEL_ID`, port ranges.
+//! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
+
+pub mod argv;
+pub mod policy;
+pub mod wire;
+pub mod ws;
+
+pub use wire::{Channel, Message};

@@ -1,5 +1,6 @@
-//! The Enterprise-Gateway-compatible REST surface: `/api`, `/api/kernelspecs` (with the watch),
-//! `/api/kernelspecs/{name}` and `/kernelspecs/{name}/{file}`, under the base URL, plus
+//! The Enterprise-Gateway-compatible REST surface under the base URL: `/api`, `/api/kernelspecs`
+//! (with the watch), `/api/kernelspecs/{name}`, `/kernelspecs/{name}/{file}`, the kernel and
+//! session routes ([`crate::kernels_api`]) and the kernel websocket ([`crate::channels`]), plus
 //! upstream's JSON 404 for everything else.
 
 use std::{
@@ -15,13 +16,21 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use bytes::Bytes;
 use kip_shared::kernelspec::{MAX_WATCH_SECONDS, WATCH_HEADER};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Secret, kernelspecs::Listing, metrics::Metrics, watch::Store};
+use crate::{
+    channels,
+    config::Secret,
+    kernels::KernelManager,
+    kernels_api::{self, Sessions},
+    kernelspecs::Listing,
+    metrics::Metrics,
+    watch::Store,
+};
 
 /// The versions `GET /api` reports: the Jupyter Server REST API level and the Enterprise Gateway
 /// release whose behaviour this gateway reproduces (clients read them as such).
@@ -37,13 +46,33 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: held watches answer at once so the server can drain.
     pub shutdown: CancellationToken,
+    pub kernels: Arc<KernelManager>,
+    pub sessions: Arc<Sessions>,
+    /// `EG_LIST_KERNELS`: whether `GET /api/kernels` and `GET /api/sessions` answer.
+    pub list_kernels: bool,
+    /// `EG_WS_PING_INTERVAL_SECS` (zero: no pings).
+    pub ws_ping_interval: Duration,
 }
 
-const ROUTES: [&str; 4] = [
+impl AppState {
+    /// The base URL, starting and ending with `/`.
+    pub fn base_url(&self) -> &str {
+        &self.store.options().base_url
+    }
+}
+
+const ROUTES: [&str; 11] = [
     "/api",
     "/api/kernelspecs",
     "/api/kernelspecs/{name}",
     "/kernelspecs/{name}/{*path}",
+    "/api/kernels",
+    "/api/kernels/{kernel_id}",
+    "/api/kernels/{kernel_id}/interrupt",
+    "/api/kernels/{kernel_id}/restart",
+    "/api/kernels/{kernel_id}/channels",
+    "/api/sessions",
+    "/api/sessions/{session_id}",
 ];
 
 /// The gateway's routes, mounted under the store's base URL.
@@ -53,6 +82,21 @@ pub fn router(state: AppState) -> Router {
         .route(ROUTES[1], get(list))
         .route(ROUTES[2], get(one))
         .route(ROUTES[3], get(resource))
+        .route(ROUTES[4], get(kernels_api::list).post(kernels_api::start))
+        .route(ROUTES[5], get(kernels_api::get).delete(kernels_api::delete))
+        .route(ROUTES[6], post(kernels_api::interrupt))
+        .route(ROUTES[7], post(kernels_api::restart))
+        .route(ROUTES[8], get(channels::channels))
+        .route(
+            ROUTES[9],
+            get(kernels_api::list_sessions).post(kernels_api::create_session),
+        )
+        .route(
+            ROUTES[10],
+            get(kernels_api::get_session)
+                .patch(kernels_api::patch_session)
+                .delete(kernels_api::delete_session),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route_layer(middleware::from_fn_with_state(state.clone(), track));
     let base = state

@@ -12,7 +12,10 @@ use std::{
 };
 
 use clap::Parser;
+use gateway_core::policy::{ClientEnvs, PortRange};
 use tracing::level_filters::LevelFilter;
+
+use crate::{bridge::Limits, kernels::KernelSettings};
 
 /// Command line and environment of the `gateway` binary.
 #[derive(Debug, Clone, Parser)]
@@ -75,9 +78,89 @@ pub struct Args {
     #[arg(long, env = "EG_KERNELSPEC_RESCAN_INTERVAL", default_value = "30")]
     pub rescan_interval: String,
 
-    /// Seconds to finish open requests after SIGTERM/SIGINT before exiting anyway.
+    /// Seconds to finish after SIGTERM/SIGINT (every kernel is shut down first) before exiting
+    /// anyway.
     #[arg(long, env = "EG_SHUTDOWN_GRACE", default_value = "10")]
     pub shutdown_grace: String,
+
+    /// Whether `GET /api/kernels` and `GET /api/sessions` answer (otherwise 403). Jupyter
+    /// Server's gateway client needs it.
+    #[arg(long, env = "EG_LIST_KERNELS", default_value = "True")]
+    pub list_kernels: String,
+
+    /// Most kernels running and starting at once (unset: no limit).
+    #[arg(long, env = "EG_MAX_KERNELS")]
+    pub max_kernels: Option<String>,
+
+    /// Most kernels per `KERNEL_USERNAME` (-1: no limit).
+    #[arg(long, env = "EG_MAX_KERNELS_PER_USER", default_value = "-1")]
+    pub max_kernels_per_user: String,
+
+    /// Comma list of request `env` names (besides every `KERNEL_*`) a client may set; `*`: all
+    /// (EG_ENV_WHITELIST is read when this is unset).
+    #[arg(long, env = "EG_CLIENT_ENVS")]
+    pub client_envs: Option<String>,
+
+    /// Comma list of the gateway's own variables every kernel inherits (EG_ENV_PROCESS_WHITELIST
+    /// is read when this is unset).
+    #[arg(long, env = "EG_INHERITED_ENVS")]
+    pub inherited_envs: Option<String>,
+
+    /// Seconds a kernel may take to start; a request's KERNEL_LAUNCH_TIMEOUT wins.
+    #[arg(long, env = "EG_KERNEL_LAUNCH_TIMEOUT", default_value = "30")]
+    pub kernel_launch_timeout: String,
+
+    /// Seconds the gateway waits for a new kernel's kernel_info_reply before opening a websocket
+    /// anyway.
+    #[arg(long, env = "EG_KERNEL_INFO_TIMEOUT", default_value = "60")]
+    pub kernel_info_timeout: String,
+
+    /// Kernel ports, `LOWER..UPPER`; `0..0`: any free port. A spec's `port_range` wins.
+    #[arg(long, env = "EG_PORT_RANGE", default_value = "0..0")]
+    pub port_range: String,
+
+    /// Smallest span a port range may have.
+    #[arg(long, env = "EG_MIN_PORT_RANGE_SIZE", default_value = "1000")]
+    pub min_port_range_size: String,
+
+    /// Exported to kernels as EG_IMPERSONATION_ENABLED=True|False.
+    #[arg(long, env = "EG_IMPERSONATION_ENABLED", default_value = "False")]
+    pub impersonation_enabled: String,
+
+    /// Seconds a kernel may stay idle before it is shut down; 0: never.
+    #[arg(long, env = "EG_CULL_IDLE_TIMEOUT", default_value = "43200")]
+    pub cull_idle_timeout: String,
+
+    /// Seconds between culling passes.
+    #[arg(long, env = "EG_CULL_INTERVAL", default_value = "60")]
+    pub cull_interval: String,
+
+    /// Whether kernels with a websocket open may be culled.
+    #[arg(long, env = "EG_CULL_CONNECTED", default_value = "False")]
+    pub cull_connected: String,
+
+    /// Seconds between websocket pings; 0: none. A peer silent for three intervals (at least
+    /// 30 s) is disconnected.
+    #[arg(long, env = "EG_WS_PING_INTERVAL_SECS", default_value = "30")]
+    pub ws_ping_interval: String,
+
+    /// Messages kept for a disconnected session until it reconnects (0: none are kept); the
+    /// oldest go first and are counted in gateway_messages_dropped_total.
+    #[arg(long, env = "EG_WS_BUFFER_MAX_MESSAGES", default_value = "10000")]
+    pub ws_buffer_max_messages: String,
+
+    /// Bytes kept for a disconnected session.
+    #[arg(long, env = "EG_WS_BUFFER_MAX_BYTES", default_value = "67108864")]
+    pub ws_buffer_max_bytes: String,
+
+    /// Bytes one websocket may have waiting to be written before messages for it are dropped
+    /// (and counted); other clients are never affected.
+    #[arg(
+        long,
+        env = "EG_WS_CLIENT_QUEUE_MAX_BYTES",
+        default_value = "268435456"
+    )]
+    pub ws_client_queue_max_bytes: String,
 }
 
 /// A secret string that never prints itself.
@@ -122,6 +205,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where kernelspecs are looked for, in priority order (first hit per name wins).
     pub kernel_dirs: Vec<PathBuf>,
+    pub list_kernels: bool,
+    pub kernels: KernelSettings,
+    pub ws_ping_interval: Duration,
+    /// Where connection files of local kernels are written.
+    pub runtime_dir: PathBuf,
 }
 
 pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
@@ -204,6 +292,113 @@ impl Config {
             &args.shutdown_grace,
             parse_seconds(&args.shutdown_grace, true),
         );
+        let list_kernels = c.check(
+            "EG_LIST_KERNELS",
+            &args.list_kernels,
+            parse_bool(&args.list_kernels),
+        );
+        let max_kernels = match &args.max_kernels {
+            Some(raw) if !raw.trim().is_empty() => {
+                c.check("EG_MAX_KERNELS", raw, parse_count(raw)).flatten()
+            }
+            _ => None,
+        };
+        let max_per_user = c
+            .check(
+                "EG_MAX_KERNELS_PER_USER",
+                &args.max_kernels_per_user,
+                parse_count(&args.max_kernels_per_user),
+            )
+            .flatten();
+        let client_envs = ClientEnvs::parse(
+            &args
+                .client_envs
+                .or_else(|| env("EG_ENV_WHITELIST"))
+                .unwrap_or_default(),
+        );
+        let inherited_envs: Vec<String> = args
+            .inherited_envs
+            .or_else(|| env("EG_ENV_PROCESS_WHITELIST"))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let launch_timeout = c.check(
+            "EG_KERNEL_LAUNCH_TIMEOUT",
+            &args.kernel_launch_timeout,
+            parse_fractional_seconds(&args.kernel_launch_timeout),
+        );
+        let info_raw = if args.kernel_info_timeout.trim().is_empty() {
+            "60".to_owned()
+        } else {
+            args.kernel_info_timeout.clone()
+        };
+        let kernel_info_timeout = c.check(
+            "EG_KERNEL_INFO_TIMEOUT",
+            &args.kernel_info_timeout,
+            parse_fractional_seconds(&info_raw),
+        );
+        let min_port_range_size = c.check(
+            "EG_MIN_PORT_RANGE_SIZE",
+            &args.min_port_range_size,
+            args.min_port_range_size
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| "expected a whole number".to_owned()),
+        );
+        let port_range = c.check(
+            "EG_PORT_RANGE",
+            &args.port_range,
+            PortRange::parse(&args.port_range, min_port_range_size.unwrap_or(1000)),
+        );
+        let impersonation = c.check(
+            "EG_IMPERSONATION_ENABLED",
+            &args.impersonation_enabled,
+            parse_bool(&args.impersonation_enabled),
+        );
+        let cull_idle_timeout = c.check(
+            "EG_CULL_IDLE_TIMEOUT",
+            &args.cull_idle_timeout,
+            parse_seconds(&args.cull_idle_timeout, true),
+        );
+        // Upstream replaces a non-positive interval with 300 s.
+        let cull_interval = c
+            .check(
+                "EG_CULL_INTERVAL",
+                &args.cull_interval,
+                args.cull_interval
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| "expected a whole number of seconds".to_owned()),
+            )
+            .map(|s| Duration::from_secs(if s <= 0 { 300 } else { s as u64 }));
+        let cull_connected = c.check(
+            "EG_CULL_CONNECTED",
+            &args.cull_connected,
+            parse_bool(&args.cull_connected),
+        );
+        let ws_ping_interval = c.check(
+            "EG_WS_PING_INTERVAL_SECS",
+            &args.ws_ping_interval,
+            parse_seconds(&args.ws_ping_interval, true),
+        );
+        let mut size = |var: &'static str, raw: &str| {
+            c.check(
+                var,
+                raw,
+                raw.trim()
+                    .parse::<usize>()
+                    .map_err(|_| "expected a whole number".to_owned()),
+            )
+        };
+        let buffer_messages = size("EG_WS_BUFFER_MAX_MESSAGES", &args.ws_buffer_max_messages);
+        let buffer_bytes = size("EG_WS_BUFFER_MAX_BYTES", &args.ws_buffer_max_bytes);
+        let client_queue = size(
+            "EG_WS_CLIENT_QUEUE_MAX_BYTES",
+            &args.ws_client_queue_max_bytes,
+        );
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));
         }
@@ -212,26 +407,60 @@ impl Config {
         else {
             unreachable!("every failed check recorded an error");
         };
+        let authorized_users: Vec<String> = args
+            .authorized_users
+            .map(|a| a.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let unauthorized_users: Vec<String> = args
+            .unauthorized_users
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let kernels = KernelSettings {
+            default_kernel_name: args.default_kernel_name.clone(),
+            client_envs,
+            inherited_envs,
+            authorized_users: authorized_users.clone(),
+            unauthorized_users: unauthorized_users.clone(),
+            max_kernels,
+            max_kernels_per_user: max_per_user,
+            launch_timeout: launch_timeout.unwrap_or_default(),
+            port_range: port_range.unwrap_or(PortRange::ANY),
+            min_port_range_size: min_port_range_size.unwrap_or(1000),
+            impersonation: impersonation.unwrap_or(false),
+            cull_idle_timeout: cull_idle_timeout.unwrap_or_default(),
+            cull_interval: cull_interval.unwrap_or(Duration::from_secs(60)),
+            cull_connected: cull_connected.unwrap_or(false),
+            restart_limit: 5,
+            shutdown_wait: Duration::from_secs(5),
+            bridge: Limits {
+                client_queue_bytes: client_queue.unwrap_or(256 << 20),
+                offline_messages: buffer_messages.unwrap_or(10_000),
+                offline_bytes: buffer_bytes.unwrap_or(64 << 20),
+                kernel_info_timeout: kernel_info_timeout.unwrap_or(Duration::from_secs(60)),
+            },
+        };
+        let runtime_dir = env("JUPYTER_RUNTIME_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("jupyter-gateway-runtime"));
         Ok(Self {
             listen: SocketAddr::new(ip, port),
             base_url,
             auth_token: token,
             allowed_kernels,
             default_kernel_name: args.default_kernel_name,
-            authorized_users: args
-                .authorized_users
-                .map(|a| a.split(',').map(str::to_owned).collect())
-                .unwrap_or_default(),
-            unauthorized_users: args
-                .unauthorized_users
-                .split(',')
-                .map(str::to_owned)
-                .collect(),
+            authorized_users,
+            unauthorized_users,
             log_level,
             admin_addr,
             rescan_interval: rescan_interval.unwrap_or_default(),
             shutdown_grace: shutdown_grace.unwrap_or_default(),
             kernel_dirs: kernel_dirs(env),
+            list_kernels: list_kernels.unwrap_or(true),
+            kernels,
+            ws_ping_interval: ws_ping_interval.unwrap_or_default(),
+            runtime_dir,
         })
     }
 }
@@ -319,6 +548,31 @@ fn parse_log_level(raw: &str) -> Result<LevelFilter, String> {
         "WARNING" | "WARN" | "30" => Ok(LevelFilter::WARN),
         "ERROR" | "CRITICAL" | "40" | "50" => Ok(LevelFilter::ERROR),
         _ => Err("expected DEBUG, INFO, WARNING, ERROR or CRITICAL".to_owned()),
+    }
+}
+
+/// Python-style booleans as upstream's settings take them: true/false (any case), 1/0, yes/no.
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected True or False".to_owned()),
+    }
+}
+
+/// A limit: a whole number, or a negative one for none.
+fn parse_count(raw: &str) -> Result<Option<usize>, String> {
+    match raw.trim().parse::<i64>() {
+        Ok(n) if n < 0 => Ok(None),
+        Ok(n) => Ok(Some(n as usize)),
+        Err(_) => Err("expected a whole number (negative: no limit)".to_owned()),
+    }
+}
+
+fn parse_fractional_seconds(raw: &str) -> Result<Duration, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("expected a positive number of seconds".to_owned()),
     }
 }
 

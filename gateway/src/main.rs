@@ -1,5 +1,6 @@
-//! `gateway`: wires configuration, the kernelspec store and its reloader, the API and the admin
-//! endpoint together.
+//! `gateway`: wires configuration, the kernelspec store and its reloader, the kernel manager
+//! with its local launcher and culler, the API and the admin endpoint together; at shutdown every
+//! kernel is ended before the server drains.
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -9,6 +10,8 @@ use gateway::{
     admin::{self, Readiness},
     api::{self, AppState},
     config::{Args, Config},
+    kernels::{KernelManager, local::LocalLauncher},
+    kernels_api::Sessions,
     kernelspecs::ListingOptions,
     metrics::Metrics,
     shutdown, telemetry,
@@ -82,6 +85,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("EG_IP/EG_PORT {}: cannot listen", config.listen))?;
+    // Every kernel message crosses this socket: no Nagle delay on any of them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let kernels = KernelManager::new(
+        Arc::new(LocalLauncher::new(config.runtime_dir.clone())),
+        store.clone(),
+        config.kernels.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    );
+    let culler = (!config.kernels.cull_idle_timeout.is_zero())
+        .then(|| tokio::spawn(kernels.clone().run_culler()));
     let reloader = tokio::spawn(watch::run_reloader(
         store.clone(),
         config.rescan_interval,
@@ -101,14 +117,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         token: config.auth_token.clone().map(Arc::new),
         metrics,
         shutdown: cancel.clone(),
+        kernels: kernels.clone(),
+        sessions: Arc::new(Sessions::default()),
+        list_kernels: config.list_kernels,
+        ws_ping_interval: config.ws_ping_interval,
     });
     ready.set(true);
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let cancel = cancel.clone();
         let ready = ready.clone();
+        let kernels = kernels.clone();
         async move {
             cancel.cancelled().await;
             ready.set(false);
+            // Kernels first: their websockets close with them, so the server can drain.
+            kernels.shutdown_all().await;
         }
     });
     let grace = config.shutdown_grace;
@@ -117,6 +140,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(grace_s = grace.as_secs(), "shutdown grace expired; exiting");
         }
+    }
+    if let Some(culler) = culler {
+        culler.abort();
     }
     let _ = reloader.await;
     if let Some(admin) = admin {

@@ -29,6 +29,48 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelayLabels {
+    pub channel: &'static str,
+    /// `to_kernel` or `to_client`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `legacy` or `v1`.
+    pub protocol: &'static str,
+}
+
+/// Why messages are dropped (each series exists from the start, at zero).
+pub const DROP_REASONS: [&str; 7] = [
+    "client_queue_full",
+    "offline_buffer_full",
+    "offline_discarded",
+    "bad_kernel_message",
+    "bad_client_frame",
+    "send_failed",
+    "no_session",
+];
+
+const CHANNELS: [&str; 4] = ["shell", "control", "stdin", "iopub"];
+const DIRECTIONS: [&str; 2] = ["to_kernel", "to_client"];
+
 /// Every metric the gateway exports, under the `gateway_` prefix.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +79,15 @@ pub struct Metrics {
     kernelspecs: Gauge,
     watchers: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    kernels: Family<StateLabels, Gauge>,
+    starts: Family<ResultLabels, Counter>,
+    start_latency: Histogram,
+    auto_restarts: Family<ResultLabels, Counter>,
+    culls: Family<ReasonLabels, Counter>,
+    websockets: Family<ProtocolLabels, Gauge>,
+    /// Indexed by channel, then direction (no label lookup per message).
+    relayed: Vec<Counter>,
+    dropped: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,6 +129,68 @@ impl Metrics {
             "Rescans of the kernelspec directories, by result",
             reloads.clone(),
         );
+        let kernels = Family::<StateLabels, Gauge>::default();
+        registry.register("kernels", "Kernels by execution state", kernels.clone());
+        let starts = Family::<ResultLabels, Counter>::default();
+        registry.register("kernel_starts", "Kernel starts by result", starts.clone());
+        let start_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "kernel_start_duration",
+            "Time from POST /api/kernels to a running kernel",
+            Unit::Seconds,
+            start_latency.clone(),
+        );
+        let auto_restarts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "kernel_auto_restarts",
+            "Kernels that died on their own, by outcome (restarted, dead, shutdown)",
+            auto_restarts.clone(),
+        );
+        let culls = Family::<ReasonLabels, Counter>::default();
+        registry.register("kernels_culled", "Kernels culled, by reason", culls.clone());
+        let websockets = Family::<ProtocolLabels, Gauge>::default();
+        registry.register(
+            "websocket_connections",
+            "Kernel websockets open now, by protocol",
+            websockets.clone(),
+        );
+        let relayed_family = Family::<RelayLabels, Counter>::default();
+        registry.register(
+            "messages_relayed",
+            "Kernel messages relayed, by channel and direction",
+            relayed_family.clone(),
+        );
+        let relayed = CHANNELS
+            .iter()
+            .flat_map(|channel| {
+                DIRECTIONS.iter().map(|direction| {
+                    relayed_family
+                        .get_or_create(&RelayLabels { channel, direction })
+                        .clone()
+                })
+            })
+            .collect();
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "messages_dropped",
+            "Kernel messages dropped, by reason",
+            dropped.clone(),
+        );
+        for reason in DROP_REASONS {
+            let _ = dropped.get_or_create(&ReasonLabels { reason });
+        }
+        for result in ["ok", "error"] {
+            let _ = starts.get_or_create(&ResultLabels { result });
+        }
+        for result in ["restarted", "dead", "shutdown"] {
+            let _ = auto_restarts.get_or_create(&ResultLabels { result });
+        }
+        for reason in ["idle", "dead"] {
+            let _ = culls.get_or_create(&ReasonLabels { reason });
+        }
+        for protocol in ["legacy", "v1"] {
+            let _ = websockets.get_or_create(&ProtocolLabels { protocol });
+        }
         Self {
             registry,
             requests,
@@ -85,7 +198,79 @@ impl Metrics {
             kernelspecs,
             watchers,
             reloads,
+            kernels,
+            starts,
+            start_latency,
+            auto_restarts,
+            culls,
+            websockets,
+            relayed,
+            dropped,
         }
+    }
+
+    /// Replaces the kernels-by-state gauges (states no kernel is in read 0).
+    pub fn set_kernels(&self, by_state: &std::collections::BTreeMap<String, i64>) {
+        for state in ["starting", "idle", "busy", "restarting", "dead"] {
+            self.kernels
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(by_state.get(state).copied().unwrap_or(0));
+        }
+        for (state, n) in by_state {
+            self.kernels
+                .get_or_create(&StateLabels {
+                    state: state.clone(),
+                })
+                .set(*n);
+        }
+    }
+
+    pub fn record_start(&self, result: &'static str, seconds: f64) {
+        self.starts.get_or_create(&ResultLabels { result }).inc();
+        if result == "ok" {
+            self.start_latency.observe(seconds);
+        }
+    }
+
+    pub fn record_auto_restart(&self, result: &'static str) {
+        self.auto_restarts
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn record_cull(&self, reason: &'static str) {
+        self.culls.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a websocket while the guard lives.
+    pub fn websocket(&self, protocol: &'static str) -> GaugeGuard {
+        let g = self
+            .websockets
+            .get_or_create(&ProtocolLabels { protocol })
+            .clone();
+        g.inc();
+        GaugeGuard(g)
+    }
+
+    pub fn relayed(&self, channel: gateway_core::Channel, direction: &'static str) {
+        let c = CHANNELS
+            .iter()
+            .position(|c| *c == channel.as_str())
+            .unwrap_or(0);
+        let d = usize::from(direction == "to_client");
+        self.relayed[c * 2 + d].inc();
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped_n(reason, 1);
+    }
+
+    pub fn dropped_n(&self, reason: &'static str, n: u64) {
+        self.dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(n);
     }
 
     pub fn record_request(&self, route: &'static str, status: u16, seconds: f64) {
@@ -121,6 +306,15 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Decrements a gauge when dropped.
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -14,6 +14,7 @@ use axum::{
 use gateway::{
     api::{self, AppState},
     config::Secret,
+    kernels::{KernelManager, KernelSettings, local::LocalLauncher},
     kernelspecs::ListingOptions,
     metrics::Metrics,
     watch::{self, Store},
@@ -69,13 +70,26 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
         },
         metrics.clone(),
     );
+    let store = Arc::new(store);
+    let shutdown = CancellationToken::new();
+    let kernels = KernelManager::new(
+        Arc::new(LocalLauncher::new(dir.path().join("runtime"))),
+        store.clone(),
+        KernelSettings::default(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     Fixture {
         dir,
         state: AppState {
-            store: Arc::new(store),
+            store,
             token: token.map(|t| Arc::new(Secret::new(t))),
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
+            kernels,
+            sessions: Default::default(),
+            list_kernels: true,
+            ws_ping_interval: Duration::from_secs(30),
         },
     }
 }

@@ -165,6 +165,7 @@ enum Command {
         msg: Message,
     },
     Notify(Arc<Delivery>),
+    Pause,
     Reconnect(Box<ConnectionInfo>),
     Stop,
 }
@@ -210,6 +211,7 @@ impl Bridge {
             nudge_ids: HashSet::new(),
             nudge_ids_expire: None,
             held: Vec::new(),
+            paused: false,
             wake_rx,
             rx,
             bad_frames: 0,
@@ -271,6 +273,13 @@ impl Bridge {
     /// keep their identities and their websockets) and the nudge runs again.
     pub fn reconnect(&self, info: ConnectionInfo) {
         self.command(Command::Reconnect(Box::new(info)));
+    }
+
+    /// The kernel is going away (restart, death): client messages are held, and new websockets
+    /// wait, until the next connection has answered the nudge. Without this a message sent in
+    /// between would go to the old kernel's sockets and be lost.
+    pub fn pause(&self) {
+        self.command(Command::Pause);
     }
 
     /// Stops the I/O thread: sockets close and every attached websocket is let go.
@@ -340,8 +349,9 @@ struct Io {
     nudge: Option<Nudge>,
     nudge_ids: HashSet<String>,
     nudge_ids_expire: Option<Instant>,
-    /// Client messages that arrived during the nudge.
+    /// Client messages that arrived during the nudge or a pause.
     held: Vec<(String, Channel, Message)>,
+    paused: bool,
     wake_rx: UnixStream,
     rx: mpsc::Receiver<Command>,
     bad_frames: u64,
@@ -534,6 +544,7 @@ impl Io {
 
     fn finish_nudge(&mut self) {
         self.nudge = None;
+        self.paused = false;
         for (session, channel, msg) in std::mem::take(&mut self.held) {
             self.handle(Command::Send {
                 session,
@@ -567,8 +578,12 @@ impl Io {
                 session,
                 channel,
                 msg,
-            } if self.nudge.is_some() => {
+            } if self.nudge.is_some() || self.paused => {
                 // Held until the IOPub subscription is live, so no output of it is missed.
+                if self.held.len() >= self.limits.offline_messages.max(1000) {
+                    self.held.remove(0);
+                    self.metrics.dropped("offline_buffer_full");
+                }
                 self.held.push((session, channel, msg));
             }
             Command::Send {
@@ -597,6 +612,10 @@ impl Io {
                 }
             }
             Command::Gateway { channel, msg } => self.send_gateway(channel, &msg),
+            Command::Pause => {
+                self.paused = true;
+                self.ready.send_replace(false);
+            }
             Command::Notify(delivery) => {
                 let ids: Vec<String> = self.sessions.keys().cloned().collect();
                 for id in ids {

@@ -16,6 +16,7 @@ PKGS=(
   openssl             # reproducible incompressible data for the test images
   wrk                 # HTTP load generator for the gateway benchmark
   python3-venv        # the chart tests' and the upstream-gateway comparison's virtual environments
+  python3-ipykernel   # real Python kernels for the gateway's kernel tests
 )
 
 missing=()

@@ -598,6 +598,7 @@ impl KernelManager {
             return;
         }
         warn!(kernel_id = %kernel.id, attempt, "kernel died; restarting it");
+        kernel.bridge.pause();
         kernel
             .bridge
             .notify(bridge::status_notice(&kernel.session, "restarting"));
@@ -644,6 +645,7 @@ impl KernelManager {
         let kernel = self
             .get(id)
             .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))?;
+        kernel.bridge.pause();
         kernel.bridge.send_gateway(
             Channel::Control,
             kernel.gateway_message("shutdown_request", serde_json::json!({"restart": true})),

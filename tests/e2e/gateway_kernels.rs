@@ -1,0 +1,1034 @@
+//! The gateway running real kernels: Debian's `python3-ipykernel` started by the gateway binary
+//! through a local kernelspec, driven over its REST API and websocket as clients do.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use e2e::{ChildGuard, binary, free_port, wait_http};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{
+    Message as WsMessage, client::IntoClientRequest, http::HeaderValue,
+};
+
+const TOKEN: &str = "kernels-token";
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Debian's ipykernel is importable; under CI=true its absence is a failure.
+fn have_ipykernel() -> bool {
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import ipykernel"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3-ipykernel is missing: tests/scripts/install-deps.sh installs it"
+        );
+        eprintln!("SKIP: python3-ipykernel is not installed");
+    }
+    ok
+}
+
+struct Gateway {
+    addr: String,
+    admin: String,
+    dir: tempfile::TempDir,
+    child: Option<ChildGuard>,
+}
+
+impl Gateway {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |argv: Value, extra: Value| {
+            let mut v = json!({
+                "argv": argv,
+                "display_name": "Python 3 (local)",
+                "language": "python",
+                "metadata": {"process_proxy": {"config": {"image_name": "docker.io/elyra/kernel-py:3.2.3"}}},
+            });
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            v.to_string()
+        };
+        let write = |name: &str, body: String| {
+            let d = dir.path().join("kernels").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("kernel.json"), body).unwrap();
+        };
+        let argv = json!([
+            PYTHON,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}"
+        ]);
+        write("python3_local", spec(argv.clone(), json!({})));
+        write(
+            "python3_message",
+            spec(argv.clone(), json!({"interrupt_mode": "message"})),
+        );
+        write(
+            "python_kubernetes",
+            spec(
+                json!(["python", "launch_kubernetes.py", "{kernel_id}"]),
+                json!({"metadata": {"process_proxy": {
+                    "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+                    "config": {"image_name": "elyra/kernel-py:3.2.3"}}}}),
+            ),
+        );
+        write(
+            "restricted",
+            spec(
+                argv,
+                json!({"metadata": {"process_proxy": {"config": {"authorized_users": "alice"}}}}),
+            ),
+        );
+        let port = free_port();
+        let admin_port = free_port();
+        let mut cmd = Command::new(binary("gateway"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("JUPYTER_PATH", dir.path())
+            .env("JUPYTER_RUNTIME_DIR", dir.path().join("runtime"))
+            .env("EG_IP", "127.0.0.1")
+            .env("EG_PORT", port.to_string())
+            .env("EG_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("EG_AUTH_TOKEN", TOKEN)
+            .env("EG_DEFAULT_KERNEL_NAME", "python3_local")
+            .env("EG_LOG_LEVEL", "DEBUG")
+            .env("RUST_LOG", "gateway=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = ChildGuard(cmd.spawn().expect("start the gateway"));
+        let addr = format!("127.0.0.1:{port}");
+        wait_http(&addr, "/api", Duration::from_secs(20), "gateway");
+        Self {
+            addr,
+            admin: format!("127.0.0.1:{admin_port}"),
+            dir,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("runtime")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .header("Authorization", format!("token {TOKEN}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .request(method, self.url(path))
+            .header("Authorization", format!("token {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn start_kernel(&self, env: Value) -> String {
+        let (status, body) = self
+            .post("/api/kernels", json!({"name": "python3_local", "env": env}))
+            .await;
+        assert_eq!(status, 201, "{body}\n{}", self.log());
+        assert_eq!(body["execution_state"], "starting");
+        assert_eq!(body["connections"], 0);
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut guard = self.child.take().unwrap();
+        let pid = guard.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = guard.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Processes whose command line names `needle` (kernels name their connection file).
+fn processes_naming(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- gateway log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if self.child.is_some() {
+            let _ = self.terminate();
+        }
+        // Whatever a failed test left behind.
+        for pid in processes_naming(&self.runtime_dir()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// A kernel message as a client sees it.
+#[derive(Debug, Clone)]
+struct Msg {
+    channel: String,
+    msg_type: String,
+    parent_id: String,
+    content: Value,
+    buffers: Vec<Bytes>,
+}
+
+fn parse_json_msg(v: Value, buffers: Vec<Bytes>) -> Msg {
+    Msg {
+        channel: v["channel"].as_str().unwrap_or_default().to_owned(),
+        msg_type: v["header"]["msg_type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        parent_id: v["parent_header"]["msg_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        content: v["content"].clone(),
+        buffers,
+    }
+}
+
+/// Decodes a frame from the gateway, written independently of the gateway's own code.
+fn decode(frame: WsMessage, v1: bool) -> Option<Msg> {
+    match frame {
+        WsMessage::Text(t) => {
+            assert!(!v1, "v1 frames are binary");
+            let v: Value = serde_json::from_str(t.as_str()).expect("legacy text frame is JSON");
+            assert_eq!(v["msg_id"], v["header"]["msg_id"]);
+            assert_eq!(v["msg_type"], v["header"]["msg_type"]);
+            Some(parse_json_msg(v, vec![]))
+        }
+        WsMessage::Binary(b) if v1 => {
+            let word =
+                |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()) as usize;
+            let n = word(0);
+            let offs: Vec<usize> = (1..=n).map(word).collect();
+            let part = |i: usize| b.slice(offs[i]..offs[i + 1]);
+            let json = |i: usize| serde_json::from_slice::<Value>(&part(i)).unwrap();
+            let channel = String::from_utf8(part(0).to_vec()).unwrap();
+            let v = json!({"channel": channel, "header": json(1), "parent_header": json(2),
+                           "metadata": json(3), "content": json(4)});
+            Some(parse_json_msg(v, (5..n - 1).map(part).collect()))
+        }
+        WsMessage::Binary(b) => {
+            let word =
+                |i: usize| u32::from_be_bytes(b[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+            let n = word(0);
+            let mut offs: Vec<usize> = (1..=n).map(word).collect();
+            offs.push(b.len());
+            let v: Value = serde_json::from_slice(&b[offs[0]..offs[1]]).unwrap();
+            let buffers = offs[1..].windows(2).map(|w| b.slice(w[0]..w[1])).collect();
+            Some(parse_json_msg(v, buffers))
+        }
+        _ => None,
+    }
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Client {
+    ws: WsStream,
+    session: String,
+    v1: bool,
+}
+
+#[derive(Debug, Default)]
+struct Executed {
+    stdout: String,
+    results: Vec<Value>,
+    errors: Vec<Value>,
+    status: String,
+    reply: Value,
+}
+
+impl Client {
+    async fn connect(gw: &Gateway, kernel: &str, session: &str, v1: bool) -> Self {
+        let mut req = format!(
+            "ws://{}/api/kernels/{kernel}/channels?session_id={session}",
+            gw.addr
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("token {TOKEN}")).unwrap(),
+        );
+        if v1 {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("v1.kernel.websocket.jupyter.org"),
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("websocket: {e}\n{}", gw.log()));
+        let selected = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            selected.as_deref(),
+            v1.then_some("v1.kernel.websocket.jupyter.org")
+        );
+        Self {
+            ws,
+            session: session.to_owned(),
+            v1,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        channel: &str,
+        msg_type: &str,
+        content: Value,
+        buffers: Vec<Vec<u8>>,
+    ) -> String {
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let header = json!({"msg_id": msg_id, "msg_type": msg_type, "username": "test",
+                            "session": self.session, "date": "2026-01-01T00:00:00.000000Z",
+                            "version": "5.3"});
+        let frame = if self.v1 {
+            let parts: Vec<Vec<u8>> = [
+                channel.as_bytes().to_vec(),
+                header.to_string().into_bytes(),
+                b"{}".to_vec(),
+                b"{}".to_vec(),
+                content.to_string().into_bytes(),
+            ]
+            .into_iter()
+            .chain(buffers)
+            .collect();
+            let n = parts.len() + 1;
+            let mut out = Vec::new();
+            out.extend_from_slice(&(n as u64).to_le_bytes());
+            let mut off = 8 * (n + 1);
+            out.extend_from_slice(&(off as u64).to_le_bytes());
+            for p in &parts {
+                off += p.len();
+                out.extend_from_slice(&(off as u64).to_le_bytes());
+            }
+            for p in parts {
+                out.extend_from_slice(&p);
+            }
+            WsMessage::Binary(out.into())
+        } else {
+            let json = json!({"header": header, "parent_header": {}, "metadata": {},
+                              "content": content, "channel": channel, "buffers": []})
+            .to_string();
+            if buffers.is_empty() {
+                WsMessage::Text(json.into())
+            } else {
+                let n = 1 + buffers.len();
+                let mut out = Vec::new();
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+                let mut off = 4 * (n + 1);
+                out.extend_from_slice(&(off as u32).to_be_bytes());
+                off += json.len();
+                for b in &buffers[..buffers.len() - 1] {
+                    out.extend_from_slice(&(off as u32).to_be_bytes());
+                    off += b.len();
+                }
+                out.extend_from_slice(&(off as u32).to_be_bytes());
+                out.extend_from_slice(json.as_bytes());
+                for b in buffers {
+                    out.extend_from_slice(&b);
+                }
+                WsMessage::Binary(out.into())
+            }
+        };
+        self.ws.send(frame).await.unwrap();
+        msg_id
+    }
+
+    async fn recv(&mut self, timeout: Duration) -> Option<Msg> {
+        loop {
+            let frame = tokio::time::timeout(timeout, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let Some(m) = decode(frame, self.v1) {
+                return Some(m);
+            }
+        }
+    }
+
+    async fn execute_request(&mut self, code: &str, allow_stdin: bool) -> String {
+        self.send(
+            "shell",
+            "execute_request",
+            json!({"code": code, "silent": false, "store_history": true,
+                   "user_expressions": {}, "allow_stdin": allow_stdin, "stop_on_error": true}),
+            vec![],
+        )
+        .await
+    }
+
+    /// Runs `code` and collects what it produced until its reply and its `idle` status.
+    async fn execute(&mut self, code: &str) -> Executed {
+        let id = self.execute_request(code, false).await;
+        self.collect(&id, Duration::from_secs(30)).await
+    }
+
+    async fn collect(&mut self, id: &str, timeout: Duration) -> Executed {
+        let mut out = Executed::default();
+        let (mut replied, mut idle) = (false, false);
+        let deadline = Instant::now() + timeout;
+        while !(replied && idle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(m) = self.recv(left).await else {
+                panic!("no reply to {id} in {timeout:?}; so far {out:?}");
+            };
+            if m.parent_id != id {
+                continue;
+            }
+            match m.msg_type.as_str() {
+                "stream" => out
+                    .stdout
+                    .push_str(m.content["text"].as_str().unwrap_or("")),
+                "execute_result" => out.results.push(m.content["data"].clone()),
+                "error" => out.errors.push(m.content.clone()),
+                "execute_reply" => {
+                    assert_eq!(m.channel, "shell");
+                    out.status = m.content["status"].as_str().unwrap_or("").to_owned();
+                    out.reply = m.content.clone();
+                    replied = true;
+                }
+                "status" if m.content["execution_state"] == "idle" => idle = true,
+                _ => {}
+            }
+        }
+        if std::env::var("DEBUG_LATE").is_ok() {
+            while let Some(m) = self.recv(Duration::from_millis(500)).await {
+                eprintln!(
+                    "LATE after idle: {} parent_match={} {}",
+                    m.msg_type,
+                    m.parent_id == id,
+                    m.content
+                );
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_outputs_errors_and_the_filtered_environment() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[
+        ("EG_CLIENT_ENVS", "ALLOWED_VAR"),
+        ("EG_INHERITED_ENVS", "INHERITED_VAR"),
+        ("INHERITED_VAR", "from-gateway"),
+        ("NOT_INHERITED", "secret"),
+    ]);
+    let id = gw
+        .start_kernel(json!({"KERNEL_USERNAME": "alice", "KERNEL_EXTRA": "k",
+                             "ALLOWED_VAR": "a", "OTHER_VAR": "o"}))
+        .await;
+    let mut c = Client::connect(&gw, &id, "s1", false).await;
+    let r = c.execute("print(6*7)\n6*7").await;
+    assert_eq!(r.status, "ok");
+    assert_eq!(r.stdout, "42\n");
+    assert_eq!(r.results, vec![json!({"text/plain": "42"})]);
+
+    let r = c.execute("1/0").await;
+    assert_eq!(r.status, "error");
+    assert_eq!(r.errors[0]["ename"], "ZeroDivisionError");
+
+    let r = c
+        .execute(
+            "import os, json\nprint(json.dumps({k: os.environ.get(k) for k in \
+             ['KERNEL_USERNAME','KERNEL_EXTRA','ALLOWED_VAR','OTHER_VAR','INHERITED_VAR',\
+             'NOT_INHERITED','EG_AUTH_TOKEN','KERNEL_GATEWAY','KERNEL_ID']}))",
+        )
+        .await;
+    let env: Value = serde_json::from_str(r.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {r:?}\n{}", gw.log()));
+    assert_eq!(
+        env,
+        json!({"KERNEL_USERNAME": "alice", "KERNEL_EXTRA": "k", "ALLOWED_VAR": "a",
+               "OTHER_VAR": null, "INHERITED_VAR": "from-gateway", "NOT_INHERITED": null,
+               "EG_AUTH_TOKEN": null, "KERNEL_GATEWAY": "1", "KERNEL_ID": id})
+    );
+
+    let (status, list) = gw.request(reqwest::Method::GET, "/api/kernels").await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["connections"], 1);
+    assert_eq!(list[0]["execution_state"], "idle");
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("gateway_kernel_starts_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_websocket_connections{protocol=\"legacy\"} 1"));
+    assert!(
+        metrics.contains(
+            "gateway_messages_relayed_total{channel=\"shell\",direction=\"to_kernel\"} 3"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_input_request_reaches_the_client_and_its_reply_the_kernel() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({"KERNEL_USERNAME": "alice"})).await;
+    let mut c = Client::connect(&gw, &id, "stdin-session", false).await;
+    let exec = c
+        .execute_request("name = input('who? ')\nprint('hello', name)", true)
+        .await;
+    loop {
+        let m = c
+            .recv(Duration::from_secs(30))
+            .await
+            .expect("input_request");
+        if m.msg_type == "input_request" {
+            assert_eq!(m.channel, "stdin");
+            assert_eq!(m.content["prompt"], "who? ");
+            break;
+        }
+    }
+    c.send("stdin", "input_reply", json!({"value": "gateway"}), vec![])
+        .await;
+    let r = c.collect(&exec, Duration::from_secs(30)).await;
+    assert_eq!(r.status, "ok");
+    assert!(r.stdout.contains("hello gateway"), "{r:?}");
+}
+
+const ECHO_COMM: &str = "def _target(comm, open_msg):\n    \
+    @comm.on_msg\n    \
+    def _echo(msg):\n        \
+        comm.send({'echo': msg['content']['data']}, buffers=[bytes(b)[::-1] for b in msg['buffers']])\n\
+get_ipython().kernel.comm_manager.register_target('echo', _target)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn comm_messages_with_binary_buffers_in_both_protocols() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    for v1 in [false, true] {
+        let mut c = Client::connect(&gw, &id, &format!("comm-{v1}"), v1).await;
+        let r = c.execute(ECHO_COMM).await;
+        assert_eq!(r.status, "ok", "{r:?}");
+        let comm_id = uuid::Uuid::new_v4().to_string();
+        c.send(
+            "shell",
+            "comm_open",
+            json!({"comm_id": comm_id, "target_name": "echo", "data": {}}),
+            vec![],
+        )
+        .await;
+        c.send(
+            "shell",
+            "comm_msg",
+            json!({"comm_id": comm_id, "data": {"x": 1}}),
+            vec![vec![0, 1, 2, 255], b"abc".to_vec()],
+        )
+        .await;
+        let echoed = loop {
+            let m = c.recv(Duration::from_secs(20)).await.expect("comm echo");
+            if m.msg_type == "comm_msg" && m.content["comm_id"] == comm_id.as_str() {
+                break m;
+            }
+        };
+        assert_eq!(echoed.channel, "iopub");
+        assert_eq!(echoed.content["data"]["echo"], json!({"x": 1}));
+        assert_eq!(
+            echoed.buffers,
+            vec![
+                Bytes::from_static(&[255, 2, 1, 0]),
+                Bytes::from_static(b"cba")
+            ],
+            "v1={v1}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupt_stops_a_running_sleep_in_both_modes() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    for spec in ["python3_local", "python3_message"] {
+        let (status, body) = gw
+            .post("/api/kernels", json!({"name": spec, "env": {}}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let mut c = Client::connect(&gw, &id, "int", false).await;
+        let exec = c
+            .execute_request("import time\ntime.sleep(60)", false)
+            .await;
+        // Wait until the cell runs (busy), then interrupt.
+        loop {
+            let m = c.recv(Duration::from_secs(20)).await.expect("busy");
+            if m.msg_type == "execute_input" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let (status, _) = gw
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/kernels/{id}/interrupt"),
+            )
+            .await;
+        assert_eq!(status, 204);
+        let r = c.collect(&exec, Duration::from_secs(20)).await;
+        assert_eq!(r.status, "error", "{spec}");
+        assert_eq!(r.reply["ename"], "KeyboardInterrupt", "{spec}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Still usable.
+        let r = c.execute("6*7").await;
+        assert_eq!(
+            (r.status.as_str(), &r.results),
+            ("ok", &vec![json!({"text/plain": "42"})]),
+            "{spec}: {r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_loses_state_and_the_open_websocket_keeps_working() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    let mut c = Client::connect(&gw, &id, "restart", true).await;
+    assert_eq!(c.execute("x = 41\nprint(x + 1)").await.stdout, "42\n");
+    let pid_before = c.execute("import os; print(os.getpid())").await.stdout;
+    let (status, model) = gw
+        .request(reqwest::Method::POST, &format!("/api/kernels/{id}/restart"))
+        .await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["id"], id.as_str());
+    let r = c.execute("print(x)").await;
+    assert_eq!(r.status, "error");
+    assert_eq!(r.errors[0]["ename"], "NameError");
+    let pid_after = c.execute("import os; print(os.getpid())").await.stdout;
+    assert_ne!(pid_before, pid_after);
+    assert_eq!(c.execute("print(1+1)").await.stdout, "2\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_kernel_is_restarted_and_says_so_on_iopub() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    let mut c = Client::connect(&gw, &id, "killed", false).await;
+    let pid = c.execute("import os; print(os.getpid())").await.stdout;
+    let pid = pid.trim().to_owned();
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    loop {
+        let m = c
+            .recv(Duration::from_secs(20))
+            .await
+            .expect("restarting notice");
+        if m.msg_type == "status" && m.content["execution_state"] == "restarting" {
+            assert_eq!(m.channel, "iopub");
+            break;
+        }
+    }
+    let r = c.execute("import os; print(os.getpid())").await;
+    assert_eq!(r.status, "ok");
+    assert_ne!(r.stdout.trim(), pid);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("gateway_kernel_auto_restarts_total{result=\"restarted\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_websockets_share_iopub_and_replies_go_to_the_requester() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    let mut a = Client::connect(&gw, &id, "session-a", false).await;
+    let mut b = Client::connect(&gw, &id, "session-b", true).await;
+    let (_, model) = gw
+        .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(model["connections"], 2);
+    let exec = a.execute_request("print('shared')", false).await;
+    let r = a.collect(&exec, Duration::from_secs(20)).await;
+    assert_eq!(r.stdout, "shared\n");
+    // B sees the output on IOPub, never A's reply.
+    let mut saw_stream = false;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Some(m) = b
+        .recv(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        if m.parent_id == exec {
+            assert_ne!(
+                m.msg_type, "execute_reply",
+                "reply leaked to another client"
+            );
+            saw_stream |= m.msg_type == "stream";
+        }
+    }
+    assert!(saw_stream);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_with_the_same_session_gets_what_was_kept() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    let mut c = Client::connect(&gw, &id, "comeback", false).await;
+    let exec = c
+        .execute_request(
+            "import time\ntime.sleep(1.5)\nprint('while you were away')",
+            false,
+        )
+        .await;
+    c.ws.close(None).await.unwrap();
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut c = Client::connect(&gw, &id, "comeback", false).await;
+    let r = c.collect(&exec, Duration::from_secs(10)).await;
+    assert_eq!(r.stdout, "while you were away\n");
+    assert_eq!(r.status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_20000_outputs_arrives_complete_and_in_order() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    for v1 in [false, true] {
+        let mut c = Client::connect(&gw, &id, &format!("flood-{v1}"), v1).await;
+        // One IOPub message per line, straight from the kernel's session.
+        let exec = c
+            .execute_request(
+                "k = get_ipython().kernel\nparent = k.get_parent('shell')\n\
+                 for i in range(20000):\n    \
+                 k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': '%d\\n' % i}, parent=parent)",
+                false,
+            )
+            .await;
+        let r = c.collect(&exec, Duration::from_secs(120)).await;
+        assert_eq!(r.status, "ok", "{:?}", r.reply);
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines.len(), 20000, "v1={v1}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(*line, i.to_string(), "out of order at {i}");
+        }
+    }
+    let metrics = gw.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("gateway_messages_dropped_total"))
+    {
+        assert!(line.ends_with(" 0"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_kernels_are_culled() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[("EG_CULL_IDLE_TIMEOUT", "2"), ("EG_CULL_INTERVAL", "1")]);
+    let id = gw.start_kernel(json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = gw
+            .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kernel was not culled");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(processes_naming(&gw.runtime_dir()).is_empty());
+    assert!(
+        gw.metrics()
+            .await
+            .contains("gateway_kernels_culled_total{reason=\"idle\"} 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_users_and_bad_requests_answer_as_upstream() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[("EG_MAX_KERNELS", "2"), ("EG_MAX_KERNELS_PER_USER", "1")]);
+    gw.start_kernel(json!({"KERNEL_USERNAME": "alice"})).await;
+    let (status, body) = gw
+        .post("/api/kernels", json!({"env": {"KERNEL_USERNAME": "alice"}}))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["message"],
+        "A max kernels per user limit has been set to 1 and user 'alice' currently has 1 active and pending kernel(s)."
+    );
+    gw.start_kernel(json!({"KERNEL_USERNAME": "bob"})).await;
+    let (status, body) = gw
+        .post("/api/kernels", json!({"env": {"KERNEL_USERNAME": "carol"}}))
+        .await;
+    assert_eq!((status, &body["message"]), (403, &json!("Resource Limit")));
+
+    let gw = Gateway::start(&[]);
+    for (body, status, field, text) in [
+        (
+            json!({"name": "nope", "env": {}}),
+            500,
+            "traceback",
+            "NoSuchKernel",
+        ),
+        (json!({"env": {"KERNEL_X": 1}}), 400, "message", "KERNEL_X"),
+        (
+            json!({"env": {"KERNEL_X": "a$b"}}),
+            400,
+            "message",
+            "prohibited characters",
+        ),
+        (
+            json!({"env": {"KERNEL_USERNAME": "root"}}),
+            403,
+            "reason",
+            "User 'root' is not authorized",
+        ),
+        (
+            json!({"name": "restricted", "env": {"KERNEL_USERNAME": "bob"}}),
+            403,
+            "reason",
+            "not authorized",
+        ),
+        (
+            json!({"name": "python_kubernetes", "env": {}}),
+            501,
+            "message",
+            "KubernetesProcessProxy",
+        ),
+        (
+            json!({"env": {"KERNEL_ID": "not-a-uuid"}}),
+            400,
+            "message",
+            "KERNEL_ID",
+        ),
+        (
+            json!({"env": {"KERNEL_LAUNCH_TIMEOUT": "soon"}}),
+            400,
+            "message",
+            "KERNEL_LAUNCH_TIMEOUT",
+        ),
+        (json!({"env": []}), 400, "message", "env"),
+    ] {
+        let (got, answer) = gw.post("/api/kernels", body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(
+            answer[field].as_str().unwrap_or("").contains(text),
+            "{body}: {answer}"
+        );
+    }
+    let id = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
+    let (status, body) = gw
+        .post("/api/kernels", json!({"env": {"KERNEL_ID": id}}))
+        .await;
+    assert_eq!((status, body["id"].as_str()), (201, Some(id)));
+    let (status, _) = gw
+        .post("/api/kernels", json!({"env": {"KERNEL_ID": id}}))
+        .await;
+    assert_eq!(status, 409);
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/api/kernels/1-2-3-4-5", 404),
+        (reqwest::Method::DELETE, "/api/kernels/1-2-3-4-5", 404),
+        (
+            reqwest::Method::POST,
+            "/api/kernels/1-2-3-4-5/interrupt",
+            404,
+        ),
+        (reqwest::Method::POST, "/api/kernels/1-2-3-4-5/restart", 404),
+    ] {
+        let (got, body) = gw.request(method.clone(), path).await;
+        assert_eq!(got, status, "{method} {path}");
+        assert_eq!(body["message"], "Kernel does not exist: 1-2-3-4-5");
+    }
+    // No token: 401 on every kernel route.
+    let r = reqwest::get(gw.url("/api/kernels")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let (status, _) = gw
+        .request(reqwest::Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_client_frame_is_dropped_and_the_connection_stays_up() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    let mut c = Client::connect(&gw, &id, "garbage", false).await;
+    for junk in [
+        WsMessage::Text("not json".into()),
+        WsMessage::Text(r#"{"header": 5}"#.into()),
+        WsMessage::Text(r#"{"header": {}, "channel": "iopub"}"#.into()),
+        WsMessage::Binary(vec![0, 0, 0, 9, 1].into()),
+    ] {
+        c.ws.send(junk).await.unwrap();
+    }
+    assert_eq!(
+        c.execute("print('still here')").await.stdout,
+        "still here\n"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("gateway_messages_dropped_total{reason=\"bad_client_frame\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_api_starts_and_ends_kernels() {
+    if !have_ipykernel() {
+        return;
+    }
+    let gw = Gateway::start(&[]);
+    let (status, s) = gw
+        .post(
+            "/api/sessions",
+            json!({"path": "nb.ipynb", "type": "notebook", "name": "nb", "kernel": {"name": "python3_local"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["path"], "nb.ipynb");
+    assert_eq!(s["kernel"]["name"], "python3_local");
+    let sid = s["id"].as_str().unwrap().to_owned();
+    let kid = s["kernel"]["id"].as_str().unwrap().to_owned();
+    let (status, list) = gw.request(reqwest::Method::GET, "/api/sessions").await;
+    assert_eq!((status, list[0]["id"].as_str()), (200, Some(sid.as_str())));
+    let (status, _) = gw.post("/api/sessions", json!({"type": "notebook"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = gw
+        .request(reqwest::Method::DELETE, &format!("/api/sessions/{sid}"))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = gw
+        .request(reqwest::Method::GET, &format!("/api/kernels/{kid}"))
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_every_kernel_down_and_leaves_no_process() {
+    if !have_ipykernel() {
+        return;
+    }
+    let mut gw = Gateway::start(&[]);
+    let a = gw.start_kernel(json!({})).await;
+    let _b = gw.start_kernel(json!({})).await;
+    let mut c = Client::connect(&gw, &a, "bye", false).await;
+    assert_eq!(c.execute("print('up')").await.stdout, "up\n");
+    assert_eq!(processes_naming(&gw.runtime_dir()).len(), 2);
+    let started = Instant::now();
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(
+        processes_naming(&gw.runtime_dir()).is_empty(),
+        "kernels outlived the gateway"
+    );
+    let files: Vec<_> = std::fs::read_dir(gw.runtime_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "connection files left: {files:?}");
+}

@@ -472,7 +472,8 @@ mod tests {
         let spec = |v: Value| v.as_object().cloned();
         let none: Vec<String> = vec![];
         let root = vec!["root".to_owned()];
-        let cases: Vec<(&str, Option<Map<String, Value>>, Vec<String>, bool)> = vec![
+        type Case<'a> = (&'a str, Option<Map<String, Value>>, Vec<String>, bool);
+        let cases: Vec<Case<'_>> = vec![
             ("alice", None, none.clone(), true),
             ("root", None, none.clone(), false),
             (

@@ -11,6 +11,4 @@ pub mod api;
 pub mod config;
 pub mod kernelspecs;
 pub mod metrics;
-pub mod shutdown;
-pub mod telemetry;
 pub mod watch;

@@ -1,17 +1,17 @@
-//! The admin endpoint (`kip_shared::admin`) with the agent's readiness and metrics. Readiness is
+//! The admin endpoint (`eg_common::admin`) with the agent's readiness and metrics. Readiness is
 //! a one-way latch, set once the runtime answered and a first cycle completed; `/livez` never
 //! depends on the gateway, registry or runtime, so an outage never gets the agent restarted.
 
 use std::sync::Arc;
 
 use axum::Router;
-pub use kip_shared::admin::{Readiness, serve};
+pub use eg_common::admin::{Readiness, serve};
 
 use crate::metrics::Metrics;
 
 /// The admin routes over the agent's metrics.
 pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    kip_shared::admin::router(
+    eg_common::admin::router(
         ready,
         "not ready: runtime not answering or no cycle completed yet\n",
         Arc::new(move || metrics.encode()),

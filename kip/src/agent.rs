@@ -337,7 +337,7 @@ mod tests {
     };
 
     use async_trait::async_trait;
-    use kip_shared::ImageRef;
+    use eg_common::ImageRef;
 
     use super::*;
     use crate::{

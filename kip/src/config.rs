@@ -6,7 +6,7 @@
 use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 
 use crate::credentials::Keyring;
 use tracing::level_filters::LevelFilter;
@@ -71,7 +71,8 @@ pub struct Args {
     #[arg(long, env = "KIP_DEFAULT_CONTAINER_REGISTRY")]
     pub default_container_registry: Option<String>,
 
-    /// DEBUG, INFO, WARNING or ERROR (any case). RUST_LOG, when set, takes precedence.
+    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
+    /// when set, takes precedence.
     #[arg(long, env = "KIP_LOG_LEVEL", default_value = "INFO")]
     pub log_level: String,
 
@@ -180,23 +181,6 @@ pub struct Args {
     pub containerd_hosts_dir: String,
 }
 
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// Whether to pull images that are already on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -281,13 +265,6 @@ impl FetcherKind {
     }
 }
 
-/// plain text or JSON lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
 /// The ConfigMap that ConfigMapImagesFetcher reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigMapRef {
@@ -349,7 +326,9 @@ pub struct ContainerdConfig {
     pub hosts_dir: Option<String>,
 }
 
-pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
+pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
+use eg_common::config::{parse_admin_addr, parse_log_level, parse_positive, parse_seconds};
+pub use eg_common::telemetry::LogFormat;
 
 impl Config {
     /// Validates every field; on failure lists all invalid variables.
@@ -425,23 +404,12 @@ impl Config {
         let log_level = c.check(
             "KIP_LOG_LEVEL",
             &args.log_level,
-            match args.log_level.to_ascii_uppercase().as_str() {
-                "TRACE" => Ok(LevelFilter::TRACE),
-                "DEBUG" => Ok(LevelFilter::DEBUG),
-                "INFO" => Ok(LevelFilter::INFO),
-                "WARNING" | "WARN" => Ok(LevelFilter::WARN),
-                "ERROR" | "CRITICAL" => Ok(LevelFilter::ERROR),
-                _ => Err("expected DEBUG, INFO, WARNING or ERROR".to_owned()),
-            },
+            parse_log_level(&args.log_level),
         );
         let log_format = c.check(
             "KIP_LOG_FORMAT",
             &args.log_format,
-            match args.log_format.as_str() {
-                "plain" => Ok(LogFormat::Plain),
-                "json" => Ok(LogFormat::Json),
-                _ => Err("expected plain or json".to_owned()),
-            },
+            LogFormat::parse(&args.log_format),
         );
         let fetcher = c.check(
             "KIP_IMAGE_FETCHER",
@@ -490,22 +458,12 @@ impl Config {
         let admin_addr = c.check(
             "KIP_ADMIN_ADDR",
             &args.admin_addr,
-            match args.admin_addr.trim() {
-                "off" | "" => Ok(None),
-                addr => addr
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| "expected host:port (e.g. 0.0.0.0:9090) or off".to_owned()),
-            },
+            parse_admin_addr(&args.admin_addr),
         );
         let shutdown_grace = c.check(
             "KIP_SHUTDOWN_GRACE",
             &args.shutdown_grace,
-            args.shutdown_grace
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| "expected a whole number of seconds".to_owned()),
+            parse_seconds(&args.shutdown_grace, true),
         );
         let watch_wait = c.check(
             "KIP_WATCH_SECONDS",
@@ -643,7 +601,7 @@ impl Config {
         Ok(Self {
             once: args.once,
             gateway_url,
-            auth_token: args.auth_token.filter(|t| !t.is_empty()).map(Secret),
+            auth_token: Secret::non_empty(args.auth_token),
             validate_cert,
             interval,
             num_pullers,
@@ -739,13 +697,6 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err("expected true or false".to_owned()),
-    }
-}
-
-fn parse_positive(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("expected a whole number greater than 0".to_owned()),
     }
 }
 
@@ -1137,6 +1088,9 @@ mod tests {
             ("warning", LevelFilter::WARN),
             ("ERROR", LevelFilter::ERROR),
             ("critical", LevelFilter::ERROR),
+            ("10", LevelFilter::DEBUG),
+            ("30", LevelFilter::WARN),
+            ("50", LevelFilter::ERROR),
         ] {
             let c = Config::from_args(args(&[("log-level", input)])).unwrap();
             assert_eq!(c.log_level, want, "{input}");

@@ -5,7 +5,7 @@
 use std::{fmt, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

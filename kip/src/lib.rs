@@ -18,6 +18,4 @@ pub mod metrics;
 pub mod plan;
 pub mod puller;
 pub mod runtime;
-pub mod shutdown;
 pub mod source;
-pub mod telemetry;

@@ -4,13 +4,14 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use eg_common::{shutdown, telemetry};
 use kip::{
     admin::{self, Readiness},
     agent::{Agent, AgentOptions},
     config::{Args, Config, PullPolicy},
     metrics::Metrics,
     puller::{PullOptions, Puller},
-    runtime, shutdown, source, telemetry,
+    runtime, source,
 };
 use tracing::{error, info, warn};
 
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_level, config.log_format);
+    telemetry::init(config.log_level, config.log_format, &["kip"]);
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let cancel = shutdown::install().context("installing signal handlers")?;
+    let cancel = shutdown::install("stopping new pulls").context("installing signal handlers")?;
     let keyring = Arc::new(config.keyring.clone());
     let runtime = runtime::connect(
         config.runtime,
@@ -103,20 +104,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         return once(&agent, &cancel).await;
     }
 
-    let admin = match config.admin_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("KIP_ADMIN_ADDR={addr}: cannot listen"))?;
-            info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
-            Some(tokio::spawn(admin::serve(
-                listener,
-                admin::router(ready, metrics),
-                cancel.clone(),
-            )))
-        }
-        None => None,
-    };
+    let admin = eg_common::admin::start(
+        config.admin_addr,
+        "KIP_ADMIN_ADDR",
+        admin::router(ready, metrics),
+        cancel.clone(),
+    )
+    .await?;
     // The loop stops new pulls and abandons running ones on cancellation; the grace period bounds
     // how long that may take.
     let grace = config.shutdown_grace;
@@ -127,7 +121,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(admin) = admin {
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        admin.stopped().await;
     }
     info!("kip stopped");
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use eg_common::metrics::MetricsRegistry;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -13,7 +14,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
-    registry::{Registry, Unit},
+    registry::Unit,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,7 +38,7 @@ pub struct FetchLabels {
 
 /// Every metric the agent exports, under the `kip_` prefix.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     pulls: Family<PullLabels, Counter>,
     pull_duration: Family<RuntimeLabels, Histogram>,
     pulled_bytes: Family<RuntimeLabels, Counter>,
@@ -56,49 +57,29 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kip");
-        let pulls = Family::<PullLabels, Counter>::default();
-        registry.register("pulls", "Image pulls by runtime and result", pulls.clone());
+        let mut registry = MetricsRegistry::with_prefix("kip");
+        let pulls = registry.counters("pulls", "Image pulls by runtime and result");
         // 0.1 s … ~27 min: kernel images take seconds to many minutes.
-        let pull_duration = Family::<RuntimeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.1, 2.0, 15))
-        });
-        registry.register_with_unit(
+        let pull_duration = registry.histograms(
             "pull_duration",
             "Time to pull one image, all attempts included",
             Unit::Seconds,
-            pull_duration.clone(),
+            || Histogram::new(exponential_buckets(0.1, 2.0, 15)),
         );
-        let pulled_bytes = Family::<RuntimeLabels, Counter>::default();
-        registry.register_with_unit(
+        let pulled_bytes = registry.counters_with_unit(
             "pulled",
             "Bytes downloaded by pulls, where the runtime reports them",
             Unit::Bytes,
-            pulled_bytes.clone(),
         );
-        let images_desired = Gauge::default();
-        registry.register(
-            "images_desired",
-            "Images the sources name",
-            images_desired.clone(),
-        );
-        let images_present = Gauge::default();
-        registry.register(
+        let images_desired = registry.gauge("images_desired", "Images the sources name");
+        let images_present = registry.gauge(
             "images_present",
             "Desired images present on the node after the last cycle",
-            images_present.clone(),
         );
-        let fetches = Family::<FetchLabels, Counter>::default();
-        registry.register(
-            "fetch",
-            "Reads of the image list by result",
-            fetches.clone(),
-        );
-        let digest_checks = Family::<FetchLabels, Counter>::default();
-        registry.register(
+        let fetches = registry.counters("fetch", "Reads of the image list by result");
+        let digest_checks = registry.counters(
             "digest_checks",
             "Always: manifest HEADs by result (unchanged, changed, error)",
-            digest_checks.clone(),
         );
         let last_cycle = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -167,10 +148,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        self.registry.encode()
     }
 
     /// Current value of `kip_images_present`, for tests and logs.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kip_shared::{ImageRef, ImageRefError};
+use eg_common::{ImageRef, ImageRefError};
 
 use crate::config::PullPolicy;
 

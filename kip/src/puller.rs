@@ -7,8 +7,8 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
+use eg_common::ImageRef;
 use futures_util::{StreamExt, future::join_all, stream};
-use kip_shared::ImageRef;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};

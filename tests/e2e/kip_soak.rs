@@ -12,6 +12,7 @@ use std::{
 
 use async_trait::async_trait;
 use e2e::{FakeGateway, component, kernelspec_entry, push_images};
+use eg_common::ImageRef;
 use kip::{
     admin::Readiness,
     agent::{Agent, AgentOptions},
@@ -21,7 +22,6 @@ use kip::{
     runtime::{CriRuntime, ImageRuntime, PullOutcome, RuntimeError},
     source::KernelSpecsSource,
 };
-use kip_shared::ImageRef;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

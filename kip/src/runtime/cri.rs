@@ -4,11 +4,11 @@
 use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
+use eg_common::ImageRef;
 use k8s_cri::v1::{
     AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
-use kip_shared::ImageRef;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};

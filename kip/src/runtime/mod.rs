@@ -9,7 +9,7 @@ mod docker;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 
 pub use self::{containerd::ContainerdRuntime, cri::CriRuntime, docker::DockerRuntime};
 use crate::{

@@ -37,7 +37,7 @@ pub enum FetchError {
     #[error("{url}: {error}")]
     Listing {
         url: String,
-        error: kip_shared::kernelspec::ListingError,
+        error: eg_common::kernelspec::ListingError,
     },
     #[error("ConfigMap {namespace}/{name}: {message}")]
     ConfigMap {

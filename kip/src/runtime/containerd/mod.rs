@@ -33,8 +33,8 @@ use containerd_client::services::v1::{
     introspection_client::IntrospectionClient, leases_client::LeasesClient,
     version_client::VersionClient,
 };
+use eg_common::ImageRef;
 use futures_util::{StreamExt, future::try_join_all};
-use kip_shared::ImageRef;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
 use tracing::{debug, info, warn};

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 use reqwest::{StatusCode, header};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};

@@ -28,7 +28,7 @@ use containerd_client::{
         },
     },
 };
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 use prost::{Message, Name};
 use prost_types::Any;
 use tokio::sync::mpsc;

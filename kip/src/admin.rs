@@ -65,4 +65,28 @@ mod tests {
         cancel.cancel();
         server.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn metrics_are_there_before_any_pull() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let metrics = Arc::new(Metrics::for_runtime("cri"));
+        let server = tokio::spawn(serve(
+            listener,
+            router(Arc::new(Readiness::default()), metrics),
+            cancel.clone(),
+        ));
+        let (status, body) = get_text(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        for needle in [
+            "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 0",
+            "kip_pulls_total{runtime=\"cri\",result=\"unavailable\"} 0",
+            "kip_pull_duration_seconds_count{runtime=\"cri\"} 0",
+        ] {
+            assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
+        }
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -343,8 +343,8 @@ mod tests {
     use crate::{
         config::PullPolicy,
         plan::Candidate,
+        ports::{ErrorKind, ImageRuntime, PullOutcome},
         puller::PullOptions,
-        runtime::{ErrorKind, ImageRuntime, PullOutcome},
     };
 
     struct ListSource {
@@ -411,8 +411,14 @@ mod tests {
         async fn version(&self) -> Result<String, RuntimeError> {
             Ok("fake".into())
         }
-        async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-            Ok(self.pulls.lock().unwrap().clone())
+        async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
+            Ok(self
+                .pulls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| vec![p.clone()])
+                .collect())
         }
         async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
             if image.repository().contains("slow") {

@@ -9,6 +9,7 @@ use clap::Parser;
 use eg_common::ImageRef;
 
 use crate::credentials::Keyring;
+pub use crate::ports::PullPolicy;
 use tracing::level_filters::LevelFilter;
 
 /// Command line and environment of the `kip` binary.
@@ -179,13 +180,6 @@ pub struct Args {
         default_value = "/etc/containerd/certs.d"
     )]
     pub containerd_hosts_dir: String,
-}
-
-/// Whether to pull images that are already on the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    IfNotPresent,
-    Always,
 }
 
 /// Where the runtime listens.

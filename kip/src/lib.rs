@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: `KIP_*` variables and flags, validated once.
 //! - [`source`]: where image names come from (gateway kernelspecs, a static list, a ConfigMap).
+//! - [`ports`]: what the loop and the adapters share: pull policy, [`ports::ImageRuntime`],
+//!   [`ports::TagResolver`], runtime errors.
 //! - [`plan`]: normalising, de-duplicating and presence checks (pure).
 //! - [`credentials`]: registry credentials from pull secrets, matched like kubelet's keyring.
 //! - [`runtime`]: container runtimes behind [`runtime::ImageRuntime`] (Docker, CRI).
@@ -16,6 +18,7 @@ pub mod config;
 pub mod credentials;
 pub mod metrics;
 pub mod plan;
+pub mod ports;
 pub mod puller;
 pub mod runtime;
 pub mod source;

@@ -55,7 +55,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         &config.containerd,
     )?;
     let source = source::from_config(&config)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_runtime(runtime.name()));
     let ready = Arc::new(Readiness::default());
     info!(
         runtime = runtime.name(),

@@ -6,6 +6,8 @@ use std::{
 };
 
 use eg_common::metrics::MetricsRegistry;
+
+use crate::ports::ErrorKind;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -32,9 +34,17 @@ pub struct RuntimeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabels {
-    /// `ok`, `not_modified` or `error`.
+    /// `ok`, `not_modified` or `error` (image list reads); `unchanged`, `changed` or `error`
+    /// (digest checks).
     pub result: String,
 }
+
+/// The results a pull ends with, besides the failure kinds.
+const PULL_RESULTS: [&str; 2] = ["pulled", "cancelled"];
+/// The results of a read of the image list.
+const FETCH_RESULTS: [&str; 3] = ["ok", "not_modified", "error"];
+/// The results of an `Always` digest check.
+const DIGEST_CHECK_RESULTS: [&str; 3] = ["unchanged", "changed", "error"];
 
 /// Every metric the agent exports, under the `kip_` prefix.
 pub struct Metrics {
@@ -98,6 +108,38 @@ impl Metrics {
             digest_checks,
             last_cycle,
         }
+    }
+
+    /// The metrics of an agent pulling through `runtime`: every known label set of its counters
+    /// and histograms is there at zero from the start, so alerts have a series to read before
+    /// the first pull.
+    pub fn for_runtime(runtime: &str) -> Self {
+        let m = Self::new();
+        let results = PULL_RESULTS
+            .into_iter()
+            .chain(ErrorKind::ALL.map(ErrorKind::as_str));
+        for result in results {
+            drop(m.pulls.get_or_create(&PullLabels {
+                runtime: runtime.to_owned(),
+                result: result.to_owned(),
+            }));
+        }
+        let labels = RuntimeLabels {
+            runtime: runtime.to_owned(),
+        };
+        drop(m.pull_duration.get_or_create(&labels));
+        drop(m.pulled_bytes.get_or_create(&labels));
+        for (family, results) in [
+            (&m.fetches, &FETCH_RESULTS),
+            (&m.digest_checks, &DIGEST_CHECK_RESULTS),
+        ] {
+            for result in results {
+                drop(family.get_or_create(&FetchLabels {
+                    result: (*result).to_owned(),
+                }));
+            }
+        }
+        m
     }
 
     pub fn record_pull(&self, runtime: &str, result: &str, elapsed: Duration, bytes: Option<u64>) {
@@ -188,5 +230,35 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert!(m.last_cycle_timestamp() > 1.7e9);
+    }
+
+    #[test]
+    fn every_known_series_starts_at_zero() {
+        let text = Metrics::for_runtime("containerd").encode();
+        for result in [
+            "pulled",
+            "cancelled",
+            "not_found",
+            "unauthorized",
+            "unavailable",
+            "timeout",
+            "skipped_disk_pressure",
+            "error",
+        ] {
+            let needle = format!("kip_pulls_total{{runtime=\"containerd\",result=\"{result}\"}} 0");
+            assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+        }
+        for needle in [
+            "kip_pull_duration_seconds_count{runtime=\"containerd\"} 0",
+            "kip_pulled_bytes_total{runtime=\"containerd\"} 0",
+            "kip_fetch_total{result=\"ok\"} 0",
+            "kip_fetch_total{result=\"not_modified\"} 0",
+            "kip_fetch_total{result=\"error\"} 0",
+            "kip_digest_checks_total{result=\"unchanged\"} 0",
+            "kip_digest_checks_total{result=\"changed\"} 0",
+            "kip_digest_checks_total{result=\"error\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
     }
 }

@@ -13,11 +13,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use crate::ports::TagResolver;
 use crate::{
-    config::PullPolicy,
     metrics::Metrics,
     plan::{Present, to_pull},
-    runtime::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage},
+    ports::{ErrorKind, ImageRuntime, PullOutcome, PullPolicy, RuntimeError, image_fs_usage},
 };
 
 /// How pulls are scheduled.
@@ -59,12 +59,6 @@ pub enum ImageResult {
     Unchanged { digest: String },
     /// Not pulled this cycle, and why (the image filesystem is too full).
     Skipped { reason: String },
-}
-
-/// Tells the digest a tag points to in its registry now (a manifest HEAD), for `Always`.
-#[async_trait::async_trait]
-pub trait TagResolver: Send + Sync {
-    async fn digest(&self, image: &ImageRef) -> Result<String, RuntimeError>;
 }
 
 /// How many manifest HEADs one cycle sends at a time.

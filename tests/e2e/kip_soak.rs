@@ -39,9 +39,9 @@ impl ImageRuntime for Counting {
     async fn version(&self) -> Result<String, RuntimeError> {
         self.inner.version().await
     }
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_images().await
+        self.inner.list_image_records().await
     }
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
         self.inner.pull(image).await

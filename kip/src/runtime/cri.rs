@@ -11,7 +11,7 @@ use k8s_cri::v1::{
 };
 use tonic::{Code, Status, transport::Channel};
 
-use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use crate::ports::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{config::Endpoint, credentials::Keyring};
 
 /// gRPC messages from ListImages can be large on busy nodes.
@@ -73,15 +73,6 @@ impl ImageRuntime for CriRuntime {
             "{} {} (CRI {})",
             v.runtime_name, v.runtime_version, v.runtime_api_version
         ))
-    }
-
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self
-            .list_image_records()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
     }
 
     async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {

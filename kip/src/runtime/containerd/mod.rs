@@ -47,7 +47,7 @@ use self::{
     },
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
-use super::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
+use crate::ports::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
 use crate::{
     config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
@@ -922,15 +922,6 @@ impl ImageRuntime for ContainerdRuntime {
             "containerd {} (namespace {}, snapshotter {})",
             v.version, self.config.namespace, self.config.snapshotter
         ))
-    }
-
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self
-            .list_image_records()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
     }
 
     /// Each usable image as its name and, for a tag, `repository@target-digest`: the digest a

@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::{
     credentials::{Credential, Keyring},
-    runtime::{ErrorKind, RuntimeError},
+    ports::{ErrorKind, RuntimeError},
 };
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 use super::{CRI_IMAGE_LABEL, Ctx, grpc_error, registry::node_platform};
 use crate::{
     credentials::Credential,
-    runtime::{ErrorKind, RuntimeError},
+    ports::{ErrorKind, RuntimeError},
 };
 
 /// The plugin type of containerd's transfer implementations (`local` on 1.7+/2.x).

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use tonic::Code;
 
 use super::{Ctx, grpc_error, registry::Descriptor};
-use crate::runtime::{ErrorKind, RuntimeError};
+use crate::ports::{ErrorKind, RuntimeError};
 
 /// The part of an image config that unpacking needs.
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,8 @@
 //! - [`plan`]: normalising, de-duplicating and presence checks (pure).
 //! - [`credentials`]: registry credentials from pull secrets, matched like kubelet's keyring.
 //! - [`runtime`]: container runtimes behind [`runtime::ImageRuntime`] (Docker, CRI).
+//! - [`registry`]: the OCI distribution client (auth, manifests, digests) the containerd backend
+//!   pulls with and `Always` checks digests with.
 //! - [`puller`]: the pull scheduler (concurrency, retries, timeouts).
 //! - [`agent`]: the loop, once or forever.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz` and `/metrics` on the admin address.
@@ -20,5 +22,6 @@ pub mod metrics;
 pub mod plan;
 pub mod ports;
 pub mod puller;
+pub mod registry;
 pub mod runtime;
 pub mod source;

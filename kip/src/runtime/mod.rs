@@ -69,7 +69,7 @@ pub fn connect(
 
 /// Resolves tags with a manifest HEAD against their registry (plain HTTP for loopback and the
 /// insecure registries), for `KIP_PULL_POLICY=Always`.
-struct RegistryTagResolver(containerd::registry::Registry);
+struct RegistryTagResolver(crate::registry::Registry);
 
 #[async_trait]
 impl TagResolver for RegistryTagResolver {
@@ -84,7 +84,7 @@ pub fn tag_resolver(
     keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn TagResolver>, RuntimeError> {
     Ok(Arc::new(RegistryTagResolver(
-        containerd::registry::Registry::new(
+        crate::registry::Registry::new(
             config.insecure_registries.clone(),
             config.registry_ca_pem.as_deref(),
             keyring,

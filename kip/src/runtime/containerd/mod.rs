@@ -14,7 +14,6 @@
 //! first pull.
 
 mod content;
-pub(crate) mod registry;
 mod transfer;
 mod unpack;
 
@@ -41,16 +40,16 @@ use tracing::{debug, info, warn};
 
 use self::{
     content::{Written, ensure_blob, ensure_bytes},
-    registry::{
-        DOCKER_LIST, Descriptor, Index, Manifest, OCI_INDEX, Registry, node_platform,
-        select_platform,
-    },
     unpack::{ImageConfig, chain_ids, snapshot_exists, unpack_layer},
 };
 use crate::ports::{ErrorKind, FsUsage, ImageRuntime, PullOutcome, RuntimeError, image_fs_usage};
 use crate::{
     config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
+    registry::{
+        self, DOCKER_LIST, Descriptor, Index, Manifest, OCI_INDEX, Registry, node_platform,
+        select_platform,
+    },
 };
 
 /// gRPC messages (image and content lists) can be large on busy nodes.

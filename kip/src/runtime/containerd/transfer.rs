@@ -36,7 +36,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tracing::{debug, warn};
 
-use super::{CRI_IMAGE_LABEL, Ctx, grpc_error, registry::node_platform};
+use super::{CRI_IMAGE_LABEL, Ctx, grpc_error};
+use crate::registry::node_platform;
 use crate::{
     credentials::Credential,
     ports::{ErrorKind, RuntimeError},

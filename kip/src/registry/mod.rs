@@ -1,4 +1,5 @@
-//! A small OCI distribution client: resolves a reference to the node's manifest and streams
+//! A small OCI distribution client, used by the containerd backend's pulls and by every
+//! runtime's `Always` digest checks: resolves a reference to the node's manifest and streams
 //! blobs. Authentication follows the registry's challenge: Basic with the keyring's credential,
 //! or the Bearer-token flow Docker Hub, GHCR and Harbor use (the token endpoint is asked with the
 //! credential as Basic auth, anonymously without one).
@@ -12,198 +13,23 @@ use std::{
 use eg_common::ImageRef;
 use reqwest::{StatusCode, header};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
+mod auth;
+mod manifest;
+
+use self::auth::{Auth, Challenge, is_basic_challenge, parse_bearer_challenge};
+pub(crate) use self::manifest::{
+    DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Fetched, Index, Manifest, OCI_INDEX, OCI_MANIFEST,
+    Resolved, node_platform, select_platform, sha256_digest,
+};
 use crate::{
     credentials::{Credential, Keyring},
     ports::{ErrorKind, RuntimeError},
 };
 
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// Largest manifest or config accepted into memory.
 const MAX_SMALL_BLOB: u64 = 4 * 1024 * 1024;
-
-/// An OCI descriptor, as manifests carry them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: i64,
-    #[serde(default)]
-    pub platform: Option<Platform>,
-}
-
-/// The platform of an index entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub(crate) struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-/// An image manifest (OCI or Docker schema 2).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-}
-
-/// An index or manifest list.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Index {
-    pub manifests: Vec<Descriptor>,
-}
-
-/// A document fetched from the registry with its descriptor.
-#[derive(Debug, Clone)]
-pub(crate) struct Fetched {
-    pub descriptor: Descriptor,
-    pub bytes: Vec<u8>,
-}
-
-/// A resolved reference: the node's manifest, and the index it was chosen from, if any.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
-    pub index: Option<Fetched>,
-    pub manifest: Fetched,
-    pub parsed: Manifest,
-}
-
-impl Resolved {
-    /// What the image record points at: the index if there was one, else the manifest.
-    pub(crate) fn target(&self) -> &Descriptor {
-        self.index
-            .as_ref()
-            .map_or(&self.manifest.descriptor, |i| &i.descriptor)
-    }
-}
-
-/// The node's platform in OCI words.
-pub(crate) fn node_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    ("linux", arch)
-}
-
-/// Picks the manifest for `os`/`arch` from an index: an exact variant match first (arm64
-/// images say `v8`), then any entry of that os and architecture. Attestation manifests carry
-/// platform `unknown/unknown` and are never chosen.
-pub(crate) fn select_platform<'a>(
-    manifests: &'a [Descriptor],
-    os: &str,
-    arch: &str,
-    variant: Option<&str>,
-) -> Option<&'a Descriptor> {
-    let candidates = || {
-        manifests.iter().filter(|d| {
-            matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST | "")
-                && d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == os && p.architecture == arch)
-        })
-    };
-    candidates()
-        .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_deref()) == variant)
-        .or_else(|| candidates().next())
-}
-
-/// A `WWW-Authenticate: Bearer …` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
-    pub realm: String,
-    pub service: Option<String>,
-    pub scope: Option<String>,
-}
-
-/// Parses a Bearer challenge (`Bearer realm="…",service="…",scope="…"`); other schemes give
-/// `None`. Quoted values may hold commas and escaped quotes.
-pub(crate) fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
-    let header = header.trim();
-    let (scheme, rest) = header.split_once(char::is_whitespace)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut params = HashMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars
-            .by_ref()
-            .take_while(|c| *c != '=')
-            .collect::<String>()
-            .trim()
-            .to_ascii_lowercase();
-        if key.is_empty() {
-            break;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.peek().copied() {
-                if c == ',' {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-            value = value.trim().to_owned();
-        }
-        params.insert(key, value);
-    }
-    Some(Challenge {
-        realm: params.remove("realm").filter(|r| !r.is_empty())?,
-        service: params.remove("service"),
-        scope: params.remove("scope"),
-    })
-}
-
-/// Whether a `WWW-Authenticate` header challenges with the Basic scheme.
-pub(crate) fn is_basic_challenge(header: &str) -> bool {
-    let scheme = header
-        .trim()
-        .split(char::is_whitespace)
-        .next()
-        .unwrap_or("");
-    scheme.eq_ignore_ascii_case("basic")
-}
-
-/// How requests to one repository authenticate, once a challenge said so.
-#[derive(Debug, Clone)]
-enum Auth {
-    Bearer(String),
-    /// Basic with the keyring's credential for the image.
-    Basic,
-}
-
-/// `sha256:<hex>` of bytes.
-pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// Whether a registry host is a loopback one (HTTPS first, plain HTTP when it does not speak TLS,
 /// as containerd does for localhost).
@@ -649,93 +475,6 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn desc(
-        media_type: &str,
-        digest: &str,
-        platform: Option<(&str, &str, Option<&str>)>,
-    ) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest: digest.into(),
-            size: 1,
-            platform: platform.map(|(os, arch, variant)| Platform {
-                os: os.into(),
-                architecture: arch.into(),
-                variant: variant.map(Into::into),
-            }),
-        }
-    }
-
-    #[test]
-    fn selects_the_node_platform() {
-        let index = vec![
-            desc(OCI_MANIFEST, "arm", Some(("linux", "arm", Some("v7")))),
-            desc(OCI_MANIFEST, "att", Some(("unknown", "unknown", None))),
-            desc(OCI_MANIFEST, "arm64-plain", Some(("linux", "arm64", None))),
-            desc(
-                OCI_MANIFEST,
-                "arm64-v8",
-                Some(("linux", "arm64", Some("v8"))),
-            ),
-            desc(OCI_MANIFEST, "win", Some(("windows", "amd64", None))),
-            desc(DOCKER_MANIFEST, "amd64", Some(("linux", "amd64", None))),
-            desc(OCI_INDEX, "nested", Some(("linux", "s390x", None))),
-        ];
-        let table: [(&str, &str, Option<&str>, Option<&str>); 6] = [
-            ("linux", "amd64", None, Some("amd64")),
-            ("linux", "arm64", Some("v8"), Some("arm64-v8")),
-            ("linux", "arm64", None, Some("arm64-plain")),
-            ("linux", "arm", Some("v6"), Some("arm")),
-            ("linux", "s390x", None, None),
-            ("linux", "riscv64", None, None),
-        ];
-        for (os, arch, variant, want) in table {
-            let got = select_platform(&index, os, arch, variant).map(|d| d.digest.as_str());
-            assert_eq!(got, want, "{os}/{arch}/{variant:?}");
-        }
-        assert_eq!(select_platform(&[], "linux", "amd64", None), None);
-    }
-
-    #[test]
-    fn parses_bearer_challenges() {
-        let table = [
-            (
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/python:pull""#,
-                Some((
-                    "https://auth.docker.io/token",
-                    Some("registry.docker.io"),
-                    Some("repository:library/python:pull"),
-                )),
-            ),
-            (
-                r#"bearer realm="https://ghcr.io/token", service="ghcr.io", scope="repository:a/b:pull,push""#,
-                Some((
-                    "https://ghcr.io/token",
-                    Some("ghcr.io"),
-                    Some("repository:a/b:pull,push"),
-                )),
-            ),
-            (
-                r#"Bearer realm=http://127.0.0.1:9/auth,service=kip-test"#,
-                Some(("http://127.0.0.1:9/auth", Some("kip-test"), None)),
-            ),
-            (r#"Bearer realm="a\"b""#, Some((r#"a"b"#, None, None))),
-            (r#"Basic realm="Registry Realm""#, None),
-            ("Bearer service=x", None),
-            ("Bearer", None),
-            ("", None),
-        ];
-        for (header, want) in table {
-            let got = parse_bearer_challenge(header);
-            let want = want.map(|(realm, service, scope)| Challenge {
-                realm: realm.into(),
-                service: service.map(Into::into),
-                scope: scope.map(Into::into),
-            });
-            assert_eq!(got, want, "{header}");
-        }
-    }
-
     /// A registry that challenges with Bearer and a token endpoint that wants Basic auth, on one
     /// loopback port; records the request heads it receives.
     async fn token_registry() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -823,20 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn basic_challenges() {
-        for (header, want) in [
-            (r#"Basic realm="Registry Realm""#, true),
-            ("basic realm=x", true),
-            ("Basic", true),
-            (r#"Bearer realm="https://a/token""#, false),
-            ("Basically", false),
-            ("", false),
-        ] {
-            assert_eq!(is_basic_challenge(header), want, "{header}");
-        }
-    }
-
-    #[test]
     fn loopback_registries() {
         for (host, want) in [
             ("127.0.0.1:5000", true),
@@ -873,13 +598,5 @@ mod tests {
             "https://registry-1.docker.io/v2/library/python"
         );
         assert_eq!(url("ghcr.io/o/r:1"), "https://ghcr.io/v2/o/r");
-    }
-
-    #[test]
-    fn digests() {
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 }

@@ -24,15 +24,7 @@ fn listing(specs: &[(&str, Value)]) -> Value {
 }
 
 fn source(gateway: &FakeGateway, token: Option<&str>) -> KernelSpecsSource {
-    let token = token.map(|t| {
-        // Secret has no public constructor outside config; go through the CLI parser.
-        let args = <kip::config::Args as clap::Parser>::try_parse_from(["kip", "--auth-token", t])
-            .unwrap();
-        kip::config::Config::from_args(args)
-            .unwrap()
-            .auth_token
-            .unwrap()
-    });
+    let token = token.map(Secret::new);
     KernelSpecsSource::new(
         &gateway.url.parse().unwrap(),
         token.map(|t: Secret| t),

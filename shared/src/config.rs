@@ -47,6 +47,16 @@ impl Checker {
 }
 
 impl Checker {
+    /// `raw` parsed by `parse`, or `None` with the problem recorded against `var`.
+    pub fn parse<T>(
+        &mut self,
+        var: &'static str,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        self.check(var, raw, parse(raw))
+    }
+
     /// Every problem recorded, or `Ok(())` when there is none.
     pub fn finish(self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() {
@@ -171,6 +181,8 @@ mod tests {
         assert_eq!(secret.expose(), "s3cret");
         assert!(!format!("{secret:?}").contains("s3cret"));
         let mut c = Checker::default();
+        assert_eq!(c.parse("A", " 7 ", parse_positive), Some(7));
+        assert!(c.0.is_empty());
         c.check::<u8>("A", "x", Err("bad".into()));
         assert!(c.finish().is_err());
         assert!(Checker::default().finish().is_ok());

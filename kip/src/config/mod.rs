@@ -7,6 +7,7 @@
 //! runtime and the containerd backend), [`AdminConfig`] and [`LoggingConfig`]. Parsing reads the
 //! environment and files only through a [`Lookup`], so tests give their own.
 
+mod parse;
 mod pull;
 mod runtime;
 mod source;
@@ -15,7 +16,6 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use clap::Parser;
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
-use eg_common::config::{parse_admin_addr, parse_log_level, parse_seconds};
 pub use eg_common::telemetry::LogFormat;
 use tracing::level_filters::LevelFilter;
 
@@ -234,51 +234,11 @@ pub struct AdminConfig {
     pub shutdown_grace: Duration,
 }
 
-impl AdminConfig {
-    /// Checks the admin settings, recording every problem in `c`.
-    pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
-        let addr = c.check(
-            "KIP_ADMIN_ADDR",
-            &args.admin_addr,
-            parse_admin_addr(&args.admin_addr),
-        );
-        let shutdown_grace = c.check(
-            "KIP_SHUTDOWN_GRACE",
-            &args.shutdown_grace,
-            parse_seconds(&args.shutdown_grace, true),
-        );
-        Some(Self {
-            addr: addr?,
-            shutdown_grace: shutdown_grace?,
-        })
-    }
-}
-
 /// Logging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoggingConfig {
     pub level: LevelFilter,
     pub format: LogFormat,
-}
-
-impl LoggingConfig {
-    /// Checks the logging settings, recording every problem in `c`.
-    pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
-        let level = c.check(
-            "KIP_LOG_LEVEL",
-            &args.log_level,
-            parse_log_level(&args.log_level),
-        );
-        let format = c.check(
-            "KIP_LOG_FORMAT",
-            &args.log_format,
-            LogFormat::parse(&args.log_format),
-        );
-        Some(Self {
-            level: level?,
-            format: format?,
-        })
-    }
 }
 
 /// Validated configuration, one struct per concern.

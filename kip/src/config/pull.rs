@@ -3,9 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use eg_common::config::{Checker, parse_positive};
-
-use super::{Args, Lookup};
+use super::Lookup;
 use crate::credentials::Keyring;
 pub use crate::ports::PullPolicy;
 
@@ -27,67 +25,9 @@ pub struct PullConfig {
     pub keyring: Keyring,
 }
 
-impl PullConfig {
-    /// Checks the pull settings, recording every problem in `c`; credential files are read
-    /// through `lookup`.
-    pub fn parse(args: &Args, c: &mut Checker, lookup: &dyn Lookup) -> Option<Self> {
-        let interval = c.check(
-            "KIP_INTERVAL",
-            &args.interval,
-            parse_positive(&args.interval).map(Duration::from_secs),
-        );
-        let num_pullers = c.check(
-            "KIP_NUM_PULLERS",
-            &args.num_pullers,
-            parse_positive(&args.num_pullers).map(|n| n as usize),
-        );
-        let num_retries = c.check(
-            "KIP_NUM_RETRIES",
-            &args.num_retries,
-            parse_positive(&args.num_retries).map(|n| n as usize),
-        );
-        let policy = c.check(
-            "KIP_PULL_POLICY",
-            &args.pull_policy,
-            match args.pull_policy.as_str() {
-                "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
-                "Always" => Ok(PullPolicy::Always),
-                _ => Err("expected IfNotPresent or Always".to_owned()),
-            },
-        );
-        let timeout = c.check(
-            "KIP_PULL_TIMEOUT",
-            &args.pull_timeout,
-            parse_positive(&args.pull_timeout).map(Duration::from_secs),
-        );
-        let max_disk_usage_percent = c.check(
-            "KIP_MAX_DISK_USAGE_PERCENT",
-            &args.max_disk_usage_percent,
-            match args.max_disk_usage_percent.trim().parse::<f64>() {
-                Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
-                _ => Err("expected a percentage greater than 0, at most 100".to_owned()),
-            },
-        );
-        let keyring = c.check(
-            "KIP_DOCKER_CONFIG",
-            args.docker_config.as_deref().unwrap_or_default(),
-            load_keyring(args.docker_config.as_deref(), lookup),
-        );
-        Some(Self {
-            interval: interval?,
-            num_pullers: num_pullers?,
-            num_retries: num_retries?,
-            policy: policy?,
-            timeout: timeout?,
-            max_disk_usage_percent: max_disk_usage_percent?,
-            keyring: keyring?,
-        })
-    }
-}
-
 /// Loads the named credential files, or the default ones that exist
 /// (`$DOCKER_CONFIG/config.json`, then `~/.docker/config.json`).
-fn load_keyring(paths: Option<&str>, lookup: &dyn Lookup) -> Result<Keyring, String> {
+pub(super) fn load_keyring(paths: Option<&str>, lookup: &dyn Lookup) -> Result<Keyring, String> {
     let paths: Vec<PathBuf> = match paths.map(str::trim).filter(|p| !p.is_empty()) {
         Some(list) => list
             .split(',')

@@ -6,9 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use eg_common::config::{Checker, parse_positive};
-
-use super::{Args, Lookup};
+use super::Lookup;
 
 /// Where the runtime listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,110 +90,12 @@ pub struct RuntimeConfig {
     pub containerd: ContainerdConfig,
 }
 
-impl RuntimeConfig {
-    /// Checks the runtime settings, recording every problem in `c`; the CA bundle is read
-    /// through `lookup`. `max_disk_percent` is the pull's disk guard, which the containerd
-    /// backend also applies once a manifest tells the layer sizes.
-    pub fn parse(
-        args: &Args,
-        c: &mut Checker,
-        lookup: &dyn Lookup,
-        max_disk_percent: Option<f64>,
-    ) -> Option<Self> {
-        let endpoint = c.check(
-            "KIP_CRI_ENDPOINT",
-            &args.cri_endpoint,
-            parse_endpoint(&args.cri_endpoint),
-        );
-        let kind = c.check(
-            "KIP_CONTAINER_RUNTIME",
-            &args.container_runtime,
-            match args.container_runtime.as_str() {
-                "auto" => Ok(None),
-                "docker" => Ok(Some(RuntimeKind::Docker)),
-                "containerd" => Ok(Some(RuntimeKind::Containerd)),
-                "cri" => Ok(Some(RuntimeKind::Cri)),
-                _ => Err("expected auto, docker, containerd or cri".to_owned()),
-            },
-        );
-        let containerd = ContainerdConfig::parse(args, c, lookup, max_disk_percent);
-        let endpoint = endpoint?;
-        Some(Self {
-            kind: kind?.unwrap_or_else(|| detect_runtime(&endpoint)),
-            endpoint,
-            containerd: containerd?,
-        })
-    }
-}
-
-impl ContainerdConfig {
-    fn parse(
-        args: &Args,
-        c: &mut Checker,
-        lookup: &dyn Lookup,
-        max_disk_percent: Option<f64>,
-    ) -> Option<Self> {
-        let namespace = c.check(
-            "KIP_CONTAINERD_NAMESPACE",
-            &args.containerd_namespace,
-            parse_namespace(&args.containerd_namespace),
-        );
-        let snapshotter = c.check(
-            "KIP_CONTAINERD_SNAPSHOTTER",
-            &args.containerd_snapshotter,
-            parse_snapshotter(&args.containerd_snapshotter),
-        );
-        let insecure_registries = c.check(
-            "KIP_INSECURE_REGISTRIES",
-            &args.insecure_registries,
-            parse_registry_list(&args.insecure_registries),
-        );
-        let max_concurrent_downloads = c.check(
-            "KIP_MAX_CONCURRENT_DOWNLOADS",
-            &args.max_concurrent_downloads,
-            parse_positive(&args.max_concurrent_downloads).map(|n| n as usize),
-        );
-        let registry_ca_pem = c.check(
-            "KIP_REGISTRY_CA_FILE",
-            args.registry_ca_file.as_deref().unwrap_or_default(),
-            load_ca_bundle(args.registry_ca_file.as_deref(), lookup),
-        );
-        let transfer = c.check(
-            "KIP_CONTAINERD_TRANSFER",
-            &args.containerd_transfer,
-            match args
-                .containerd_transfer
-                .trim()
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "auto" => Ok(TransferMode::Auto),
-                "on" => Ok(TransferMode::On),
-                "off" => Ok(TransferMode::Off),
-                _ => Err("expected auto, on or off".to_owned()),
-            },
-        );
-        let hosts_dir = c.check(
-            "KIP_CONTAINERD_HOSTS_DIR",
-            &args.containerd_hosts_dir,
-            parse_hosts_dir(&args.containerd_hosts_dir),
-        );
-        Some(Self {
-            namespace: namespace?,
-            snapshotter: snapshotter?,
-            insecure_registries: insecure_registries?,
-            max_concurrent_downloads: max_concurrent_downloads?,
-            registry_ca_pem: registry_ca_pem?,
-            max_disk_percent,
-            transfer: transfer?,
-            hosts_dir: hosts_dir?,
-        })
-    }
-}
-
 /// Reads a PEM bundle (through `lookup`) and checks it holds at least one certificate; unset or
 /// empty: none.
-fn load_ca_bundle(path: Option<&str>, lookup: &dyn Lookup) -> Result<Option<Vec<u8>>, String> {
+pub(super) fn load_ca_bundle(
+    path: Option<&str>,
+    lookup: &dyn Lookup,
+) -> Result<Option<Vec<u8>>, String> {
     let Some(path) = path.map(str::trim).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -210,7 +110,7 @@ fn load_ca_bundle(path: Option<&str>, lookup: &dyn Lookup) -> Result<Option<Vec<
     Ok(Some(pem))
 }
 
-fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+pub(super) fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let s = s.trim();
     if let Some(path) = s.strip_prefix("unix://") {
         if path.starts_with('/') {
@@ -236,7 +136,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 
 /// A containerd namespace: letters and digits in groups joined by one `.`, `_` or `-`
 /// (containerd's own rule), at most 76 characters.
-fn parse_namespace(s: &str) -> Result<String, String> {
+pub(super) fn parse_namespace(s: &str) -> Result<String, String> {
     let s = s.trim();
     let groups_ok = s
         .split(['.', '_', '-'])
@@ -251,7 +151,7 @@ fn parse_namespace(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-fn parse_snapshotter(s: &str) -> Result<String, String> {
+pub(super) fn parse_snapshotter(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty()
         || !s
@@ -265,7 +165,7 @@ fn parse_snapshotter(s: &str) -> Result<String, String> {
 
 /// An absolute directory on the node, or empty for none. It is not checked to exist: the
 /// daemon reads it, in its own filesystem.
-fn parse_hosts_dir(s: &str) -> Result<Option<String>, String> {
+pub(super) fn parse_hosts_dir(s: &str) -> Result<Option<String>, String> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);
@@ -280,7 +180,7 @@ fn parse_hosts_dir(s: &str) -> Result<Option<String>, String> {
 }
 
 /// Comma list of `host` or `host:port`, lower-cased, empties dropped.
-fn parse_registry_list(s: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_registry_list(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {

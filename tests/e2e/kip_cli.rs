@@ -139,3 +139,39 @@ fn json_logs_are_one_object_per_line() {
         "fields are flattened: {stderr}"
     );
 }
+
+#[test]
+fn containerd_config_is_reported_with_the_variable() {
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_CONTAINER_RUNTIME", "containerd"),
+            ("KIP_CONTAINERD_NAMESPACE", "bad ns"),
+            ("KIP_MAX_CONCURRENT_DOWNLOADS", "0"),
+            ("KIP_CONTAINERD_TRANSFER", "sometimes"),
+        ],
+    );
+    let text = output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
+    assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
+    assert!(
+        text.contains("KIP_CONTAINERD_TRANSFER=\"sometimes\": expected auto, on or off"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+}
+
+#[test]
+fn unreadable_pull_secret_is_a_configuration_error() {
+    let out = run_kip(
+        &["--once"],
+        &[("KIP_DOCKER_CONFIG", "/nonexistent/kip/.dockerconfigjson")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        output_text(&out).contains("KIP_DOCKER_CONFIG"),
+        "{}",
+        output_text(&out)
+    );
+}

@@ -3,12 +3,13 @@
 
 use std::{
     path::Path,
-    process::{Child, Command},
+    process::Child,
     time::{Duration, Instant},
 };
 
 use e2e::{
-    FakeGateway, component, free_port, http_get, kernelspec_entry, push_images, run_kip, run_ok,
+    Backend, FakeGateway, PullPath, component, free_port, http_get, kernelspec_entry, push_images,
+    push_images_with, run_kip, run_ok,
 };
 use serde_json::json;
 
@@ -190,17 +191,7 @@ fn sigterm_during_a_pull_then_the_next_run_pulls() {
     ) else {
         return;
     };
-    let out = Command::new("bash")
-        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
-        .args([registry.as_str(), "test/fault-sigterm", "1", "96"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let image = push_images_with(&registry, "test/fault-sigterm", 1, Some(96), None).remove(0);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("kip.log");
     let env = [
@@ -323,4 +314,171 @@ fn second_signal_exits_at_once() {
     assert_eq!(code, Some(130), "{text}");
     assert!(took < Duration::from_millis(700), "took {took:?}:\n{text}");
     assert!(text.contains("second signal: exiting at once"), "{text}");
+}
+
+/// An unknown image fails once as not_found; an unknown registry is retried as unavailable;
+/// the good images still land.
+fn unknown_image_and_registry(backend: Backend) {
+    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+        return;
+    };
+    let tag = backend.tag();
+    let mut images = push_images(&registry, &format!("test/{tag}-unknown"), 2);
+    let missing = format!("{registry}/test/{tag}-never-pushed:1");
+    // A registry nobody listens on: unreachable, retried, then reported.
+    let unreachable = "127.0.0.1:1/test/nowhere:1".to_owned();
+    images.insert(1, missing.clone());
+    images.push(unreachable.clone());
+    let good = [images[0].clone(), images[2].clone()];
+    let ns = backend.namespace("kipunknown");
+    let text = backend
+        .kip(&ns, &images)
+        .env("KIP_NUM_RETRIES", "2")
+        .expect(1);
+    backend.assert_taken(&text, &good);
+    let summary = text
+        .split("image(s) not pulled:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    let line = |needle: &str| {
+        summary
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in summary: {summary}"))
+            .to_owned()
+    };
+    let m = line(&missing);
+    assert!(m.contains(&format!("{missing}: not_found")), "{m}");
+    assert!(
+        m.contains("after 1 attempt(s)"),
+        "not-found must not be retried: {m}"
+    );
+    if let Backend::Containerd(daemon, path) = backend {
+        if path.on(daemon) == PullPath::Transfer {
+            assert!(m.contains("containerd: transfer"), "{m}");
+        } else {
+            assert!(m.contains("manifest"), "{m}");
+        }
+    }
+    let u = line(&unreachable);
+    assert!(
+        u.contains("after 2 attempt(s)"),
+        "unreachable registry must be retried: {u}"
+    );
+    assert!(u.contains("127.0.0.1:1"), "{u}");
+    if backend.is_containerd() {
+        assert!(u.contains("unavailable"), "{u}");
+    }
+    for good in &good {
+        assert!(
+            !summary.contains(good.as_str()),
+            "{good} reported as failed"
+        );
+        backend.assert_complete(&ns, good);
+    }
+    backend.assert_clean(&ns);
+}
+
+#[test]
+fn unknown_image_and_registry_fail_alone() {
+    for backend in Backend::MATRIX {
+        unknown_image_and_registry(backend);
+    }
+}
+
+/// The daemon: the gateway is down at start, the agent stays up (live, not ready) and retries with
+/// backoff, pulls once the gateway answers (then ready, with metrics), and exits 0 promptly on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
+    let backend = Backend::Cri;
+    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), backend.socket()) else {
+        return;
+    };
+    let images = push_images(&registry, "test/cri-daemon", 1);
+    // Choose the gateway's port, but do not listen yet.
+    let port = e2e::free_port();
+    let admin = format!("127.0.0.1:{}", e2e::free_port());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = e2e::kip_command()
+        .env("KIP_GATEWAY_HOST", format!("http://127.0.0.1:{port}"))
+        .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
+        .env("KIP_CONTAINER_RUNTIME", "cri")
+        .env("KIP_ADMIN_ADDR", &admin)
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kip exited while the gateway was down"
+    );
+    assert_eq!(
+        e2e::http_get(&admin, "/livez").0,
+        200,
+        "not live while the gateway is down"
+    );
+    assert_eq!(
+        e2e::http_get(&admin, "/readyz").0,
+        503,
+        "ready before any cycle completed"
+    );
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let body = json!({"default": "k", "kernelspecs": {"k": kernelspec_entry("k", json!({"image_name": images[0]}))}});
+    let _gateway = FakeGateway::start_on(listener, body, None);
+    let mut ready = false;
+    for _ in 0..60 {
+        if e2e::http_get(&admin, "/readyz").0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(ready, "not ready after the gateway came up:\n{text}");
+    assert!(
+        backend.has_image("k8s.io", &images[0]),
+        "ready but the image is missing:\n{text}"
+    );
+    assert!(
+        text.contains("image list unavailable"),
+        "no retry logged:\n{text}"
+    );
+    let (status, metrics) = e2e::http_get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 1",
+        "kip_fetch_total{result=\"error\"}",
+        "kip_fetch_total{result=\"ok\"} 1",
+        "kip_images_desired 1",
+        "kip_images_present 1",
+        "kip_pull_duration_seconds_count{runtime=\"cri\"} 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
+    }
+
+    run_ok("kill", &["-TERM", &child.id().to_string()]);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "kip did not stop within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
 }

@@ -18,6 +18,8 @@ pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod credentials;
+#[cfg(test)]
+mod fakes;
 pub mod metrics;
 pub mod plan;
 pub mod ports;

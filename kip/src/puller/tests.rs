@@ -8,56 +8,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::*;
-
-/// A runtime whose pulls follow a per-image script of results.
-#[derive(Default)]
-struct FakeRuntime {
-    present: Vec<String>,
-    /// Grouped images for `Always`; empty: one group per entry of `present`.
-    records: Vec<Vec<String>>,
-    script: Mutex<HashMap<String, Vec<Result<(), ErrorKind>>>>,
-    pulls: Mutex<Vec<String>>,
-    lists: AtomicUsize,
-    running: AtomicUsize,
-    max_running: AtomicUsize,
-    delay: Duration,
-}
-
-#[async_trait]
-impl ImageRuntime for FakeRuntime {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-    async fn version(&self) -> Result<String, RuntimeError> {
-        Ok("fake".into())
-    }
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        Ok(self.present.clone())
-    }
-    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        Ok(self.records.clone())
-    }
-    async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_running.fetch_max(now, Ordering::SeqCst);
-        self.pulls.lock().unwrap().push(image.to_string());
-        tokio::time::sleep(self.delay).await;
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        let next = {
-            let mut script = self.script.lock().unwrap();
-            let steps = script.entry(image.to_string()).or_default();
-            if steps.is_empty() {
-                Ok(())
-            } else {
-                steps.remove(0)
-            }
-        };
-        next.map(|()| PullOutcome::default())
-            .map_err(|kind| RuntimeError::new(kind, "scripted"))
-    }
-}
+use crate::fakes::FakeRuntime;
 
 fn options(policy: PullPolicy) -> PullOptions {
     PullOptions {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use eg_common::ImageRef;
-use reqwest::{StatusCode, header};
+use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use tracing::debug;
 
@@ -177,25 +177,11 @@ impl Registry {
         format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
-    /// GET with the repository's known authentication; on a challenge (Bearer: fetch a token;
-    /// Basic: the keyring's credential, if it has one) retries once.
-    async fn get(
-        &self,
-        image: &ImageRef,
-        url: &str,
-        accept: Option<&str>,
-        range_from: Option<u64>,
-        what: &str,
-    ) -> Result<reqwest::Response, RuntimeError> {
-        self.send(reqwest::Method::GET, image, url, accept, range_from, what)
-            .await
-    }
-
     /// Sends one request, answering a 401 challenge once (Bearer: a token from the realm, asked
     /// with the keyring's credential when there is one; Basic: the credential).
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         image: &ImageRef,
         url: &str,
         accept: Option<&str>,
@@ -326,7 +312,9 @@ impl Registry {
         let what = format!("{image}: manifest {reference}");
         let url = format!("{}/manifests/{reference}", self.base_url(image));
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
-        let resp = self.get(image, &url, Some(&accept), None, &what).await?;
+        let resp = self
+            .send(Method::GET, image, &url, Some(&accept), None, &what)
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -388,14 +376,7 @@ impl Registry {
         );
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
         let resp = self
-            .send(
-                reqwest::Method::HEAD,
-                image,
-                &url,
-                Some(&accept),
-                None,
-                &what,
-            )
+            .send(Method::HEAD, image, &url, Some(&accept), None, &what)
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(&what, resp.status(), ""));
@@ -460,7 +441,9 @@ impl Registry {
     ) -> Result<reqwest::Response, RuntimeError> {
         let what = format!("{image}: blob {digest}");
         let url = format!("{}/blobs/{digest}", self.base_url(image));
-        let resp = self.get(image, &url, None, range_from, &what).await?;
+        let resp = self
+            .send(Method::GET, image, &url, None, range_from, &what)
+            .await?;
         let status = resp.status();
         if status.is_success() {
             Ok(resp)

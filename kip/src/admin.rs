@@ -26,17 +26,9 @@ mod tests {
     use super::*;
 
     async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let status = buf[9..12].parse().unwrap();
-        (status, buf)
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
     }
 
     #[tokio::test]

@@ -79,9 +79,9 @@ fn credentials_from_pull_secret(backend: Backend) {
 
 #[test]
 fn credentials_from_a_pull_secret() {
-    for backend in Backend::MATRIX {
-        credentials_from_pull_secret(backend);
-    }
+    Backend::MATRIX
+        .into_iter()
+        .for_each(credentials_from_pull_secret);
 }
 
 /// A registry with Bearer-token auth (the harness's token issuer, as Docker Hub works): a
@@ -145,9 +145,7 @@ fn token_registry(backend: Backend) {
 
 #[test]
 fn token_registry_with_and_without_credentials() {
-    for backend in Backend::MATRIX {
-        token_registry(backend);
-    }
+    Backend::MATRIX.into_iter().for_each(token_registry);
 }
 
 /// A registry serving HTTPS with a certificate from a CA no system store holds: refused (a
@@ -226,10 +224,9 @@ fn hosts_dir(backend: Backend, what: &str, entries: &[(&str, String)]) -> String
 #[test]
 fn containerd2_transfer_pulls_through_hosts_dir_mirror() {
     let backend = Backend::Containerd(Daemon::V2, PullPath::Auto);
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((registry, pushed)) = backend.push("hostsdir", 1, None) else {
         return;
     };
-    let pushed = push_images(&registry, "test/cd2-hostsdir", 1);
     let name = format!("mirror.kip.invalid/{}:1", repo_of(&pushed[0]));
     let live = hosts_dir(
         backend,

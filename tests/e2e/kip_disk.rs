@@ -3,13 +3,12 @@
 //! the variable; with room, the same list pulls. (The containerd backend's room check before a
 //! download has a test binary of its own, `kip_disk_room`.)
 
-use e2e::{Backend, push_images};
+use e2e::Backend;
 
 fn disk_pressure_skips_pulls(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("disk", 1, None) else {
         return;
     };
-    let images = push_images(&registry, &format!("test/{}-disk", backend.tag()), 1);
     let ns = backend.namespace("kipdisk");
     // The test filesystem is more than 0.001 % used, so this limit is always reached.
     let text = backend
@@ -35,7 +34,7 @@ fn disk_pressure_skips_pulls(backend: Backend) {
 
 #[test]
 fn disk_pressure_skips_pulls_on_every_backend() {
-    for backend in Backend::ONE_OF_EACH {
-        disk_pressure_skips_pulls(backend);
-    }
+    Backend::ONE_OF_EACH
+        .into_iter()
+        .for_each(disk_pressure_skips_pulls);
 }

@@ -8,18 +8,14 @@ use std::{
 };
 
 use e2e::{
-    Backend, FakeGateway, PullPath, component, free_port, http_get, kernelspec_entry, push_images,
+    Backend, FakeGateway, PullPath, free_port, http_get, kernelspec_entry, push_images,
     push_images_with, run_kip, run_ok,
 };
 use serde_json::json;
 
-fn has_image(sock: &str, reference: &str) -> bool {
-    run_ok(
-        "ctr",
-        &["--address", sock, "-n", "k8s.io", "images", "ls", "-q"],
-    )
-    .lines()
-    .any(|l| l == reference)
+/// Whether containerd (through CRI's k8s.io namespace) has the image.
+fn has_image(reference: &str) -> bool {
+    e2e::Backend::Cri.has_image("k8s.io", reference)
 }
 
 fn spawn_kip(env: &[(&str, &str)], log: &Path) -> Child {
@@ -60,10 +56,7 @@ fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
 /// pulls once the socket appears, without a restart.
 #[test]
 fn runtime_socket_missing_at_start_then_present() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-late-runtime", 1);
@@ -100,7 +93,7 @@ fn runtime_socket_missing_at_start_then_present() {
         http_get(&admin, "/readyz").0 == 200
     });
     assert!(ready, "not ready after the runtime appeared:\n{}", text());
-    assert!(has_image(&sock, &images[0]), "{}", text());
+    assert!(has_image(&images[0]), "{}", text());
     assert!(text().contains("cycle did not complete"), "{}", text());
     assert_eq!(
         terminate(&mut child, Duration::from_secs(12)),
@@ -114,10 +107,7 @@ fn runtime_socket_missing_at_start_then_present() {
 /// the previous list is kept (no image is forgotten), and a later good body is picked up.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_listing_keeps_the_previous_list() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-malformed", 2);
@@ -139,7 +129,7 @@ async fn malformed_listing_keeps_the_previous_list() {
     );
     let text = || std::fs::read_to_string(&log).unwrap();
     let first = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(30), || has_image(&sock, &images[0]))
+        wait_until(Duration::from_secs(30), || has_image(&images[0]))
     });
     assert!(first, "{}", text());
 
@@ -170,7 +160,7 @@ async fn malformed_listing_keeps_the_previous_list() {
     gateway
         .set_body(json!({"kernelspecs": {"a": spec("a", &images[0]), "b": spec("b", &images[1])}}));
     let second = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(30), || has_image(&sock, &images[1]))
+        wait_until(Duration::from_secs(30), || has_image(&images[1]))
     });
     assert!(second, "{}", text());
     assert_eq!(
@@ -185,10 +175,7 @@ async fn malformed_listing_keeps_the_previous_list() {
 /// run pulls the image completely.
 #[test]
 fn sigterm_during_a_pull_then_the_next_run_pulls() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let image = push_images_with(&registry, "test/fault-sigterm", 1, Some(96), None).remove(0);
@@ -319,12 +306,10 @@ fn second_signal_exits_at_once() {
 /// An unknown image fails once as not_found; an unknown registry is retried as unavailable;
 /// the good images still land.
 fn unknown_image_and_registry(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((registry, mut images)) = backend.push("unknown", 2, None) else {
         return;
     };
-    let tag = backend.tag();
-    let mut images = push_images(&registry, &format!("test/{tag}-unknown"), 2);
-    let missing = format!("{registry}/test/{tag}-never-pushed:1");
+    let missing = format!("{registry}/test/{}-never-pushed:1", backend.tag());
     // A registry nobody listens on: unreachable, retried, then reported.
     let unreachable = "127.0.0.1:1/test/nowhere:1".to_owned();
     images.insert(1, missing.clone());
@@ -381,9 +366,9 @@ fn unknown_image_and_registry(backend: Backend) {
 
 #[test]
 fn unknown_image_and_registry_fail_alone() {
-    for backend in Backend::MATRIX {
-        unknown_image_and_registry(backend);
-    }
+    Backend::MATRIX
+        .into_iter()
+        .for_each(unknown_image_and_registry);
 }
 
 /// The daemon: the gateway is down at start, the agent stays up (live, not ready) and retries with
@@ -392,7 +377,7 @@ fn unknown_image_and_registry_fail_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     let backend = Backend::Cri;
-    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), backend.socket()) else {
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/cri-daemon", 1);

@@ -4,10 +4,9 @@
 use e2e::{Backend, push_images, registry_requests, repo_of};
 
 fn policies(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((registry, images)) = backend.push("policy", 1, None) else {
         return;
     };
-    let images = push_images(&registry, &format!("test/{}-policy", backend.tag()), 1);
     let repo = repo_of(&images[0]).to_owned();
     let blob_gets = || registry_requests(&format!("GET /v2/{repo}/blobs/"));
     let manifest_requests = || registry_requests(&format!("/v2/{repo}/manifests/"));
@@ -77,7 +76,5 @@ fn policies(backend: Backend) {
 
 #[test]
 fn if_not_present_and_always() {
-    for backend in Backend::ONE_OF_EACH {
-        policies(backend);
-    }
+    Backend::ONE_OF_EACH.into_iter().for_each(policies);
 }

@@ -6,8 +6,8 @@
 use std::thread;
 
 use e2e::{
-    Backend, Daemon, FakeGateway, PullPath, component, kernelspec_entry, output_text, push_images,
-    push_images_with, registry_requests, repo_of, unique,
+    Backend, Daemon, FakeGateway, PullPath, kernelspec_entry, output_text, push_images,
+    registry_requests, repo_of, unique,
 };
 use kip::{
     config::Endpoint,
@@ -20,7 +20,7 @@ use serde_json::json;
 /// a container runs from one and sees its rootfs; CRI lists them; nothing is left behind; a
 /// second run finds them present and asks the registry nothing.
 async fn images_land(backend: Backend) {
-    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), backend.socket()) else {
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, &format!("test/{}-four", backend.tag()), 4);
@@ -106,10 +106,9 @@ async fn images_land_complete() {
 /// committed into a second namespace without any download: the STAT reports every byte present
 /// and the COMMIT must carry offset == size and no data. (The native path's write protocol.)
 fn shared_blobs_commit_without_download(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("shared", 1, None) else {
         return;
     };
-    let images = push_images(&registry, &format!("test/{}-shared", backend.tag()), 1);
     let repo = repo_of(&images[0]).to_owned();
     let other = unique(backend, "kipother");
     let ns = unique(backend, "kipshared");
@@ -128,23 +127,16 @@ fn shared_blobs_commit_without_download(backend: Backend) {
 
 #[test]
 fn shared_blobs_commit_without_download_natively() {
-    for backend in Backend::CONTAINERD_NATIVE {
-        shared_blobs_commit_without_download(backend);
-    }
+    Backend::CONTAINERD_NATIVE
+        .into_iter()
+        .for_each(shared_blobs_commit_without_download);
 }
 
 /// Two agents pulling the same images at the same time both succeed.
 fn two_agents(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("twin", 2, Some(16)) else {
         return;
     };
-    let images = push_images_with(
-        &registry,
-        &format!("test/{}-twin", backend.tag()),
-        2,
-        Some(16),
-        None,
-    );
     let ns = unique(backend, "kiptwin");
     let kip = backend.kip(&ns, &images).env("KIP_NUM_PULLERS", "2");
     let spawn = |kip: e2e::Kip| thread::spawn(move || kip.once());
@@ -169,7 +161,7 @@ fn two_agents_pull_the_same_images() {
 /// The default fetcher against an upstream-shaped gateway with token auth: every `image_name`
 /// and `executor_image_name` lands on the node, and the token never shows in the output.
 async fn kernelspecs_images_land(backend: Backend) {
-    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), backend.socket()) else {
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, &format!("test/{}-spec", backend.tag()), 3);
@@ -222,10 +214,9 @@ async fn kernelspec_images_land_on_the_node() {
 #[test]
 fn containerd16_transfer_on_falls_back_to_native() {
     let backend = Backend::Containerd(Daemon::V1, PullPath::Transfer);
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("fallback", 2, None) else {
         return;
     };
-    let images = push_images(&registry, "test/cd1-xfer-fallback", 2);
     let ns = unique(backend, "kipfallback");
     let text = backend.kip(&ns, &images).expect(0);
     let warnings = text

@@ -1,21 +1,14 @@
 //! Downloads cut off mid-layer, per backend: the native containerd backend resumes the partial
 //! ingest with an HTTP Range request; Docker and CRI retry until the registry is back.
 
-use e2e::{Backend, CuttingProxy, component, output_text, push_images_with, repo_of, unique};
+use e2e::{Backend, CuttingProxy, component, output_text, repo_of, unique};
 
 /// A pull cut off mid-layer fails clearly and leaves its partial ingest; the next pull resumes
 /// it with an HTTP Range request (206) and succeeds, leaving nothing behind. (The native path.)
 fn interrupted_pull_resumes(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((registry, images)) = backend.push("resume", 1, Some(24)) else {
         return;
     };
-    let images = push_images_with(
-        &registry,
-        &format!("test/{}-resume", backend.tag()),
-        1,
-        Some(24),
-        None,
-    );
     let path = images[0].split_once('/').unwrap().1.to_owned();
     // Every connection is closed after 6 MiB from the registry.
     let proxy = CuttingProxy::start(&registry, 6 * 1024 * 1024);
@@ -77,25 +70,18 @@ fn interrupted_pull_resumes(backend: Backend) {
 
 #[test]
 fn interrupted_pull_resumes_natively() {
-    for backend in Backend::CONTAINERD_NATIVE {
-        interrupted_pull_resumes(backend);
-    }
+    Backend::CONTAINERD_NATIVE
+        .into_iter()
+        .for_each(interrupted_pull_resumes);
 }
 
 /// The registry goes away in the middle of a download and comes back: the agent neither crashes
 /// nor gives up, retries, and the image ends up complete.
 fn registry_down_mid_pull_then_back(backend: Backend) {
-    let Some(registry) = backend.with("KIP_TEST_REGISTRY") else {
+    let Some((registry, mut images)) = backend.push("flaky", 1, Some(16)) else {
         return;
     };
-    let image = push_images_with(
-        &registry,
-        &format!("test/{}-flaky", backend.tag()),
-        1,
-        Some(16),
-        None,
-    )
-    .remove(0);
+    let image = images.remove(0);
     let proxy = CuttingProxy::start(&registry, 512 * 1024);
     let via_proxy = format!("{}/{}", proxy.addr, image.split_once('/').unwrap().1);
     let ns = backend.namespace("kipflaky");
@@ -123,7 +109,7 @@ fn registry_down_mid_pull_then_back(backend: Backend) {
 
 #[test]
 fn registry_down_mid_pull_then_back_retried() {
-    for backend in Backend::RUNTIMES {
-        registry_down_mid_pull_then_back(backend);
-    }
+    Backend::RUNTIMES
+        .into_iter()
+        .for_each(registry_down_mid_pull_then_back);
 }

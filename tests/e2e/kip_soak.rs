@@ -11,7 +11,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use e2e::{FakeGateway, component, kernelspec_entry, push_images};
+use e2e::{FakeGateway, kernelspec_entry, push_images};
 use eg_common::ImageRef;
 use kip::{
     admin::Readiness,
@@ -56,10 +56,7 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_cycles_keep_memory_flat() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/soak", 3);

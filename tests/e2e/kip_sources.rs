@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::{Router, extract::Path, http::StatusCode, routing::get};
-use e2e::{Backend, FakeGateway, component, kernelspec_entry, push_images};
+use e2e::{Backend, FakeGateway, kernelspec_entry, push_images};
 use kip::{
     config::{ConfigMapRef, Secret},
     source::{ConfigMapSource, FetchError, Fetched, ImageSource, KernelSpecsSource},
@@ -338,7 +338,7 @@ async fn no_watch_against_a_gateway_that_does_not_offer_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
     let backend = Backend::Cri;
-    let (Some(registry), Some(sock)) = (component("KIP_TEST_REGISTRY"), backend.socket()) else {
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/cri-watch", 2);

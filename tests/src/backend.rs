@@ -137,6 +137,27 @@ impl Backend {
         self.socket().map(|_| registry)
     }
 
+    /// The test registry and `count` images of this backend's own pushed to it
+    /// (`test/<tag>-<what>-<i>:1`, with a random-data layer of `data_mb` MiB if given), when the
+    /// registry and this backend's runtime both run; `None`: the test skips.
+    pub fn push(
+        self,
+        what: &str,
+        count: usize,
+        data_mb: Option<usize>,
+    ) -> Option<(String, Vec<String>)> {
+        let registry = self.with("KIP_TEST_REGISTRY")?;
+        let prefix = format!("test/{}-{what}", self.tag());
+        let images = crate::push_images_with(&registry, &prefix, count, data_mb, None);
+        Some((registry, images))
+    }
+
+    /// The component `var` and this backend's socket, when both run; `None`: the test skips.
+    pub fn with_socket(self, var: &str) -> Option<(String, String)> {
+        let value = component(var)?;
+        self.socket().map(|sock| (value, sock))
+    }
+
     /// The runtime's socket, or `None` (the test skips) when the component is not running.
     pub fn socket(self) -> Option<String> {
         component(match self {

@@ -80,6 +80,19 @@ pub fn kip_command() -> Command {
     cmd
 }
 
+/// The `gateway` binary with a clean environment, its Jupyter data path under `root` and its
+/// API on `127.0.0.1:PORT`, stdin closed. Callers add the rest.
+pub fn gateway_command(root: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(binary("gateway"));
+    cmd.env_clear()
+        .env("JUPYTER_PATH", root)
+        .env("JUPYTER_DATA_DIR", root.join("data"))
+        .env("EG_IP", "127.0.0.1")
+        .env("EG_PORT", port.to_string())
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// stdout and stderr together, for assertions on what the agent printed.
 pub fn output_text(out: &Output) -> String {
     format!(

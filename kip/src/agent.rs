@@ -18,8 +18,8 @@ use crate::{
     admin::Readiness,
     metrics::Metrics,
     plan::{self, Desired},
+    ports::RuntimeError,
     puller::{CycleReport, ImageResult, Puller},
-    runtime::RuntimeError,
     source::{FetchError, Fetched, ImageSource},
 };
 

@@ -1,6 +1,29 @@
-//! The `kip` command line: help, configuration errors, exit codes.
+//! The `kip` command line: help, configuration errors, exit codes. Needs no component: it runs
+//! the binary Cargo builds for these tests.
 
-use e2e::{output_text, run_kip};
+use std::process::{Command, Output};
+
+/// Runs `kip` with a clean environment (only `PATH`, and the disk guard at 100 % so that no test
+/// depends on how full the build machine's disk is) plus `env`.
+fn run_kip(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kip"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KIP_MAX_DISK_USAGE_PERCENT", "100")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run kip")
+}
+
+/// stdout and stderr together.
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 #[test]
 fn help_lists_every_variable_with_defaults() {

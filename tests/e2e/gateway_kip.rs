@@ -37,7 +37,7 @@ fn write_spec(kernels: &Path, name: &str, image: &str) {
 
 /// Whether containerd (through CRI's k8s.io namespace) has the image.
 fn has_image(reference: &str) -> bool {
-    e2e::Backend::Cri.has_image("k8s.io", reference)
+    e2e::Backend::CRI.has_image("k8s.io", reference)
 }
 
 fn wait_image(reference: &str, timeout: Duration) -> Option<Duration> {
@@ -53,7 +53,7 @@ fn wait_image(reference: &str, timeout: Duration) -> Option<Duration> {
 
 #[test]
 fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
-    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     // A prefix of its own per run, so an image left in a reused containerd cannot pass the test.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 /// Whether containerd (through CRI's k8s.io namespace) has the image.
 fn has_image(reference: &str) -> bool {
-    e2e::Backend::Cri.has_image("k8s.io", reference)
+    e2e::Backend::CRI.has_image("k8s.io", reference)
 }
 
 fn spawn_kip(env: &[(&str, &str)], log: &Path) -> Child {
@@ -56,7 +56,7 @@ fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
 /// pulls once the socket appears, without a restart.
 #[test]
 fn runtime_socket_missing_at_start_then_present() {
-    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-late-runtime", 1);
@@ -107,7 +107,7 @@ fn runtime_socket_missing_at_start_then_present() {
 /// the previous list is kept (no image is forgotten), and a later good body is picked up.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_listing_keeps_the_previous_list() {
-    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-malformed", 2);
@@ -175,7 +175,7 @@ async fn malformed_listing_keeps_the_previous_list() {
 /// run pulls the image completely.
 #[test]
 fn sigterm_during_a_pull_then_the_next_run_pulls() {
-    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let image = push_images_with(&registry, "test/fault-sigterm", 1, Some(96), None).remove(0);
@@ -376,7 +376,7 @@ fn unknown_image_and_registry_fail_alone() {
 /// SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
-    let backend = Backend::Cri;
+    let backend = Backend::CRI;
     let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };

@@ -56,7 +56,7 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_cycles_keep_memory_flat() {
-    let Some((registry, sock)) = e2e::Backend::Cri.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/soak", 3);

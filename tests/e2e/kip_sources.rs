@@ -337,7 +337,7 @@ async fn no_watch_against_a_gateway_that_does_not_offer_it() {
 /// image onto the node within seconds: the agent holds a watch instead of waiting the interval.
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
-    let backend = Backend::Cri;
+    let backend = Backend::CRI;
     let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };

@@ -62,17 +62,21 @@ impl PullPath {
 pub enum Backend {
     /// Docker Engine (`KIP_TEST_DOCKER_SOCK`).
     Docker,
-    /// containerd 1.6 through its CRI plugin, namespace k8s.io.
-    Cri,
+    /// containerd through its CRI plugin, namespace k8s.io.
+    Cri(Daemon),
     /// The native containerd backend (`KIP_CONTAINER_RUNTIME=containerd`).
     Containerd(Daemon, PullPath),
 }
 
 impl Backend {
+    /// CRI on containerd 1.6, the CRI most nodes run.
+    pub const CRI: Backend = Backend::Cri(Daemon::V1);
+
     /// Every backend, each once.
-    pub const MATRIX: [Backend; 6] = [
+    pub const MATRIX: [Backend; 7] = [
         Backend::Docker,
-        Backend::Cri,
+        Backend::Cri(Daemon::V1),
+        Backend::Cri(Daemon::V2),
         Backend::Containerd(Daemon::V1, PullPath::Auto),
         Backend::Containerd(Daemon::V2, PullPath::Auto),
         Backend::Containerd(Daemon::V2, PullPath::Native),
@@ -80,12 +84,12 @@ impl Backend {
     ];
 
     /// Docker and CRI.
-    pub const RUNTIMES: [Backend; 2] = [Backend::Docker, Backend::Cri];
+    pub const RUNTIMES: [Backend; 2] = [Backend::Docker, Backend::CRI];
 
     /// One of each runtime: Docker, CRI, the native containerd backend (on 1.6).
     pub const ONE_OF_EACH: [Backend; 3] = [
         Backend::Docker,
-        Backend::Cri,
+        Backend::CRI,
         Backend::Containerd(Daemon::V1, PullPath::Auto),
     ];
 
@@ -99,7 +103,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Docker => "docker",
-            Backend::Cri => "cri",
+            Backend::Cri(_) => "cri",
             Backend::Containerd(..) => "containerd",
         }
     }
@@ -108,7 +112,8 @@ impl Backend {
     pub fn tag(self) -> &'static str {
         match self {
             Backend::Docker => "docker",
-            Backend::Cri => "cri",
+            Backend::Cri(Daemon::V1) => "cri",
+            Backend::Cri(Daemon::V2) => "cri2",
             Backend::Containerd(Daemon::V1, PullPath::Auto) => "cd1",
             Backend::Containerd(Daemon::V1, PullPath::Native) => "cd1-native",
             Backend::Containerd(Daemon::V1, PullPath::Transfer) => "cd1-xfer",
@@ -121,8 +126,7 @@ impl Backend {
     pub fn daemon(self) -> Option<Daemon> {
         match self {
             Backend::Docker => None,
-            Backend::Cri => Some(Daemon::V1),
-            Backend::Containerd(daemon, _) => Some(daemon),
+            Backend::Cri(daemon) | Backend::Containerd(daemon, _) => Some(daemon),
         }
     }
 
@@ -160,10 +164,10 @@ impl Backend {
 
     /// The runtime's socket, or `None` (the test skips) when the component is not running.
     pub fn socket(self) -> Option<String> {
-        component(match self {
-            Backend::Docker => "KIP_TEST_DOCKER_SOCK",
-            Backend::Cri | Backend::Containerd(Daemon::V1, _) => "KIP_TEST_CONTAINERD_SOCK",
-            Backend::Containerd(Daemon::V2, _) => "KIP_TEST_CONTAINERD2_SOCK",
+        component(match self.daemon() {
+            None => "KIP_TEST_DOCKER_SOCK",
+            Some(Daemon::V1) => "KIP_TEST_CONTAINERD_SOCK",
+            Some(Daemon::V2) => "KIP_TEST_CONTAINERD2_SOCK",
         })
     }
 
@@ -253,12 +257,10 @@ impl Backend {
         }
         let snapshotter = self.snapshotter();
         let name = format!("name=={reference}");
-        let mut args = vec!["images", "check"];
-        if self.is_containerd() {
-            args.extend(["--snapshotter", &snapshotter]);
-        }
-        args.push(&name);
-        let check = self.ctr(ns, &args);
+        let check = self.ctr(
+            ns,
+            &["images", "check", "--snapshotter", &snapshotter, &name],
+        );
         let line = check
             .lines()
             .find(|l| l.starts_with(reference))

@@ -411,23 +411,27 @@ async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     // Before any pull, every pull series is there at zero, so alerts have something to read.
     let (status, metrics) = e2e::http_get(&admin, "/metrics");
     assert_eq!(status, 200);
-    for result in [
+    let results = [
         "pulled",
         "not_found",
         "unauthorized",
         "unavailable",
         "timeout",
         "error",
-    ] {
-        let needle = format!("kip_pulls_total{{runtime=\"cri\",result=\"{result}\"}} 0");
-        assert!(
-            metrics.contains(&needle),
-            "{needle} not in /metrics:\n{metrics}"
-        );
-    }
+    ];
+    let zeros = results.map(|r| format!("kip_pulls_total{{runtime=\"cri\",result=\"{r}\"}} 0"));
+    let missing: Vec<&String> = zeros
+        .iter()
+        .filter(|z| !metrics.contains(z.as_str()))
+        .collect();
     assert!(
-        metrics.contains("kip_pull_duration_seconds_count{runtime=\"cri\"} 0"),
-        "{metrics}"
+        missing.is_empty(),
+        "{missing:?} not in /metrics:\n{metrics}"
+    );
+    let histogram = "kip_pull_duration_seconds_count{runtime=\"cri\"} 0";
+    assert!(
+        metrics.contains(histogram),
+        "{histogram} not in /metrics:\n{metrics}"
     );
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

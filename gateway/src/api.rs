@@ -19,7 +19,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use kip_shared::kernelspec::{MAX_WATCH_SECONDS, WATCH_HEADER};
+use eg_common::kernelspec::{MAX_WATCH_SECONDS, WATCH_HEADER};
 use tokio_util::sync::CancellationToken;
 
 use crate::{

@@ -5,7 +5,6 @@
 //! validates them all in one pass and reports every bad variable at once.
 
 use std::{
-    fmt,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -163,27 +162,6 @@ pub struct Args {
     pub ws_client_queue_max_bytes: String,
 }
 
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret value, for the one place that compares it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -212,7 +190,8 @@ pub struct Config {
     pub runtime_dir: PathBuf,
 }
 
-pub use kip_shared::config::{Checker, ConfigError, ConfigErrors};
+pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
+use eg_common::config::{parse_admin_addr, parse_log_level, parse_seconds};
 
 /// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -255,7 +234,7 @@ impl Config {
             .auth_token
             .or_else(|| env("KG_AUTH_TOKEN"))
             .filter(|t| !t.is_empty())
-            .map(Secret);
+            .map(Secret::new);
         let allowed_raw = args.allowed_kernels.unwrap_or_default();
         let allowed_kernels = c
             .check(
@@ -273,13 +252,7 @@ impl Config {
             .check(
                 "EG_ADMIN_ADDR",
                 &args.admin_addr,
-                match args.admin_addr.trim() {
-                    "off" => Ok(None),
-                    a => a
-                        .parse::<SocketAddr>()
-                        .map(Some)
-                        .map_err(|_| "expected IP:PORT or off".to_owned()),
-                },
+                parse_admin_addr(&args.admin_addr),
             )
             .flatten();
         let rescan_interval = c.check(
@@ -540,17 +513,6 @@ fn parse_allowed(raw: &str) -> Result<Option<Vec<String>>, String> {
     Ok((!names.is_empty()).then_some(names))
 }
 
-fn parse_log_level(raw: &str) -> Result<LevelFilter, String> {
-    match raw.trim().to_ascii_uppercase().as_str() {
-        "TRACE" => Ok(LevelFilter::TRACE),
-        "DEBUG" | "10" => Ok(LevelFilter::DEBUG),
-        "INFO" | "20" => Ok(LevelFilter::INFO),
-        "WARNING" | "WARN" | "30" => Ok(LevelFilter::WARN),
-        "ERROR" | "CRITICAL" | "40" | "50" => Ok(LevelFilter::ERROR),
-        _ => Err("expected DEBUG, INFO, WARNING, ERROR or CRITICAL".to_owned()),
-    }
-}
-
 /// Python-style booleans as upstream's settings take them: true/false (any case), 1/0, yes/no.
 fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
@@ -573,14 +535,6 @@ fn parse_fractional_seconds(raw: &str) -> Result<Duration, String> {
     match raw.trim().parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
         _ => Err("expected a positive number of seconds".to_owned()),
-    }
-}
-
-fn parse_seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
-    match raw.trim().parse::<u64>() {
-        Ok(0) if !zero_ok => Err("expected a positive number of seconds".to_owned()),
-        Ok(n) => Ok(Duration::from_secs(n)),
-        Err(_) => Err("expected a whole number of seconds".to_owned()),
     }
 }
 

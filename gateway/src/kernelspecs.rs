@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use kip_shared::kernelspec::{KernelSpec, KernelSpecEntry, KernelSpecsResponse};
+use eg_common::kernelspec::{KernelSpec, KernelSpecEntry, KernelSpecsResponse};
 use serde_json::Value;
 
 /// What shapes the listing besides the files: fixed for the life of the process.

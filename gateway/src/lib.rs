@@ -17,6 +17,4 @@ pub mod kernels;
 pub mod kernels_api;
 pub mod kernelspecs;
 pub mod metrics;
-pub mod shutdown;
-pub mod telemetry;
 pub mod watch;

@@ -6,6 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
+use eg_common::{shutdown, telemetry};
 use gateway::{
     admin::{self, Readiness},
     api::{self, AppState},
@@ -14,7 +15,6 @@ use gateway::{
     kernels_api::Sessions,
     kernelspecs::ListingOptions,
     metrics::Metrics,
-    shutdown, telemetry,
     watch::{self, Store},
 };
 use tracing::{error, info, warn};
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_level);
+    telemetry::init(config.log_level, telemetry::LogFormat::Plain, &["gateway"]);
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,7 +49,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let cancel = shutdown::install().context("installing signal handlers")?;
+    let cancel = shutdown::install("answering held watches and draining")
+        .context("installing signal handlers")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(Readiness::default());
     let options = ListingOptions {
@@ -68,20 +69,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let store = Arc::new(store);
 
-    let admin = match config.admin_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("EG_ADMIN_ADDR={addr}: cannot listen"))?;
-            info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
-            Some(tokio::spawn(admin::serve(
-                listener,
-                admin::router(ready.clone(), metrics.clone()),
-                cancel.clone(),
-            )))
-        }
-        None => None,
-    };
+    let admin = eg_common::admin::start(
+        config.admin_addr,
+        "EG_ADMIN_ADDR",
+        admin::router(ready.clone(), metrics.clone()),
+        cancel.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("EG_IP/EG_PORT {}: cannot listen", config.listen))?;
@@ -146,7 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = reloader.await;
     if let Some(admin) = admin {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
+        admin.stopped().await;
     }
     info!("gateway stopped");
     Ok(())

@@ -11,6 +11,7 @@ use axum::{
     body::Body,
     http::{Request, StatusCode},
 };
+use eg_common::kernelspec::WATCH_HEADER;
 use gateway::{
     api::{self, AppState},
     config::Secret,
@@ -20,7 +21,6 @@ use gateway::{
     watch::{self, Store},
 };
 use http_body_util::BodyExt;
-use kip_shared::kernelspec::WATCH_HEADER;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

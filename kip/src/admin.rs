@@ -1,17 +1,17 @@
-//! The admin endpoint (`kip_shared::admin`) with the agent's readiness and metrics. Readiness is
+//! The admin endpoint (`eg_common::admin`) with the agent's readiness and metrics. Readiness is
 //! a one-way latch, set once the runtime answered and a first cycle completed; `/livez` never
 //! depends on the gateway, registry or runtime, so an outage never gets the agent restarted.
 
 use std::sync::Arc;
 
 use axum::Router;
-pub use kip_shared::admin::{Readiness, serve};
+pub use eg_common::admin::{Readiness, serve};
 
 use crate::metrics::Metrics;
 
 /// The admin routes over the agent's metrics.
 pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    kip_shared::admin::router(
+    eg_common::admin::router(
         ready,
         "not ready: runtime not answering or no cycle completed yet\n",
         Arc::new(move || metrics.encode()),
@@ -26,17 +26,9 @@ mod tests {
     use super::*;
 
     async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let status = buf[9..12].parse().unwrap();
-        (status, buf)
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
     }
 
     #[tokio::test]
@@ -62,6 +54,30 @@ mod tests {
         assert!(body.contains("kip_fetch_total{result=\"ok\"} 1"), "{body}");
         assert_eq!(get_text(addr, "/nope").await.0, 404);
 
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_are_there_before_any_pull() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let metrics = Arc::new(Metrics::for_runtime("cri"));
+        let server = tokio::spawn(serve(
+            listener,
+            router(Arc::new(Readiness::default()), metrics),
+            cancel.clone(),
+        ));
+        let (status, body) = get_text(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        for needle in [
+            "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 0",
+            "kip_pulls_total{runtime=\"cri\",result=\"unavailable\"} 0",
+            "kip_pull_duration_seconds_count{runtime=\"cri\"} 0",
+        ] {
+            assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
+        }
         cancel.cancel();
         server.await.unwrap().unwrap();
     }

@@ -18,8 +18,8 @@ use crate::{
     admin::Readiness,
     metrics::Metrics,
     plan::{self, Desired},
+    ports::RuntimeError,
     puller::{CycleReport, ImageResult, Puller},
-    runtime::RuntimeError,
     source::{FetchError, Fetched, ImageSource},
 };
 
@@ -138,10 +138,17 @@ impl Agent {
         plan::resolve(fetched, self.options.default_registry.as_deref())
     }
 
-    fn log_invalid(desired: &Desired) {
+    /// Logs a list just read (`event`), and each invalid name in it.
+    fn announce(&self, desired: &Desired, event: &str) {
         for invalid in &desired.invalid {
             error!(origin = %invalid.origin, image = %invalid.image, error = %invalid.error, "invalid image name skipped");
         }
+        info!(
+            fetcher = self.source.name(),
+            images = desired.images.len(),
+            invalid = desired.invalid.len(),
+            "{event}"
+        );
     }
 
     /// One cycle: the image list (retried with backoff), then every image. Used by `--once`.
@@ -165,13 +172,7 @@ impl Agent {
             }
         };
         let desired = self.resolve(&candidates);
-        Self::log_invalid(&desired);
-        info!(
-            fetcher = self.source.name(),
-            images = desired.images.len(),
-            invalid = desired.invalid.len(),
-            "image list read"
-        );
+        self.announce(&desired, "image list read");
         let cycle = self.puller.run_cycle(&desired.images, cancel).await?;
         self.cycle_done(&desired, &cycle);
         Ok(OnceReport { desired, cycle })
@@ -211,13 +212,7 @@ impl Agent {
                     if let Fetched::Images(candidates) = fetched {
                         let new = self.resolve(&candidates);
                         if tx.borrow().as_deref() != Some(&new) {
-                            Self::log_invalid(&new);
-                            info!(
-                                fetcher = self.source.name(),
-                                images = new.images.len(),
-                                invalid = new.invalid.len(),
-                                "image list changed"
-                            );
+                            self.announce(&new, "image list changed");
                             tx.send_replace(Some(Arc::new(new)));
                         }
                     }
@@ -331,110 +326,38 @@ async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
+    use std::{
+        collections::HashMap,
+        sync::{Mutex, atomic::Ordering},
     };
-
-    use async_trait::async_trait;
-    use kip_shared::ImageRef;
 
     use super::*;
     use crate::{
         config::PullPolicy,
-        plan::Candidate,
+        fakes::{FakeRuntime, ScriptedSource, images},
+        ports::ErrorKind,
         puller::PullOptions,
-        runtime::{ErrorKind, ImageRuntime, PullOutcome},
     };
 
-    struct ListSource {
-        /// None = fail.
-        script: Vec<Option<Vec<&'static str>>>,
-        calls: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ImageSource for ListSource {
-        fn name(&self) -> &'static str {
-            "List"
-        }
-        async fn fetch(&self) -> Result<Fetched, FetchError> {
-            let i = self
-                .calls
-                .fetch_add(1, Ordering::SeqCst)
-                .min(self.script.len() - 1);
-            match &self.script[i] {
-                Some(names) => Ok(Fetched::Images(
-                    names
-                        .iter()
-                        .map(|n| Candidate::new(*n, "test list"))
-                        .collect(),
-                )),
-                None => Err(FetchError::Status {
-                    url: "http://gw/api/kernelspecs".into(),
-                    status: 503,
-                }),
-            }
-        }
-    }
-
-    #[derive(Default)]
-    struct Runtime {
-        pulls: Mutex<Vec<String>>,
-    }
-
-    /// A source that lists whatever the test put in it.
-    struct LiveSource(Mutex<Vec<&'static str>>);
-
-    #[async_trait]
-    impl ImageSource for LiveSource {
-        fn name(&self) -> &'static str {
-            "Live"
-        }
-        async fn fetch(&self) -> Result<Fetched, FetchError> {
-            Ok(Fetched::Images(
-                self.0
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|n| Candidate::new(*n, "live"))
-                    .collect(),
-            ))
-        }
-    }
-
-    #[async_trait]
-    impl ImageRuntime for Runtime {
-        fn name(&self) -> &'static str {
-            "fake"
-        }
-        async fn version(&self) -> Result<String, RuntimeError> {
-            Ok("fake".into())
-        }
-        async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-            Ok(self.pulls.lock().unwrap().clone())
-        }
-        async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
-            if image.repository().contains("slow") {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            if image.repository().contains("missing") {
-                return Err(RuntimeError::new(ErrorKind::NotFound, "manifest unknown"));
-            }
-            self.pulls.lock().unwrap().push(image.to_string());
-            Ok(PullOutcome::default())
-        }
+    /// A runtime that keeps what it pulled, on which `missing:1` is not found.
+    fn runtime(slow: &[&str]) -> Arc<FakeRuntime> {
+        Arc::new(FakeRuntime {
+            keep_pulled: true,
+            script: Mutex::new(HashMap::from([(
+                "docker.io/library/missing:1".to_owned(),
+                vec![Err(ErrorKind::NotFound); 4],
+            )])),
+            slow: slow.iter().map(|s| (*s).to_owned()).collect(),
+            ..FakeRuntime::default()
+        })
     }
 
     fn make_agent(
         script: Vec<Option<Vec<&'static str>>>,
         interval_ms: u64,
-    ) -> (Agent, Arc<Runtime>, Arc<ListSource>) {
-        let rt = Arc::new(Runtime::default());
-        let source = Arc::new(ListSource {
-            script,
-            calls: AtomicUsize::new(0),
-        });
+    ) -> (Agent, Arc<FakeRuntime>, Arc<ScriptedSource>) {
+        let rt = runtime(&[]);
+        let source = ScriptedSource::lists(script);
         let puller = Puller::new(
             rt.clone(),
             PullOptions {
@@ -468,7 +391,7 @@ mod tests {
     async fn once_names_every_failure() {
         let (agent, rt, _) = make_agent(vec![Some(vec!["a:1", "missing:1", "Bad:1", "b:1"])], 1000);
         let report = agent.run_once(&CancellationToken::new()).await.unwrap();
-        assert_eq!(rt.pulls.lock().unwrap().len(), 2);
+        assert_eq!(rt.pulled.lock().unwrap().len(), 2);
         let failures = report.failures();
         assert_eq!(failures.len(), 2, "{failures:?}");
         assert!(
@@ -511,7 +434,7 @@ mod tests {
         let run = agent.run(&cancel);
         let stop = async {
             for _ in 0..200 {
-                if rt.pulls.lock().unwrap().len() == 2 {
+                if rt.pulled.lock().unwrap().len() == 2 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -520,7 +443,7 @@ mod tests {
         };
         tokio::join!(run, stop);
         assert_eq!(
-            *rt.pulls.lock().unwrap(),
+            *rt.pulled.lock().unwrap(),
             vec!["docker.io/library/a:1", "docker.io/library/b:1"]
         );
         assert!(source.calls.load(Ordering::SeqCst) >= 5);
@@ -528,8 +451,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_pull_never_delays_a_new_image() {
-        let rt = Arc::new(Runtime::default());
-        let source = Arc::new(LiveSource(Mutex::new(vec!["slow:1"])));
+        let rt = runtime(&["docker.io/library/slow:1"]);
+        let source = ScriptedSource::lists(vec![Some(vec!["slow:1"])]);
         let options = PullOptions {
             policy: PullPolicy::IfNotPresent,
             concurrency: 2,
@@ -557,9 +480,15 @@ mod tests {
         let cancel = CancellationToken::new();
         let check = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            source.0.lock().unwrap().push("fresh:1");
+            source.set(images(&["slow:1", "fresh:1"]));
             let started = Instant::now();
-            while !rt.pulls.lock().unwrap().iter().any(|p| p.contains("fresh")) {
+            while !rt
+                .pulled
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.contains("fresh"))
+            {
                 assert!(
                     started.elapsed() < Duration::from_secs(5),
                     "the new image waited for the slow pull"
@@ -570,6 +499,9 @@ mod tests {
         };
         tokio::join!(agent.run(&cancel), check);
         // The slow pull was abandoned at shutdown, never finished.
-        assert_eq!(*rt.pulls.lock().unwrap(), vec!["docker.io/library/fresh:1"]);
+        assert_eq!(
+            *rt.pulled.lock().unwrap(),
+            vec!["docker.io/library/fresh:1"]
+        );
     }
 }

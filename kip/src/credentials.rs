@@ -5,7 +5,7 @@
 use std::{fmt, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -70,10 +70,18 @@ struct AuthEntry {
 impl Keyring {
     /// Reads the files in order; a file that is missing or malformed is an error naming it.
     pub fn load(paths: &[impl AsRef<Path>]) -> Result<Self, CredentialsError> {
+        Self::load_with(paths, |path| std::fs::read(path))
+    }
+
+    /// As [`Keyring::load`], reading each file with `read`.
+    pub fn load_with(
+        paths: &[impl AsRef<Path>],
+        read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Self, CredentialsError> {
         let mut keyring = Self::default();
         for path in paths {
             let path = path.as_ref();
-            let text = std::fs::read(path).map_err(|e| CredentialsError {
+            let text = read(path).map_err(|e| CredentialsError {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;

@@ -4,13 +4,14 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use eg_common::{shutdown, telemetry};
 use kip::{
     admin::{self, Readiness},
     agent::{Agent, AgentOptions},
     config::{Args, Config, PullPolicy},
     metrics::Metrics,
     puller::{PullOptions, Puller},
-    runtime, shutdown, source, telemetry,
+    runtime, source,
 };
 use tracing::{error, info, warn};
 
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_level, config.log_format);
+    telemetry::init(config.logging.level, config.logging.format, &["kip"]);
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,44 +46,44 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let cancel = shutdown::install().context("installing signal handlers")?;
-    let keyring = Arc::new(config.keyring.clone());
+    let cancel = shutdown::install("stopping new pulls").context("installing signal handlers")?;
+    let keyring = Arc::new(config.pull.keyring.clone());
     let runtime = runtime::connect(
-        config.runtime,
-        &config.endpoint,
+        config.runtime.kind,
+        &config.runtime.endpoint,
         keyring.clone(),
-        &config.containerd,
+        &config.runtime.containerd,
     )?;
     let source = source::from_config(&config)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_runtime(runtime.name()));
     let ready = Arc::new(Readiness::default());
     info!(
         runtime = runtime.name(),
-        endpoint = %config.endpoint,
+        endpoint = %config.runtime.endpoint,
         fetcher = source.name(),
-        policy = ?config.pull_policy,
-        pullers = config.num_pullers,
-        interval_s = config.interval.as_secs(),
+        policy = ?config.pull.policy,
+        pullers = config.pull.num_pullers,
+        interval_s = config.pull.interval.as_secs(),
         once = config.once,
         "kip starting"
     );
     let puller = Puller::new(
         runtime,
         PullOptions {
-            policy: config.pull_policy,
-            concurrency: config.num_pullers,
-            attempts: config.num_retries,
-            attempt_timeout: config.pull_timeout,
+            policy: config.pull.policy,
+            concurrency: config.pull.num_pullers,
+            attempts: config.pull.num_retries,
+            attempt_timeout: config.pull.timeout,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
-            max_disk_percent: Some(config.max_disk_usage_percent),
+            max_disk_percent: Some(config.pull.max_disk_usage_percent),
         },
         metrics.clone(),
     );
     // Always pulls only tags whose registry digest moved (a manifest HEAD per tag and cycle).
-    let puller = match config.pull_policy {
+    let puller = match config.pull.policy {
         PullPolicy::Always => {
-            puller.with_resolver(runtime::tag_resolver(&config.containerd, keyring)?)
+            puller.with_resolver(runtime::tag_resolver(&config.runtime.containerd, keyring)?)
         }
         PullPolicy::IfNotPresent => puller,
     };
@@ -90,9 +91,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         source,
         puller,
         AgentOptions {
-            interval: config.interval,
-            default_registry: config.default_registry.clone(),
-            fetch_attempts: config.num_retries,
+            interval: config.pull.interval,
+            default_registry: config.source.default_registry.clone(),
+            fetch_attempts: config.pull.num_retries,
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
         },
@@ -103,23 +104,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         return once(&agent, &cancel).await;
     }
 
-    let admin = match config.admin_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("KIP_ADMIN_ADDR={addr}: cannot listen"))?;
-            info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
-            Some(tokio::spawn(admin::serve(
-                listener,
-                admin::router(ready, metrics),
-                cancel.clone(),
-            )))
-        }
-        None => None,
-    };
+    let admin = eg_common::admin::start(
+        config.admin.addr,
+        "KIP_ADMIN_ADDR",
+        admin::router(ready, metrics),
+        cancel.clone(),
+    )
+    .await?;
     // The loop stops new pulls and abandons running ones on cancellation; the grace period bounds
     // how long that may take.
-    let grace = config.shutdown_grace;
+    let grace = config.admin.shutdown_grace;
     tokio::select! {
         () = agent.run(&cancel) => {}
         () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -127,7 +121,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(admin) = admin {
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        admin.stopped().await;
     }
     info!("kip stopped");
     Ok(ExitCode::SUCCESS)

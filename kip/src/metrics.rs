@@ -5,6 +5,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use eg_common::metrics::MetricsRegistry;
+
+use crate::ports::ErrorKind;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -13,7 +16,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
-    registry::{Registry, Unit},
+    registry::Unit,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,13 +34,21 @@ pub struct RuntimeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabels {
-    /// `ok`, `not_modified` or `error`.
+    /// `ok`, `not_modified` or `error` (image list reads); `unchanged`, `changed` or `error`
+    /// (digest checks).
     pub result: String,
 }
 
+/// The results a pull ends with, besides the failure kinds.
+const PULL_RESULTS: [&str; 2] = ["pulled", "cancelled"];
+/// The results of a read of the image list.
+const FETCH_RESULTS: [&str; 3] = ["ok", "not_modified", "error"];
+/// The results of an `Always` digest check.
+const DIGEST_CHECK_RESULTS: [&str; 3] = ["unchanged", "changed", "error"];
+
 /// Every metric the agent exports, under the `kip_` prefix.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     pulls: Family<PullLabels, Counter>,
     pull_duration: Family<RuntimeLabels, Histogram>,
     pulled_bytes: Family<RuntimeLabels, Counter>,
@@ -56,49 +67,29 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kip");
-        let pulls = Family::<PullLabels, Counter>::default();
-        registry.register("pulls", "Image pulls by runtime and result", pulls.clone());
+        let mut registry = MetricsRegistry::with_prefix("kip");
+        let pulls = registry.counters("pulls", "Image pulls by runtime and result");
         // 0.1 s … ~27 min: kernel images take seconds to many minutes.
-        let pull_duration = Family::<RuntimeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.1, 2.0, 15))
-        });
-        registry.register_with_unit(
+        let pull_duration = registry.histograms(
             "pull_duration",
             "Time to pull one image, all attempts included",
             Unit::Seconds,
-            pull_duration.clone(),
+            || Histogram::new(exponential_buckets(0.1, 2.0, 15)),
         );
-        let pulled_bytes = Family::<RuntimeLabels, Counter>::default();
-        registry.register_with_unit(
+        let pulled_bytes = registry.counters_with_unit(
             "pulled",
             "Bytes downloaded by pulls, where the runtime reports them",
             Unit::Bytes,
-            pulled_bytes.clone(),
         );
-        let images_desired = Gauge::default();
-        registry.register(
-            "images_desired",
-            "Images the sources name",
-            images_desired.clone(),
-        );
-        let images_present = Gauge::default();
-        registry.register(
+        let images_desired = registry.gauge("images_desired", "Images the sources name");
+        let images_present = registry.gauge(
             "images_present",
             "Desired images present on the node after the last cycle",
-            images_present.clone(),
         );
-        let fetches = Family::<FetchLabels, Counter>::default();
-        registry.register(
-            "fetch",
-            "Reads of the image list by result",
-            fetches.clone(),
-        );
-        let digest_checks = Family::<FetchLabels, Counter>::default();
-        registry.register(
+        let fetches = registry.counters("fetch", "Reads of the image list by result");
+        let digest_checks = registry.counters(
             "digest_checks",
             "Always: manifest HEADs by result (unchanged, changed, error)",
-            digest_checks.clone(),
         );
         let last_cycle = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -117,6 +108,38 @@ impl Metrics {
             digest_checks,
             last_cycle,
         }
+    }
+
+    /// The metrics of an agent pulling through `runtime`: every known label set of its counters
+    /// and histograms is there at zero from the start, so alerts have a series to read before
+    /// the first pull.
+    pub fn for_runtime(runtime: &str) -> Self {
+        let m = Self::new();
+        let results = PULL_RESULTS
+            .into_iter()
+            .chain(ErrorKind::ALL.map(ErrorKind::as_str));
+        for result in results {
+            drop(m.pulls.get_or_create(&PullLabels {
+                runtime: runtime.to_owned(),
+                result: result.to_owned(),
+            }));
+        }
+        let labels = RuntimeLabels {
+            runtime: runtime.to_owned(),
+        };
+        drop(m.pull_duration.get_or_create(&labels));
+        drop(m.pulled_bytes.get_or_create(&labels));
+        for (family, results) in [
+            (&m.fetches, &FETCH_RESULTS),
+            (&m.digest_checks, &DIGEST_CHECK_RESULTS),
+        ] {
+            for result in results {
+                drop(family.get_or_create(&FetchLabels {
+                    result: (*result).to_owned(),
+                }));
+            }
+        }
+        m
     }
 
     pub fn record_pull(&self, runtime: &str, result: &str, elapsed: Duration, bytes: Option<u64>) {
@@ -167,10 +190,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        self.registry.encode()
     }
 
     /// Current value of `kip_images_present`, for tests and logs.
@@ -210,5 +230,35 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert!(m.last_cycle_timestamp() > 1.7e9);
+    }
+
+    #[test]
+    fn every_known_series_starts_at_zero() {
+        let text = Metrics::for_runtime("containerd").encode();
+        for result in [
+            "pulled",
+            "cancelled",
+            "not_found",
+            "unauthorized",
+            "unavailable",
+            "timeout",
+            "skipped_disk_pressure",
+            "error",
+        ] {
+            let needle = format!("kip_pulls_total{{runtime=\"containerd\",result=\"{result}\"}} 0");
+            assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+        }
+        for needle in [
+            "kip_pull_duration_seconds_count{runtime=\"containerd\"} 0",
+            "kip_pulled_bytes_total{runtime=\"containerd\"} 0",
+            "kip_fetch_total{result=\"ok\"} 0",
+            "kip_fetch_total{result=\"not_modified\"} 0",
+            "kip_fetch_total{result=\"error\"} 0",
+            "kip_digest_checks_total{result=\"unchanged\"} 0",
+            "kip_digest_checks_total{result=\"changed\"} 0",
+            "kip_digest_checks_total{result=\"error\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
     }
 }

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kip_shared::{ImageRef, ImageRefError};
+use eg_common::{ImageRef, ImageRefError};
 
-use crate::config::PullPolicy;
+use crate::ports::PullPolicy;
 
 /// An image name as a source gave it, with where it came from (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]

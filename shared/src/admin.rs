@@ -1,16 +1,22 @@
 //! The admin endpoint both binaries serve on their own address: `/livez` (the process answers),
 //! `/readyz` (a readiness latch), `/metrics` (Prometheus text).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 /// Readiness, as `/readyz` reports it.
 #[derive(Debug, Default)]
@@ -77,4 +83,32 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
+}
+
+/// The admin endpoint being served, from [`start`].
+pub struct Running(JoinHandle<std::io::Result<()>>);
+
+impl Running {
+    /// Waits (a second at most) for the server to finish after its cancellation.
+    pub async fn stopped(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.0).await;
+    }
+}
+
+/// Listens on `addr` (when set; `var` names its setting in the error) and serves `router` there
+/// until `cancel`.
+pub async fn start(
+    addr: Option<SocketAddr>,
+    var: &str,
+    router: Router,
+    cancel: CancellationToken,
+) -> std::io::Result<Option<Running>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{var}={addr}: cannot listen: {e}")))?;
+    info!(addr = %addr, "admin endpoint listening (/livez, /readyz, /metrics)");
+    Ok(Some(Running(tokio::spawn(serve(listener, router, cancel)))))
 }

@@ -1,6 +1,10 @@
-//! Validation of `KIP_*` / `EG_*` settings that reports every invalid variable at once.
+//! Validation of `KIP_*` / `EG_*` settings that reports every invalid variable at once, and the
+//! parsers both binaries use for the settings they share (log level, admin address, seconds,
+//! secrets).
 
-use std::fmt;
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use tracing::level_filters::LevelFilter;
 
 /// One invalid variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +46,142 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// `raw` parsed by `parse`, or `None` with the problem recorded against `var`.
+    pub fn parse<T>(
+        &mut self,
+        var: &'static str,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        self.check(var, raw, parse(raw))
+    }
+
+    /// Every problem recorded, or `Ok(())` when there is none.
+    pub fn finish(self) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.0))
+        }
+    }
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// An unset or empty value is no secret.
+    pub fn non_empty(s: Option<String>) -> Option<Self> {
+        s.filter(|s| !s.is_empty()).map(Self)
+    }
+
+    /// The secret value, for the one place that sends or compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A log level as upstream's Python processes take it: DEBUG, INFO, WARNING (or WARN), ERROR,
+/// CRITICAL in any case, Python's numbers (10, 20, 30, 40, 50), and TRACE.
+pub fn parse_log_level(raw: &str) -> Result<LevelFilter, String> {
+    match raw.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(LevelFilter::TRACE),
+        "DEBUG" | "10" => Ok(LevelFilter::DEBUG),
+        "INFO" | "20" => Ok(LevelFilter::INFO),
+        "WARNING" | "WARN" | "30" => Ok(LevelFilter::WARN),
+        "ERROR" | "CRITICAL" | "40" | "50" => Ok(LevelFilter::ERROR),
+        _ => Err("expected DEBUG, INFO, WARNING, ERROR or CRITICAL (or 10…50)".to_owned()),
+    }
+}
+
+/// The admin endpoint's address: `IP:PORT`, or `off` (or empty) for none.
+pub fn parse_admin_addr(raw: &str) -> Result<Option<SocketAddr>, String> {
+    match raw.trim() {
+        "off" | "" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|_| "expected IP:PORT (e.g. 0.0.0.0:9090) or off".to_owned()),
+    }
+}
+
+/// A whole number of seconds; 0 only where `zero_ok`.
+pub fn parse_seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(0) if !zero_ok => Err("expected a positive number of seconds".to_owned()),
+        Ok(n) => Ok(Duration::from_secs(n)),
+        Err(_) => Err("expected a whole number of seconds".to_owned()),
+    }
+}
+
+/// A whole number greater than 0.
+pub fn parse_positive(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a whole number greater than 0".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_are_one_grammar() {
+        let table = [
+            (&["DEBUG", "debug", "10"][..], LevelFilter::DEBUG),
+            (&["Info", " 20 "], LevelFilter::INFO),
+            (&["WARNING", "warn", "30"], LevelFilter::WARN),
+            (&["ERROR", "40", "critical", "50"], LevelFilter::ERROR),
+            (&["trace"], LevelFilter::TRACE),
+        ];
+        for (inputs, want) in table {
+            for input in inputs {
+                assert_eq!(parse_log_level(input), Ok(want), "{input}");
+            }
+        }
+        for bad in ["LOUD", "15", "", "0"] {
+            assert!(parse_log_level(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_addr_seconds_and_secrets() {
+        assert_eq!(parse_admin_addr("off"), Ok(None));
+        assert_eq!(parse_admin_addr(" "), Ok(None));
+        assert_eq!(
+            parse_admin_addr("127.0.0.1:9090"),
+            Ok(Some("127.0.0.1:9090".parse().unwrap()))
+        );
+        assert!(parse_admin_addr("localhost").is_err());
+        assert_eq!(parse_seconds("0", true), Ok(Duration::ZERO));
+        assert!(parse_seconds("0", false).is_err());
+        assert!(parse_seconds("-1", true).is_err());
+        assert_eq!(parse_positive(" 3 "), Ok(3));
+        assert!(parse_positive("0").is_err());
+        assert_eq!(Secret::non_empty(Some(String::new())), None);
+        let secret = Secret::non_empty(Some("s3cret".into())).unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+        assert!(!format!("{secret:?}").contains("s3cret"));
+        let mut c = Checker::default();
+        assert_eq!(c.parse("A", " 7 ", parse_positive), Some(7));
+        assert!(c.0.is_empty());
+        c.check::<u8>("A", "x", Err("bad".into()));
+        assert!(c.finish().is_err());
+        assert!(Checker::default().finish().is_ok());
+    }
 
     #[test]
     fn every_problem_is_listed_with_its_variable() {

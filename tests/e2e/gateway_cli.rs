@@ -2,11 +2,13 @@
 //! out of the logs, and SIGTERM with a watch held.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, binary, free_ports, http_get, http_request, run_ok, wait_http};
+use e2e::{
+    ChildGuard, binary, free_ports, gateway_command, http_get, http_request, run_ok, wait_http,
+};
 
 #[test]
 fn invalid_configuration_lists_every_bad_variable_and_exits_2() {
@@ -39,16 +41,10 @@ fn admin_endpoint_token_hygiene_and_sigterm_with_a_held_watch() {
     let admin = format!("127.0.0.1:{}", ports[1]);
     let log = root.path().join("gateway.log");
     let mut child = ChildGuard(
-        Command::new(binary("gateway"))
-            .env_clear()
-            .env("JUPYTER_PATH", root.path())
-            .env("JUPYTER_DATA_DIR", root.path().join("data"))
-            .env("EG_IP", "127.0.0.1")
-            .env("EG_PORT", ports[0].to_string())
+        gateway_command(root.path(), ports[0])
             .env("EG_ADMIN_ADDR", &admin)
             .env("EG_AUTH_TOKEN", token)
             .env("EG_LOG_LEVEL", "DEBUG")
-            .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),

@@ -19,7 +19,7 @@ use std::{
 };
 
 use e2e::{ChildGuard, binary, component, free_ports, http_request, wait_http};
-use kip_shared::kernelspec::WATCH_HEADER;
+use eg_common::kernelspec::WATCH_HEADER;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "compat-token";

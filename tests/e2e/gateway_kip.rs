@@ -9,11 +9,11 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, binary, component, free_ports, push_images, run_ok, wait_http};
+use e2e::{ChildGuard, free_ports, gateway_command, push_images, wait_http};
 use serde_json::json;
 
 const TOKEN: &str = "e2e-gw-token-7d1c";
@@ -35,19 +35,15 @@ fn write_spec(kernels: &Path, name: &str, image: &str) {
     std::fs::rename(tmp, dir.join("kernel.json")).unwrap();
 }
 
-fn has_image(sock: &str, reference: &str) -> bool {
-    run_ok(
-        "ctr",
-        &["--address", sock, "-n", "k8s.io", "images", "ls", "-q"],
-    )
-    .lines()
-    .any(|l| l == reference)
+/// Whether containerd (through CRI's k8s.io namespace) has the image.
+fn has_image(reference: &str) -> bool {
+    e2e::Backend::CRI.has_image("k8s.io", reference)
 }
 
-fn wait_image(sock: &str, reference: &str, timeout: Duration) -> Option<Duration> {
+fn wait_image(reference: &str, timeout: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < timeout {
-        if has_image(sock, reference) {
+        if has_image(reference) {
             return Some(started.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -57,10 +53,7 @@ fn wait_image(sock: &str, reference: &str, timeout: Duration) -> Option<Duration
 
 #[test]
 fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     // A prefix of its own per run, so an image left in a reused containerd cannot pass the test.
@@ -79,15 +72,9 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
     let gateway_log = root.path().join("gateway.log");
     let kip_log = root.path().join("kip.log");
     let _gateway = ChildGuard(
-        Command::new(binary("gateway"))
-            .env_clear()
-            .env("JUPYTER_PATH", root.path())
-            .env("JUPYTER_DATA_DIR", root.path().join("data"))
-            .env("EG_IP", "127.0.0.1")
-            .env("EG_PORT", ports[0].to_string())
+        gateway_command(root.path(), ports[0])
             .env("EG_AUTH_TOKEN", TOKEN)
             .env("EG_ADMIN_ADDR", &gateway_admin)
-            .stdin(Stdio::null())
             .stderr(std::fs::File::create(&gateway_log).unwrap())
             .spawn()
             .expect("start gateway"),
@@ -115,7 +102,7 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
 
     // The first cycle pulls the image the listing names at start.
     assert!(
-        wait_image(&sock, &images[0], Duration::from_secs(60)).is_some(),
+        wait_image(&images[0], Duration::from_secs(60)).is_some(),
         "first image not pulled:\n{}",
         logs()
     );
@@ -139,9 +126,9 @@ fn a_new_kernelspec_puts_its_image_on_the_node_within_3_s() {
         logs()
     );
 
-    assert!(!has_image(&sock, &images[1]));
+    assert!(!has_image(&images[1]));
     write_spec(&kernels, "r_kubernetes", &images[1]);
-    let took = wait_image(&sock, &images[1], Duration::from_secs(3));
+    let took = wait_image(&images[1], Duration::from_secs(3));
     assert!(
         took.is_some(),
         "the new kernelspec's image was not on the node within 3 s:\n{}",

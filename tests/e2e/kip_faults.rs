@@ -3,22 +3,19 @@
 
 use std::{
     path::Path,
-    process::{Child, Command},
+    process::Child,
     time::{Duration, Instant},
 };
 
 use e2e::{
-    FakeGateway, component, free_port, http_get, kernelspec_entry, push_images, run_kip, run_ok,
+    Backend, FakeGateway, PullPath, free_port, http_get, kernelspec_entry, push_images,
+    push_images_with, run_kip, run_ok,
 };
 use serde_json::json;
 
-fn has_image(sock: &str, reference: &str) -> bool {
-    run_ok(
-        "ctr",
-        &["--address", sock, "-n", "k8s.io", "images", "ls", "-q"],
-    )
-    .lines()
-    .any(|l| l == reference)
+/// Whether containerd (through CRI's k8s.io namespace) has the image.
+fn has_image(reference: &str) -> bool {
+    e2e::Backend::CRI.has_image("k8s.io", reference)
 }
 
 fn spawn_kip(env: &[(&str, &str)], log: &Path) -> Child {
@@ -59,10 +56,7 @@ fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
 /// pulls once the socket appears, without a restart.
 #[test]
 fn runtime_socket_missing_at_start_then_present() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-late-runtime", 1);
@@ -99,7 +93,7 @@ fn runtime_socket_missing_at_start_then_present() {
         http_get(&admin, "/readyz").0 == 200
     });
     assert!(ready, "not ready after the runtime appeared:\n{}", text());
-    assert!(has_image(&sock, &images[0]), "{}", text());
+    assert!(has_image(&images[0]), "{}", text());
     assert!(text().contains("cycle did not complete"), "{}", text());
     assert_eq!(
         terminate(&mut child, Duration::from_secs(12)),
@@ -113,10 +107,7 @@ fn runtime_socket_missing_at_start_then_present() {
 /// the previous list is kept (no image is forgotten), and a later good body is picked up.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_listing_keeps_the_previous_list() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/fault-malformed", 2);
@@ -138,7 +129,7 @@ async fn malformed_listing_keeps_the_previous_list() {
     );
     let text = || std::fs::read_to_string(&log).unwrap();
     let first = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(30), || has_image(&sock, &images[0]))
+        wait_until(Duration::from_secs(30), || has_image(&images[0]))
     });
     assert!(first, "{}", text());
 
@@ -169,7 +160,7 @@ async fn malformed_listing_keeps_the_previous_list() {
     gateway
         .set_body(json!({"kernelspecs": {"a": spec("a", &images[0]), "b": spec("b", &images[1])}}));
     let second = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(30), || has_image(&sock, &images[1]))
+        wait_until(Duration::from_secs(30), || has_image(&images[1]))
     });
     assert!(second, "{}", text());
     assert_eq!(
@@ -184,23 +175,10 @@ async fn malformed_listing_keeps_the_previous_list() {
 /// run pulls the image completely.
 #[test]
 fn sigterm_during_a_pull_then_the_next_run_pulls() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
-    let out = Command::new("bash")
-        .arg(e2e::repo_root().join("tests/scripts/build-images.sh"))
-        .args([registry.as_str(), "test/fault-sigterm", "1", "96"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let image = push_images_with(&registry, "test/fault-sigterm", 1, Some(96), None).remove(0);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("kip.log");
     let env = [
@@ -323,4 +301,194 @@ fn second_signal_exits_at_once() {
     assert_eq!(code, Some(130), "{text}");
     assert!(took < Duration::from_millis(700), "took {took:?}:\n{text}");
     assert!(text.contains("second signal: exiting at once"), "{text}");
+}
+
+/// An unknown image fails once as not_found; an unknown registry is retried as unavailable;
+/// the good images still land.
+fn unknown_image_and_registry(backend: Backend) {
+    let Some((registry, mut images)) = backend.push("unknown", 2, None) else {
+        return;
+    };
+    let missing = format!("{registry}/test/{}-never-pushed:1", backend.tag());
+    // A registry nobody listens on: unreachable, retried, then reported.
+    let unreachable = "127.0.0.1:1/test/nowhere:1".to_owned();
+    images.insert(1, missing.clone());
+    images.push(unreachable.clone());
+    let good = [images[0].clone(), images[2].clone()];
+    let ns = backend.namespace("kipunknown");
+    let text = backend
+        .kip(&ns, &images)
+        .env("KIP_NUM_RETRIES", "2")
+        .expect(1);
+    backend.assert_taken(&text, &good);
+    let summary = text
+        .split("image(s) not pulled:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    let line = |needle: &str| {
+        summary
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in summary: {summary}"))
+            .to_owned()
+    };
+    let m = line(&missing);
+    assert!(m.contains(&format!("{missing}: not_found")), "{m}");
+    assert!(
+        m.contains("after 1 attempt(s)"),
+        "not-found must not be retried: {m}"
+    );
+    if let Backend::Containerd(daemon, path) = backend {
+        if path.on(daemon) == PullPath::Transfer {
+            assert!(m.contains("containerd: transfer"), "{m}");
+        } else {
+            assert!(m.contains("manifest"), "{m}");
+        }
+    }
+    let u = line(&unreachable);
+    assert!(
+        u.contains("after 2 attempt(s)"),
+        "unreachable registry must be retried: {u}"
+    );
+    assert!(u.contains("127.0.0.1:1"), "{u}");
+    if backend.is_containerd() {
+        assert!(u.contains("unavailable"), "{u}");
+    }
+    for good in &good {
+        assert!(
+            !summary.contains(good.as_str()),
+            "{good} reported as failed"
+        );
+        backend.assert_complete(&ns, good);
+    }
+    backend.assert_clean(&ns);
+}
+
+#[test]
+fn unknown_image_and_registry_fail_alone() {
+    Backend::MATRIX
+        .into_iter()
+        .for_each(unknown_image_and_registry);
+}
+
+/// The daemon: the gateway is down at start, the agent stays up (live, not ready) and retries with
+/// backoff, pulls once the gateway answers (then ready, with metrics), and exits 0 promptly on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
+    let backend = Backend::CRI;
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
+        return;
+    };
+    let images = push_images(&registry, "test/cri-daemon", 1);
+    // Choose the gateway's port, but do not listen yet.
+    let port = e2e::free_port();
+    let admin = format!("127.0.0.1:{}", e2e::free_port());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = e2e::kip_command()
+        .env("KIP_GATEWAY_HOST", format!("http://127.0.0.1:{port}"))
+        .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
+        .env("KIP_CONTAINER_RUNTIME", "cri")
+        .env("KIP_ADMIN_ADDR", &admin)
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kip exited while the gateway was down"
+    );
+    assert_eq!(
+        e2e::http_get(&admin, "/livez").0,
+        200,
+        "not live while the gateway is down"
+    );
+    assert_eq!(
+        e2e::http_get(&admin, "/readyz").0,
+        503,
+        "ready before any cycle completed"
+    );
+    // Before any pull, every pull series is there at zero, so alerts have something to read.
+    let (status, metrics) = e2e::http_get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    let results = [
+        "pulled",
+        "not_found",
+        "unauthorized",
+        "unavailable",
+        "timeout",
+        "error",
+    ];
+    let zeros = results.map(|r| format!("kip_pulls_total{{runtime=\"cri\",result=\"{r}\"}} 0"));
+    let missing: Vec<&String> = zeros
+        .iter()
+        .filter(|z| !metrics.contains(z.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not in /metrics:\n{metrics}"
+    );
+    let histogram = "kip_pull_duration_seconds_count{runtime=\"cri\"} 0";
+    assert!(
+        metrics.contains(histogram),
+        "{histogram} not in /metrics:\n{metrics}"
+    );
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let body = json!({"default": "k", "kernelspecs": {"k": kernelspec_entry("k", json!({"image_name": images[0]}))}});
+    let _gateway = FakeGateway::start_on(listener, body, None);
+    let mut ready = false;
+    for _ in 0..60 {
+        if e2e::http_get(&admin, "/readyz").0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(ready, "not ready after the gateway came up:\n{text}");
+    assert!(
+        backend.has_image("k8s.io", &images[0]),
+        "ready but the image is missing:\n{text}"
+    );
+    assert!(
+        text.contains("image list unavailable"),
+        "no retry logged:\n{text}"
+    );
+    let (status, metrics) = e2e::http_get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "kip_pulls_total{runtime=\"cri\",result=\"pulled\"} 1",
+        "kip_fetch_total{result=\"error\"}",
+        "kip_fetch_total{result=\"ok\"} 1",
+        "kip_images_desired 1",
+        "kip_images_present 1",
+        "kip_pull_duration_seconds_count{runtime=\"cri\"} 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
+    }
+
+    run_ok("kill", &["-TERM", &child.id().to_string()]);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "kip did not stop within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
 }

@@ -11,7 +11,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use e2e::{FakeGateway, component, kernelspec_entry, push_images};
+use e2e::{FakeGateway, kernelspec_entry, push_images};
+use eg_common::ImageRef;
 use kip::{
     admin::Readiness,
     agent::{Agent, AgentOptions},
@@ -21,7 +22,6 @@ use kip::{
     runtime::{CriRuntime, ImageRuntime, PullOutcome, RuntimeError},
     source::KernelSpecsSource,
 };
-use kip_shared::ImageRef;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +39,9 @@ impl ImageRuntime for Counting {
     async fn version(&self) -> Result<String, RuntimeError> {
         self.inner.version().await
     }
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
+    async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_images().await
+        self.inner.list_image_records().await
     }
     async fn pull(&self, image: &ImageRef) -> Result<PullOutcome, RuntimeError> {
         self.inner.pull(image).await
@@ -56,10 +56,7 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_cycles_keep_memory_flat() {
-    let (Some(registry), Some(sock)) = (
-        component("KIP_TEST_REGISTRY"),
-        component("KIP_TEST_CONTAINERD_SOCK"),
-    ) else {
+    let Some((registry, sock)) = e2e::Backend::CRI.with_socket("KIP_TEST_REGISTRY") else {
         return;
     };
     let images = push_images(&registry, "test/soak", 3);

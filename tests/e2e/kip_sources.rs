@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::{Router, extract::Path, http::StatusCode, routing::get};
-use e2e::{FakeGateway, kernelspec_entry};
+use e2e::{Backend, FakeGateway, kernelspec_entry, push_images};
 use kip::{
     config::{ConfigMapRef, Secret},
     source::{ConfigMapSource, FetchError, Fetched, ImageSource, KernelSpecsSource},
@@ -24,15 +24,7 @@ fn listing(specs: &[(&str, Value)]) -> Value {
 }
 
 fn source(gateway: &FakeGateway, token: Option<&str>) -> KernelSpecsSource {
-    let token = token.map(|t| {
-        // Secret has no public constructor outside config; go through the CLI parser.
-        let args = <kip::config::Args as clap::Parser>::try_parse_from(["kip", "--auth-token", t])
-            .unwrap();
-        kip::config::Config::from_args(args)
-            .unwrap()
-            .auth_token
-            .unwrap()
-    });
+    let token = token.map(Secret::new);
     KernelSpecsSource::new(
         &gateway.url.parse().unwrap(),
         token.map(|t: Secret| t),
@@ -339,4 +331,65 @@ async fn no_watch_against_a_gateway_that_does_not_offer_it() {
     assert_eq!(src.fetch().await.unwrap(), Fetched::NotModified);
     assert!(!src.watches());
     assert!(gw.requests().iter().all(|r| r.uri == "/api/kernelspecs"));
+}
+
+/// With the default KIP_INTERVAL (300 s), a gateway that offers watches gets a new kernelspec's
+/// image onto the node within seconds: the agent holds a watch instead of waiting the interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
+    let backend = Backend::CRI;
+    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
+        return;
+    };
+    let images = push_images(&registry, "test/cri-watch", 2);
+    let spec = |name: &str, image: &str| kernelspec_entry(name, json!({"image_name": image}));
+    let gateway = FakeGateway::start_watching(
+        json!({"default": "a", "kernelspecs": {"a": spec("a", &images[0])}}),
+        None,
+    )
+    .await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = e2e::kip_command()
+        .env("KIP_GATEWAY_HOST", &gateway.url)
+        .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
+        .env("KIP_CONTAINER_RUNTIME", "cri")
+        .env("KIP_ADMIN_ADDR", "off")
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |image: &str, limit: std::time::Duration| {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if backend.has_image("k8s.io", image) {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    };
+    let first =
+        tokio::task::block_in_place(|| wait_for(&images[0], std::time::Duration::from_secs(30)));
+    assert!(
+        first.is_some(),
+        "{}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
+
+    gateway.set_body(json!({"default": "a", "kernelspecs": {"a": spec("a", &images[0]), "b": spec("b", &images[1])}}));
+    let second =
+        tokio::task::block_in_place(|| wait_for(&images[1], std::time::Duration::from_secs(10)));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let second = second.unwrap_or_else(|| panic!("new image not pulled within 10 s:\n{text}"));
+    assert!(
+        second < std::time::Duration::from_secs(3),
+        "took {second:?}:\n{text}"
+    );
+    assert!(
+        gateway.requests().iter().any(|r| r.uri.contains("wait=")),
+        "no watch was held"
+    );
 }

@@ -1,5 +1,10 @@
 //! Helpers for the end-to-end tests: the components `tests/scripts/env-up.sh` started, the
-//! binaries under test, test images, and an upstream-shaped fake gateway.
+//! binaries under test, test images, an upstream-shaped fake gateway, one HTTP client, and the
+//! backend matrix with a builder for running the agent ([`backend`]).
+
+pub mod backend;
+
+pub use backend::{Backend, Daemon, Kip, PullPath, repo_of, unique};
 
 use std::{
     path::{Path, PathBuf},
@@ -75,6 +80,19 @@ pub fn kip_command() -> Command {
     cmd
 }
 
+/// The `gateway` binary with a clean environment, its Jupyter data path under `root` and its
+/// API on `127.0.0.1:PORT`, stdin closed. Callers add the rest.
+pub fn gateway_command(root: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(binary("gateway"));
+    cmd.env_clear()
+        .env("JUPYTER_PATH", root)
+        .env("JUPYTER_DATA_DIR", root.join("data"))
+        .env("EG_IP", "127.0.0.1")
+        .env("EG_PORT", port.to_string())
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// stdout and stderr together, for assertions on what the agent printed.
 pub fn output_text(out: &Output) -> String {
     format!(
@@ -124,6 +142,20 @@ pub fn push_images_with(
         .collect()
 }
 
+/// Points tag `to` (`REPO:TAG` in the test registry) at the image `from` names.
+pub fn retag(registry: &str, from: &str, to: &str) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/build-images.sh"))
+        .args(["--retag", registry, from, to])
+        .output()
+        .expect("run build-images.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes a Docker config (`{"auths": {REGISTRY: ENTRY}}`, the form of a Kubernetes
 /// `.dockerconfigjson` pull secret) to `path`.
 pub fn write_docker_config(path: &Path, registry: &str, entry: Value) {
@@ -157,23 +189,13 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
 
 /// A plain HTTP GET on loopback: (status, body). Connection errors are status 0.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    match http_request(addr, path, &[]) {
+        Some(reply) => (
+            reply.status,
+            String::from_utf8_lossy(&reply.body).into_owned(),
+        ),
+        None => (0, String::new()),
+    }
 }
 
 /// A free port on 127.0.0.1 (nothing listens on it when this returns).
@@ -528,4 +550,26 @@ impl CuttingProxy {
     pub fn cuts(&self) -> usize {
         self.cuts.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Standard base64 (with `+`, `/` and padding), as Docker config files hold credentials.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -4,14 +4,14 @@
 use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
+use eg_common::ImageRef;
 use k8s_cri::v1::{
     AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
-use kip_shared::ImageRef;
 use tonic::{Code, Status, transport::Channel};
 
-use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use crate::ports::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{config::Endpoint, credentials::Keyring};
 
 /// gRPC messages from ListImages can be large on busy nodes.
@@ -73,15 +73,6 @@ impl ImageRuntime for CriRuntime {
             "{} {} (CRI {})",
             v.runtime_name, v.runtime_version, v.runtime_api_version
         ))
-    }
-
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self
-            .list_image_records()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
     }
 
     async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {

@@ -9,15 +9,15 @@ use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE};
 use bollard::{ClientVersion, Docker, query_parameters::ListImagesOptionsBuilder};
 use bytes::{Buf, Bytes, BytesMut};
+use eg_common::ImageRef;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use kip_shared::ImageRef;
 use serde::Deserialize;
 use tokio::net::{TcpStream, UnixStream};
 use tracing::debug;
 
-use super::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
+use crate::ports::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{
     config::Endpoint,
     credentials::{Credential, Keyring},
@@ -235,15 +235,6 @@ impl ImageRuntime for DockerRuntime {
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default()
         ))
-    }
-
-    async fn list_images(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self
-            .list_image_records()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
     }
 
     async fn list_image_records(&self) -> Result<Vec<Vec<String>>, RuntimeError> {

@@ -61,45 +61,8 @@ impl ImageSource for CombinedSource {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
-
-    /// Answers from a script, one entry per call, then repeats the last.
-    struct Scripted {
-        script: Vec<Option<Fetched>>,
-        calls: AtomicUsize,
-    }
-
-    impl Scripted {
-        fn new(script: Vec<Option<Fetched>>) -> Arc<Self> {
-            Arc::new(Self {
-                script,
-                calls: AtomicUsize::new(0),
-            })
-        }
-    }
-
-    #[async_trait]
-    impl ImageSource for Scripted {
-        fn name(&self) -> &'static str {
-            "Scripted"
-        }
-        async fn fetch(&self) -> Result<Fetched, FetchError> {
-            let i = self
-                .calls
-                .fetch_add(1, Ordering::SeqCst)
-                .min(self.script.len() - 1);
-            self.script[i].clone().ok_or(FetchError::Status {
-                url: "http://gw".into(),
-                status: 503,
-            })
-        }
-    }
-
-    fn images(names: &[&str]) -> Fetched {
-        Fetched::Images(names.iter().map(|n| Candidate::new(*n, "t")).collect())
-    }
+    use crate::fakes::{ScriptedSource, images};
 
     fn names(f: Fetched) -> Vec<String> {
         match f {
@@ -110,13 +73,13 @@ mod tests {
 
     #[tokio::test]
     async fn one_failing_source_keeps_the_others() {
-        let gateway = Scripted::new(vec![
+        let gateway = ScriptedSource::new(vec![
             None,
             Some(images(&["k:1"])),
             None,
             Some(Fetched::NotModified),
         ]);
-        let list = Scripted::new(vec![
+        let list = ScriptedSource::new(vec![
             Some(images(&["s:1"])),
             Some(images(&["s:1"])),
             Some(images(&["s:2"])),
@@ -134,7 +97,10 @@ mod tests {
 
     #[tokio::test]
     async fn all_failing_is_an_error() {
-        let c = CombinedSource::new(vec![Scripted::new(vec![None]), Scripted::new(vec![None])]);
+        let c = CombinedSource::new(vec![
+            ScriptedSource::new(vec![None]),
+            ScriptedSource::new(vec![None]),
+        ]);
         let err = c.fetch().await.unwrap_err().to_string();
         assert!(err.starts_with("every source failed"), "{err}");
     }

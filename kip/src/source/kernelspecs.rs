@@ -9,7 +9,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use kip_shared::kernelspec::{WATCH_HEADER, images_in_listing};
+use eg_common::kernelspec::{WATCH_HEADER, images_in_listing};
 use reqwest::{
     StatusCode, Url,
     header::{AUTHORIZATION, ETAG, HeaderValue, IF_NONE_MATCH},

@@ -37,7 +37,7 @@ pub enum FetchError {
     #[error("{url}: {error}")]
     Listing {
         url: String,
-        error: kip_shared::kernelspec::ListingError,
+        error: eg_common::kernelspec::ListingError,
     },
     #[error("ConfigMap {namespace}/{name}: {message}")]
     ConfigMap {
@@ -71,26 +71,29 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn ImageSource>, FetchError> 
     let build = |kind: FetcherKind| -> Result<Arc<dyn ImageSource>, FetchError> {
         Ok(match kind {
             FetcherKind::KernelSpecs => Arc::new(KernelSpecsSource::new(
-                &config.gateway_url,
-                config.auth_token.clone(),
-                config.validate_cert,
-                config.fetch_timeout,
+                &config.source.gateway_url,
+                config.source.auth_token.clone(),
+                config.source.validate_cert,
+                config.source.fetch_timeout,
                 // Only the daemon with the gateway as its one source holds watches; a combined
                 // source asks every source each interval.
-                (!config.once && config.fetcher == FetcherKind::KernelSpecs)
-                    .then_some(config.watch_wait)
+                (!config.once && config.source.fetcher == FetcherKind::KernelSpecs)
+                    .then_some(config.source.watch_wait)
                     .flatten(),
             )?),
-            FetcherKind::StaticList => Arc::new(StaticListSource::new(config.images.clone())),
+            FetcherKind::StaticList => {
+                Arc::new(StaticListSource::new(config.source.images.clone()))
+            }
             FetcherKind::ConfigMap => {
-                Arc::new(ConfigMapSource::in_cluster(config.configmap.clone()))
+                Arc::new(ConfigMapSource::in_cluster(config.source.configmap.clone()))
             }
             FetcherKind::Combined => unreachable!("validated: Combined is never internal"),
         })
     };
-    match config.fetcher {
+    match config.source.fetcher {
         FetcherKind::Combined => Ok(Arc::new(CombinedSource::new(
             config
+                .source
                 .internal_fetchers
                 .iter()
                 .map(|k| build(*k))

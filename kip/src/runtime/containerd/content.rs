@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
 use super::{Ctx, grpc_error};
-use crate::runtime::{ErrorKind, RuntimeError};
+use crate::ports::{ErrorKind, RuntimeError};
 
 /// Largest WRITE message: a bigger body chunk is cut into slices of at most this size. Every
 /// message is buffered whole on its way (its data, tonic's encoding, HTTP/2's send queue), so

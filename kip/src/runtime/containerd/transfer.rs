@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use containerd_client::{
@@ -28,18 +28,19 @@ use containerd_client::{
         },
     },
 };
-use kip_shared::ImageRef;
+use eg_common::ImageRef;
 use prost::{Message, Name};
 use prost_types::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::{CRI_IMAGE_LABEL, Ctx, grpc_error, registry::node_platform};
+use super::{CRI_IMAGE_LABEL, ContainerdRuntime, Ctx, grpc_error};
 use crate::{
     credentials::Credential,
-    runtime::{ErrorKind, RuntimeError},
+    ports::{ErrorKind, PullOutcome, RuntimeError},
+    registry::node_platform,
 };
 
 /// The plugin type of containerd's transfer implementations (`local` on 1.7+/2.x).
@@ -279,6 +280,53 @@ pub(crate) async fn pull(
             }
         }
         _ => transfer.await,
+    }
+}
+
+impl ContainerdRuntime {
+    /// Pulls through the daemon's Transfer service, then checks that the image was unpacked for
+    /// our snapshotter: a daemon whose transfer `unpack_config` lacks it fetches without
+    /// unpacking, and the native path then unpacks what was fetched.
+    pub(super) async fn transfer_pull(
+        &self,
+        image: &ImageRef,
+    ) -> Result<PullOutcome, RuntimeError> {
+        let started = Instant::now();
+        let ctx = self.ctx(None);
+        self.check_room_before_transfer(&ctx, image).await?;
+        pull(
+            &ctx,
+            image,
+            self.keyring.lookup(image),
+            self.registry.is_plain_http(image),
+            self.config.hosts_dir.as_deref(),
+        )
+        .await?;
+        let transfer_ms = started.elapsed().as_millis() as u64;
+        match self.unpacked_config(&ctx, image).await? {
+            Some(config) => {
+                info!(
+                    image = %image,
+                    path = "transfer",
+                    config = %config,
+                    total_ms = transfer_ms,
+                    "containerd pull done"
+                );
+                Ok(PullOutcome {
+                    image_id: Some(config),
+                    bytes: None,
+                })
+            }
+            None => {
+                warn!(
+                    image = %image,
+                    snapshotter = %self.config.snapshotter,
+                    "containerd's Transfer service did not unpack the image for this snapshotter \
+                     (not in its unpack_config); unpacking natively"
+                );
+                self.native_pull(image).await
+            }
+        }
     }
 }
 

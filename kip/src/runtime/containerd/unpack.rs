@@ -17,8 +17,9 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
 
-use super::{Ctx, grpc_error, registry::Descriptor};
-use crate::runtime::{ErrorKind, RuntimeError};
+use super::{Ctx, grpc_error};
+use crate::ports::{ErrorKind, RuntimeError};
+use crate::registry::Descriptor;
 
 /// The part of an image config that unpacking needs.
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,5 @@
-//! One cancellation root for the whole agent: SIGTERM or SIGINT cancels it; a second signal
-//! exits at once.
+//! One cancellation root for a whole process: SIGTERM or SIGINT cancels it; a second signal exits
+//! at once with [`FORCED_EXIT_CODE`].
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -8,8 +8,9 @@ use tracing::{info, warn};
 /// Exit code for a forced exit on a second signal (128 + SIGINT, as shells report it).
 pub const FORCED_EXIT_CODE: i32 = 130;
 
-/// Spawns the signal watcher and returns the root token it cancels.
-pub fn install() -> std::io::Result<CancellationToken> {
+/// Spawns the signal watcher and returns the root token it cancels. `draining` says, in the log
+/// line of the first signal, what the process does while it stops (e.g. "stopping new pulls").
+pub fn install(draining: &'static str) -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -19,7 +20,7 @@ pub fn install() -> std::io::Result<CancellationToken> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        info!(signal = name, "shutdown requested; stopping new pulls");
+        info!(signal = name, "shutdown requested; {draining}");
         root.cancel();
         tokio::select! {
             _ = term.recv() => {},

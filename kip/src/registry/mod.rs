@@ -1,4 +1,5 @@
-//! A small OCI distribution client: resolves a reference to the node's manifest and streams
+//! A small OCI distribution client, used by the containerd backend's pulls and by every
+//! runtime's `Always` digest checks: resolves a reference to the node's manifest and streams
 //! blobs. Authentication follows the registry's challenge: Basic with the keyring's credential,
 //! or the Bearer-token flow Docker Hub, GHCR and Harbor use (the token endpoint is asked with the
 //! credential as Basic auth, anonymously without one).
@@ -9,201 +10,26 @@ use std::{
     time::Duration,
 };
 
-use kip_shared::ImageRef;
-use reqwest::{StatusCode, header};
+use eg_common::ImageRef;
+use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
+mod auth;
+mod manifest;
+
+use self::auth::{Auth, Challenge, is_basic_challenge, parse_bearer_challenge};
+pub(crate) use self::manifest::{
+    DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Fetched, Index, Manifest, OCI_INDEX, OCI_MANIFEST,
+    Resolved, node_platform, select_platform, sha256_digest,
+};
 use crate::{
     credentials::{Credential, Keyring},
-    runtime::{ErrorKind, RuntimeError},
+    ports::{ErrorKind, RuntimeError},
 };
-
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Largest manifest or config accepted into memory.
 const MAX_SMALL_BLOB: u64 = 4 * 1024 * 1024;
-
-/// An OCI descriptor, as manifests carry them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: i64,
-    #[serde(default)]
-    pub platform: Option<Platform>,
-}
-
-/// The platform of an index entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub(crate) struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-/// An image manifest (OCI or Docker schema 2).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-}
-
-/// An index or manifest list.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Index {
-    pub manifests: Vec<Descriptor>,
-}
-
-/// A document fetched from the registry with its descriptor.
-#[derive(Debug, Clone)]
-pub(crate) struct Fetched {
-    pub descriptor: Descriptor,
-    pub bytes: Vec<u8>,
-}
-
-/// A resolved reference: the node's manifest, and the index it was chosen from, if any.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
-    pub index: Option<Fetched>,
-    pub manifest: Fetched,
-    pub parsed: Manifest,
-}
-
-impl Resolved {
-    /// What the image record points at: the index if there was one, else the manifest.
-    pub(crate) fn target(&self) -> &Descriptor {
-        self.index
-            .as_ref()
-            .map_or(&self.manifest.descriptor, |i| &i.descriptor)
-    }
-}
-
-/// The node's platform in OCI words.
-pub(crate) fn node_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    ("linux", arch)
-}
-
-/// Picks the manifest for `os`/`arch` from an index: an exact variant match first (arm64
-/// images say `v8`), then any entry of that os and architecture. Attestation manifests carry
-/// platform `unknown/unknown` and are never chosen.
-pub(crate) fn select_platform<'a>(
-    manifests: &'a [Descriptor],
-    os: &str,
-    arch: &str,
-    variant: Option<&str>,
-) -> Option<&'a Descriptor> {
-    let candidates = || {
-        manifests.iter().filter(|d| {
-            matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST | "")
-                && d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == os && p.architecture == arch)
-        })
-    };
-    candidates()
-        .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_deref()) == variant)
-        .or_else(|| candidates().next())
-}
-
-/// A `WWW-Authenticate: Bearer …` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
-    pub realm: String,
-    pub service: Option<String>,
-    pub scope: Option<String>,
-}
-
-/// Parses a Bearer challenge (`Bearer realm="…",service="…",scope="…"`); other schemes give
-/// `None`. Quoted values may hold commas and escaped quotes.
-pub(crate) fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
-    let header = header.trim();
-    let (scheme, rest) = header.split_once(char::is_whitespace)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut params = HashMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars
-            .by_ref()
-            .take_while(|c| *c != '=')
-            .collect::<String>()
-            .trim()
-            .to_ascii_lowercase();
-        if key.is_empty() {
-            break;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.peek().copied() {
-                if c == ',' {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-            value = value.trim().to_owned();
-        }
-        params.insert(key, value);
-    }
-    Some(Challenge {
-        realm: params.remove("realm").filter(|r| !r.is_empty())?,
-        service: params.remove("service"),
-        scope: params.remove("scope"),
-    })
-}
-
-/// Whether a `WWW-Authenticate` header challenges with the Basic scheme.
-pub(crate) fn is_basic_challenge(header: &str) -> bool {
-    let scheme = header
-        .trim()
-        .split(char::is_whitespace)
-        .next()
-        .unwrap_or("");
-    scheme.eq_ignore_ascii_case("basic")
-}
-
-/// How requests to one repository authenticate, once a challenge said so.
-#[derive(Debug, Clone)]
-enum Auth {
-    Bearer(String),
-    /// Basic with the keyring's credential for the image.
-    Basic,
-}
-
-/// `sha256:<hex>` of bytes.
-pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// Whether a registry host is a loopback one (HTTPS first, plain HTTP when it does not speak TLS,
 /// as containerd does for localhost).
@@ -351,25 +177,11 @@ impl Registry {
         format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
-    /// GET with the repository's known authentication; on a challenge (Bearer: fetch a token;
-    /// Basic: the keyring's credential, if it has one) retries once.
-    async fn get(
-        &self,
-        image: &ImageRef,
-        url: &str,
-        accept: Option<&str>,
-        range_from: Option<u64>,
-        what: &str,
-    ) -> Result<reqwest::Response, RuntimeError> {
-        self.send(reqwest::Method::GET, image, url, accept, range_from, what)
-            .await
-    }
-
     /// Sends one request, answering a 401 challenge once (Bearer: a token from the realm, asked
     /// with the keyring's credential when there is one; Basic: the credential).
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         image: &ImageRef,
         url: &str,
         accept: Option<&str>,
@@ -500,7 +312,9 @@ impl Registry {
         let what = format!("{image}: manifest {reference}");
         let url = format!("{}/manifests/{reference}", self.base_url(image));
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
-        let resp = self.get(image, &url, Some(&accept), None, &what).await?;
+        let resp = self
+            .send(Method::GET, image, &url, Some(&accept), None, &what)
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -562,14 +376,7 @@ impl Registry {
         );
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
         let resp = self
-            .send(
-                reqwest::Method::HEAD,
-                image,
-                &url,
-                Some(&accept),
-                None,
-                &what,
-            )
+            .send(Method::HEAD, image, &url, Some(&accept), None, &what)
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(&what, resp.status(), ""));
@@ -634,7 +441,9 @@ impl Registry {
     ) -> Result<reqwest::Response, RuntimeError> {
         let what = format!("{image}: blob {digest}");
         let url = format!("{}/blobs/{digest}", self.base_url(image));
-        let resp = self.get(image, &url, None, range_from, &what).await?;
+        let resp = self
+            .send(Method::GET, image, &url, None, range_from, &what)
+            .await?;
         let status = resp.status();
         if status.is_success() {
             Ok(resp)
@@ -646,240 +455,4 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn desc(
-        media_type: &str,
-        digest: &str,
-        platform: Option<(&str, &str, Option<&str>)>,
-    ) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest: digest.into(),
-            size: 1,
-            platform: platform.map(|(os, arch, variant)| Platform {
-                os: os.into(),
-                architecture: arch.into(),
-                variant: variant.map(Into::into),
-            }),
-        }
-    }
-
-    #[test]
-    fn selects_the_node_platform() {
-        let index = vec![
-            desc(OCI_MANIFEST, "arm", Some(("linux", "arm", Some("v7")))),
-            desc(OCI_MANIFEST, "att", Some(("unknown", "unknown", None))),
-            desc(OCI_MANIFEST, "arm64-plain", Some(("linux", "arm64", None))),
-            desc(
-                OCI_MANIFEST,
-                "arm64-v8",
-                Some(("linux", "arm64", Some("v8"))),
-            ),
-            desc(OCI_MANIFEST, "win", Some(("windows", "amd64", None))),
-            desc(DOCKER_MANIFEST, "amd64", Some(("linux", "amd64", None))),
-            desc(OCI_INDEX, "nested", Some(("linux", "s390x", None))),
-        ];
-        let table: [(&str, &str, Option<&str>, Option<&str>); 6] = [
-            ("linux", "amd64", None, Some("amd64")),
-            ("linux", "arm64", Some("v8"), Some("arm64-v8")),
-            ("linux", "arm64", None, Some("arm64-plain")),
-            ("linux", "arm", Some("v6"), Some("arm")),
-            ("linux", "s390x", None, None),
-            ("linux", "riscv64", None, None),
-        ];
-        for (os, arch, variant, want) in table {
-            let got = select_platform(&index, os, arch, variant).map(|d| d.digest.as_str());
-            assert_eq!(got, want, "{os}/{arch}/{variant:?}");
-        }
-        assert_eq!(select_platform(&[], "linux", "amd64", None), None);
-    }
-
-    #[test]
-    fn parses_bearer_challenges() {
-        let table = [
-            (
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/python:pull""#,
-                Some((
-                    "https://auth.docker.io/token",
-                    Some("registry.docker.io"),
-                    Some("repository:library/python:pull"),
-                )),
-            ),
-            (
-                r#"bearer realm="https://ghcr.io/token", service="ghcr.io", scope="repository:a/b:pull,push""#,
-                Some((
-                    "https://ghcr.io/token",
-                    Some("ghcr.io"),
-                    Some("repository:a/b:pull,push"),
-                )),
-            ),
-            (
-                r#"Bearer realm=http://127.0.0.1:9/auth,service=kip-test"#,
-                Some(("http://127.0.0.1:9/auth", Some("kip-test"), None)),
-            ),
-            (r#"Bearer realm="a\"b""#, Some((r#"a"b"#, None, None))),
-            (r#"Basic realm="Registry Realm""#, None),
-            ("Bearer service=x", None),
-            ("Bearer", None),
-            ("", None),
-        ];
-        for (header, want) in table {
-            let got = parse_bearer_challenge(header);
-            let want = want.map(|(realm, service, scope)| Challenge {
-                realm: realm.into(),
-                service: service.map(Into::into),
-                scope: scope.map(Into::into),
-            });
-            assert_eq!(got, want, "{header}");
-        }
-    }
-
-    /// A registry that challenges with Bearer and a token endpoint that wants Basic auth, on one
-    /// loopback port; records the request heads it receives.
-    async fn token_registry() -> (String, Arc<Mutex<Vec<String>>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (realm, log) = (format!("http://{addr}/token"), seen.clone());
-        tokio::spawn(async move {
-            loop {
-                let (mut conn, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                // A TLS ClientHello (record type 22): answered as Go's HTTP servers do.
-                if conn.peek(&mut byte).await.unwrap() == 1 && byte[0] == 0x16 {
-                    let _ = conn.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
-                    continue;
-                }
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                log.lock().unwrap().push(head.clone());
-                // "u:p" in base64
-                let (status, extra, body) = if head.starts_with("get /token?") {
-                    if head.contains("authorization: basic dtpw\r\n") {
-                        ("200 OK", String::new(), r#"{"token":"tok1"}"#)
-                    } else {
-                        ("401 Unauthorized", String::new(), "")
-                    }
-                } else if head.contains("authorization: bearer tok1\r\n") {
-                    ("200 OK", String::new(), "blob")
-                } else {
-                    (
-                        "401 Unauthorized",
-                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"svc\"\r\n"),
-                        "",
-                    )
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-        });
-        (addr, seen)
-    }
-
-    #[tokio::test]
-    async fn bearer_token_is_asked_with_the_credential() {
-        let (addr, seen) = token_registry().await;
-        let mut keyring = Keyring::default();
-        keyring
-            .add_json(
-                format!(r#"{{"auths":{{"{addr}":{{"username":"u","password":"p"}}}}}}"#).as_bytes(),
-            )
-            .unwrap();
-        let r = Registry::new(vec![], None, Arc::new(keyring)).unwrap();
-        let image = ImageRef::parse(&format!("{addr}/a/b:1")).unwrap();
-        let resp = r.blob(&image, "sha256:00", None).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        // The TLS handshake was answered in plain HTTP: the loopback host is now reached so.
-        assert!(r.plain.lock().unwrap().contains(&addr), "no fallback");
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 3, "{seen:?}");
-        assert!(!seen[0].contains("authorization"), "{}", seen[0]);
-        assert!(seen[1].starts_with("get /token?"), "{}", seen[1]);
-        assert!(
-            seen[1].contains("scope=repository%3aa%2fb%3apull"),
-            "{}",
-            seen[1]
-        );
-        assert!(seen[1].contains("service=svc"), "{}", seen[1]);
-        assert!(
-            seen[2].contains("authorization: bearer tok1"),
-            "{}",
-            seen[2]
-        );
-
-        // Without a credential the token endpoint is asked anonymously (and refuses here).
-        let anonymous = Registry::new(vec![], None, Arc::default()).unwrap();
-        let err = anonymous.blob(&image, "sha256:00", None).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Unauthorized, "{err:?}");
-    }
-
-    #[test]
-    fn basic_challenges() {
-        for (header, want) in [
-            (r#"Basic realm="Registry Realm""#, true),
-            ("basic realm=x", true),
-            ("Basic", true),
-            (r#"Bearer realm="https://a/token""#, false),
-            ("Basically", false),
-            ("", false),
-        ] {
-            assert_eq!(is_basic_challenge(header), want, "{header}");
-        }
-    }
-
-    #[test]
-    fn loopback_registries() {
-        for (host, want) in [
-            ("127.0.0.1:5000", true),
-            ("127.0.0.1", true),
-            ("127.3.4.5:80", true),
-            ("localhost:5000", true),
-            ("localhost", true),
-            ("[::1]:5000", true),
-            ("::1", true),
-            ("10.0.0.1:5000", false),
-            ("docker.io", false),
-            ("localhost.example.com", false),
-        ] {
-            assert_eq!(is_loopback(host), want, "{host}");
-        }
-    }
-
-    #[test]
-    fn schemes_and_api_hosts() {
-        let r = Registry::new(vec!["reg.internal:5000".into()], None, Arc::default()).unwrap();
-        let url = |s: &str| r.base_url(&ImageRef::parse(s).unwrap());
-        // Loopback: HTTPS until the registry is seen to answer plain HTTP.
-        assert_eq!(url("127.0.0.1:5000/a/b:1"), "https://127.0.0.1:5000/v2/a/b");
-        r.plain.lock().unwrap().insert("127.0.0.1:5000".into());
-        assert_eq!(url("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
-        assert_eq!(url("127.0.0.1:5001/a/b:1"), "https://127.0.0.1:5001/v2/a/b");
-        assert_eq!(
-            url("reg.internal:5000/a:1"),
-            "http://reg.internal:5000/v2/a"
-        );
-        assert_eq!(url("reg.internal/a:1"), "https://reg.internal/v2/a");
-        assert_eq!(
-            url("python:3"),
-            "https://registry-1.docker.io/v2/library/python"
-        );
-        assert_eq!(url("ghcr.io/o/r:1"), "https://ghcr.io/v2/o/r");
-    }
-
-    #[test]
-    fn digests() {
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-}
+mod tests;

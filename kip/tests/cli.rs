@@ -1,6 +1,29 @@
-//! The `kip` command line: help, configuration errors, exit codes.
+//! The `kip` command line: help, configuration errors, exit codes. Needs no component: it runs
+//! the binary Cargo builds for these tests.
 
-use e2e::{output_text, run_kip};
+use std::process::{Command, Output};
+
+/// Runs `kip` with a clean environment (only `PATH`, and the disk guard at 100 % so that no test
+/// depends on how full the build machine's disk is) plus `env`.
+fn run_kip(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kip"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KIP_MAX_DISK_USAGE_PERCENT", "100")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run kip")
+}
+
+/// stdout and stderr together.
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 #[test]
 fn help_lists_every_variable_with_defaults() {
@@ -137,5 +160,41 @@ fn json_logs_are_one_object_per_line() {
     assert!(
         stderr.contains("\"fetcher\":\"StaticListFetcher\""),
         "fields are flattened: {stderr}"
+    );
+}
+
+#[test]
+fn containerd_config_is_reported_with_the_variable() {
+    let out = run_kip(
+        &["--once"],
+        &[
+            ("KIP_CONTAINER_RUNTIME", "containerd"),
+            ("KIP_CONTAINERD_NAMESPACE", "bad ns"),
+            ("KIP_MAX_CONCURRENT_DOWNLOADS", "0"),
+            ("KIP_CONTAINERD_TRANSFER", "sometimes"),
+        ],
+    );
+    let text = output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("KIP_CONTAINERD_NAMESPACE"), "{text}");
+    assert!(text.contains("KIP_MAX_CONCURRENT_DOWNLOADS"), "{text}");
+    assert!(
+        text.contains("KIP_CONTAINERD_TRANSFER=\"sometimes\": expected auto, on or off"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+}
+
+#[test]
+fn unreadable_pull_secret_is_a_configuration_error() {
+    let out = run_kip(
+        &["--once"],
+        &[("KIP_DOCKER_CONFIG", "/nonexistent/kip/.dockerconfigjson")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        output_text(&out).contains("KIP_DOCKER_CONFIG"),
+        "{}",
+        output_text(&out)
     );
 }

@@ -228,8 +228,15 @@ fn answers_match_upstream_enterprise_gateway() {
         .cloned()
         .collect();
     names.sort();
-    // No native python3 (no ipykernel in the venv); the broken spec is skipped by both.
-    assert_eq!(names, ["minimal", "python_kubernetes", "r_kubernetes"]);
+    // No native python3 (no ipykernel in the venv), but both list the system-wide kernelspecs
+    // (Debian's python3 from python3-ipykernel); the broken spec is skipped by both.
+    let mut expected: Vec<String> = ["minimal", "python_kubernetes", "r_kubernetes"]
+        .map(String::from)
+        .into();
+    expected.extend(e2e::system_kernelspecs());
+    expected.sort();
+    expected.dedup();
+    assert_eq!(names, expected);
     assert_eq!(
         listing["kernelspecs"]["r_kubernetes"]["spec"]["interrupt_mode"],
         "message"

@@ -573,3 +573,23 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// Kernelspecs installed system-wide (`/usr/local/share/jupyter/kernels`,
+/// `/usr/share/jupyter/kernels`, e.g. Debian's `python3` from python3-ipykernel): every gateway
+/// searches there after `JUPYTER_PATH`, as Jupyter does, so listings include them.
+pub fn system_kernelspecs() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "/usr/local/share/jupyter/kernels",
+        "/usr/share/jupyter/kernels",
+    ]
+    .iter()
+    .filter_map(|d| std::fs::read_dir(d).ok())
+    .flatten()
+    .filter_map(Result::ok)
+    .filter(|e| e.path().join("kernel.json").is_file())
+    .filter_map(|e| Some(e.file_name().to_str()?.to_lowercase()))
+    .collect();
+    names.sort();
+    names.dedup();
+    names
+}

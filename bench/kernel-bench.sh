@@ -105,7 +105,8 @@ side_env() { # NAME
 bench_gateway() { # SIDE PID PORT
   echo "== $1 (pid $2, port $3)" >&2
   $PY bench/kernel_bench.py gateway --name "$1" --gateway-url "http://127.0.0.1:$3" --token "$TOKEN" \
-    --pid "$2" --out "$DIR/$1.json" 2>>"$DIR/$1.bench.log" || {
+    --pid "$2" --out "$DIR/$1.json" 2>>"$DIR/$1.bench.log" &
+  wait $! || {
     tail -5 "$DIR/$1.bench.log" >&2
     [[ -s $DIR/$1.json ]] || unavailable "$1" "kernel_bench.py failed"
   }
@@ -160,7 +161,8 @@ for side in ${SIDES//,/ }; do
     echo "== direct (jupyter_client, ZeroMQ, no gateway)" >&2
     # shellcheck disable=SC2046
     $(side_env direct) $PY bench/kernel_bench.py direct --name direct --out "$DIR/direct.json" \
-      2>>"$DIR/direct.bench.log" || {
+      2>>"$DIR/direct.bench.log" &
+    wait $! || {
       tail -5 "$DIR/direct.bench.log" >&2
       [[ -s $DIR/direct.json ]] || unavailable direct "kernel_bench.py failed"
     }

@@ -229,10 +229,12 @@ class KernelSocket:
                 if time.monotonic() >= deadline:
                     raise ClientError(f"no kernel_info_reply from kernel {self.kernel_id} within {timeout}s")
 
-    def execute(self, code, timeout=60, stream_sink=None):
+    def execute(self, code, timeout=60, stream_sink=None, idle_grace=None):
         """Executes code; returns {"reply": content, "outputs": [...], "rtt": seconds from send to
-        execute_reply}. Reads until the kernel's status idle for the request. stream_sink, when
-        given, is called with each stream message's text instead of keeping it in outputs."""
+        execute_reply, "idle": bool}. Reads until the kernel's status idle for the request.
+        stream_sink, when given, is called with each stream message's text instead of keeping it in
+        outputs. idle_grace: once the reply is in, stop after that many seconds without a message
+        even if no idle status came (a gateway that drops messages under load)."""
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter()
         msg_id = self.send("shell", "execute_request", {
@@ -243,8 +245,11 @@ class KernelSocket:
         outputs = []
         while reply is None or not idle:
             try:
-                msg = self.recv(deadline)
+                msg = self.recv(deadline if reply is None or idle_grace is None
+                                else min(deadline, time.monotonic() + idle_grace))
             except ClientError as e:
+                if reply is not None and idle_grace is not None and "timed out" in str(e):
+                    break
                 raise ClientError(f"execute {code[:40]!r}: {e} (reply={'yes' if reply else 'no'}, idle={idle})") from e
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -258,7 +263,7 @@ class KernelSocket:
                 stream_sink(msg["content"]["text"])
             elif mt in ("stream", "execute_result", "display_data", "error"):
                 outputs.append({"msg_type": mt, "content": msg["content"]})
-        return {"reply": reply, "outputs": outputs, "rtt": rtt}
+        return {"reply": reply, "outputs": outputs, "rtt": rtt, "idle": idle}
 
 
 def smoke(args):

@@ -197,6 +197,38 @@ def direct_execute(kc, code, stream_sink=None):
             return rtt
 
 
+def direct_flood(kc, counter, grace=5):
+    """The flood, reading IOPub as it comes (a SUB socket drops past its high-water mark); stops at
+    the idle status, or `grace` seconds without IOPub traffic once the execute_reply is in.
+    Returns (seconds, idle status received)."""
+    import queue
+    t0 = time.perf_counter()
+    msg_id = kc.execute(FLOOD_CODE, store_history=False)
+    reply = False
+    deadline = time.monotonic() + max(TIMEOUT, 600)
+    while time.monotonic() < deadline:
+        if not reply:
+            try:
+                while True:
+                    m = kc.get_shell_msg(timeout=0)
+                    reply = reply or m["parent_header"].get("msg_id") == msg_id
+            except queue.Empty:
+                pass
+        try:
+            msg = kc.get_iopub_msg(timeout=grace if reply else 0.5)
+        except queue.Empty:
+            if reply:
+                return time.perf_counter() - t0 - grace, False
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            counter(msg["content"]["text"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return time.perf_counter() - t0, True
+    raise ClientError("direct flood: no end within the timeout")
+
+
 def run_direct(res):
     km, kc, t201, tinfo = direct_start()
     res["start_201_ms"] = round(t201 * 1000, 1)
@@ -207,9 +239,9 @@ def run_direct(res):
         rtts = [direct_execute(kc, "1+1") for _ in range(N)]
         res.update(rtt_median_us=round(statistics.median(rtts) * 1e6), rtt_p99_us=round(pct(rtts, 99) * 1e6))
         counter = FloodCounter()
-        t0 = time.perf_counter()
-        direct_execute(kc, FLOOD_CODE, stream_sink=counter)
-        res.update(flood_figures(counter, time.perf_counter() - t0))
+        secs, idle = direct_flood(kc, counter)
+        res.update(flood_figures(counter, secs))
+        res["flood_idle_received"] = idle
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -16,7 +16,7 @@ PKGS=(
   openssl             # reproducible incompressible data for the test images
   wrk                 # HTTP load generator for the gateway benchmark
   python3-venv        # the chart tests' and the upstream-gateway comparison's virtual environments
-  python3-ipykernel   # real Python kernels for the gateway's kernel tests
+  python3-ipykernel   # real Python kernels for the gateway's kernel tests and benchmark
 )
 
 missing=()
@@ -42,6 +42,20 @@ if [[ $("$EG_VENV/bin/pip" show jupyter_enterprise_gateway 2>/dev/null | sed -n 
   echo "install-deps: installing jupyter_enterprise_gateway $EG_VERSION into $EG_VENV"
   /usr/bin/python3 -m venv "$EG_VENV"
   "$EG_VENV/bin/pip" install -q --disable-pip-version-check "jupyter_enterprise_gateway==$EG_VERSION"
+fi
+
+# Kernel clients (tests/clients, bench/kernel-bench.sh): a real Jupyter Server 2.x with its
+# gateway client, nbclient and nbformat to run notebooks through it, websocket-client for the
+# benchmark's own websocket client. Versions pinned; reinstalled only when they change.
+CLIENT_VENV=${KIP_TEST_CLIENT_VENV:-/opt/kip-test/client-venv}
+CLIENT_PKGS=(jupyter_server==2.21.1 nbclient==0.11.0 nbformat==5.11.1 websocket-client==1.9.2)
+stamp="$CLIENT_VENV/.kip-packages"
+if [[ ! -x "$CLIENT_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "${CLIENT_PKGS[*]}" ]]; then
+  echo "install-deps: kernel client environment in $CLIENT_VENV"
+  mkdir -p "$(dirname "$CLIENT_VENV")"
+  /usr/bin/python3 -m venv "$CLIENT_VENV"
+  "$CLIENT_VENV/bin/pip" install -q --disable-pip-version-check "${CLIENT_PKGS[@]}"
+  echo "${CLIENT_PKGS[*]}" >"$stamp"
 fi
 
 # Chart tests: Helm's Go SDK (helm-python-sdk renders and lints offline), Kubernetes schemas

@@ -4,7 +4,7 @@
 # kernelspec and a token, then stops it and every kernel it left.
 #
 #   bash tests/clients/run.sh upstream     # Enterprise Gateway 3.3.0 from the eg-venv
-#   bash tests/clients/run.sh gateway      # target/release/gateway (build it first)
+#   bash tests/clients/run.sh gateway [BIN] # target/release/gateway (build it first) or BIN
 #   bash tests/clients/run.sh url http://127.0.0.1:8888 [TOKEN]   # a gateway already running
 #
 # Exit 0 when every client passed; the failing clients are named otherwise.
@@ -61,7 +61,7 @@ start() { # NAME COMMAND...
 
 case ${1:-} in
 upstream) start upstream "$EG" --ip=127.0.0.1 --port="$port" --port_retries=0 ;;
-gateway) start gateway target/release/gateway ;;
+gateway) start gateway "${2:-target/release/gateway}" ;;
 url)
   URL=${2:?url needs the gateway URL}
   TOKEN=${3:-}

@@ -1061,3 +1061,27 @@ async fn sigterm_shuts_every_kernel_down_and_leaves_no_process() {
         .unwrap_or_default();
     assert!(files.is_empty(), "connection files left: {files:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_without_a_websocket_keeps_the_kernel() {
+    if !have_ipykernel() {
+        return;
+    }
+    let _machine = MACHINE.read().await;
+    let gw = Gateway::start(&[]);
+    let id = gw.start_kernel(json!({})).await;
+    for _ in 0..2 {
+        let (status, model) = gw
+            .request(reqwest::Method::POST, &format!("/api/kernels/{id}/restart"))
+            .await;
+        assert_eq!(status, 200, "{model}\n{}", gw.log());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = gw
+        .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    let mut c = Client::connect(&gw, &id, "after-restarts", false).await;
+    assert_eq!(c.execute("print('alive')").await.stdout, "alive\n");
+    assert_eq!(processes_naming(&gw.runtime_dir()).len(), 1);
+}

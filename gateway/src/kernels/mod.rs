@@ -646,6 +646,8 @@ impl KernelManager {
             .get(id)
             .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))?;
         kernel.bridge.pause();
+        // The process is about to end on purpose: its monitor must not take that for a death.
+        kernel.generation.fetch_add(1, Ordering::SeqCst);
         kernel.bridge.send_gateway(
             Channel::Control,
             kernel.gateway_message("shutdown_request", serde_json::json!({"restart": true})),

@@ -69,7 +69,7 @@ pub struct Args {
     pub log_level: String,
 
     /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it.
-    #[arg(long, env = "EG_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "EG_ADMIN_ADDR", default_value = "0.0.0.0:9091")]
     pub admin_addr: String,
 
     /// Seconds between full rescans of the kernelspec directories (filesystem notifications are

@@ -40,6 +40,14 @@ fn have_ipykernel() -> bool {
     ok
 }
 
+/// A share of the machine, or `None` when the test cannot run (no ipykernel, outside CI).
+async fn machine() -> Option<tokio::sync::RwLockReadGuard<'static, ()>> {
+    if !have_ipykernel() {
+        return None;
+    }
+    Some(MACHINE.read().await)
+}
+
 struct Gateway {
     addr: String,
     admin: String,
@@ -491,10 +499,9 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn execute_outputs_errors_and_the_filtered_environment() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[
         ("EG_CLIENT_ENVS", "ALLOWED_VAR"),
         ("EG_INHERITED_ENVS", "INHERITED_VAR"),
@@ -552,10 +559,9 @@ async fn execute_outputs_errors_and_the_filtered_environment() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdin_input_request_reaches_the_client_and_its_reply_the_kernel() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({"KERNEL_USERNAME": "alice"})).await;
     let mut c = Client::connect(&gw, &id, "stdin-session", false).await;
@@ -588,10 +594,9 @@ get_ipython().kernel.comm_manager.register_target('echo', _target)";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn comm_messages_with_binary_buffers_in_both_protocols() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     for v1 in [false, true] {
@@ -634,10 +639,9 @@ async fn comm_messages_with_binary_buffers_in_both_protocols() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interrupt_stops_a_running_sleep_in_both_modes() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     for spec in ["python3_local", "python3_message"] {
         let (status, body) = gw
@@ -681,10 +685,9 @@ async fn interrupt_stops_a_running_sleep_in_both_modes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_loses_state_and_the_open_websocket_keeps_working() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     let mut c = Client::connect(&gw, &id, "restart", true).await;
@@ -705,10 +708,9 @@ async fn restart_loses_state_and_the_open_websocket_keeps_working() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_kernel_is_restarted_and_says_so_on_iopub() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     let mut c = Client::connect(&gw, &id, "killed", false).await;
@@ -737,10 +739,9 @@ async fn a_killed_kernel_is_restarted_and_says_so_on_iopub() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_websockets_share_iopub_and_replies_go_to_the_requester() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     let mut a = Client::connect(&gw, &id, "session-a", false).await;
@@ -772,10 +773,9 @@ async fn two_websockets_share_iopub_and_replies_go_to_the_requester() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnect_with_the_same_session_gets_what_was_kept() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     let mut c = Client::connect(&gw, &id, "comeback", false).await;
@@ -842,10 +842,9 @@ async fn a_flood_of_20000_outputs_arrives_complete_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_kernels_are_culled() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[("EG_CULL_IDLE_TIMEOUT", "2"), ("EG_CULL_INTERVAL", "1")]);
     let id = gw.start_kernel(json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -870,10 +869,9 @@ async fn idle_kernels_are_culled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_users_and_bad_requests_answer_as_upstream() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[("EG_MAX_KERNELS", "2"), ("EG_MAX_KERNELS_PER_USER", "1")]);
     gw.start_kernel(json!({"KERNEL_USERNAME": "alice"})).await;
     let (status, body) = gw
@@ -978,10 +976,9 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_client_frame_is_dropped_and_the_connection_stays_up() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     let mut c = Client::connect(&gw, &id, "garbage", false).await;
@@ -1006,10 +1003,9 @@ async fn a_malformed_client_frame_is_dropped_and_the_connection_stays_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_api_starts_and_ends_kernels() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let (status, s) = gw
         .post(
@@ -1038,10 +1034,9 @@ async fn sessions_api_starts_and_ends_kernels() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_shuts_every_kernel_down_and_leaves_no_process() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let mut gw = Gateway::start(&[]);
     let a = gw.start_kernel(json!({})).await;
     let _b = gw.start_kernel(json!({})).await;
@@ -1064,10 +1059,9 @@ async fn sigterm_shuts_every_kernel_down_and_leaves_no_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_without_a_websocket_keeps_the_kernel() {
-    if !have_ipykernel() {
+    let Some(_machine) = machine().await else {
         return;
-    }
-    let _machine = MACHINE.read().await;
+    };
     let gw = Gateway::start(&[]);
     let id = gw.start_kernel(json!({})).await;
     for _ in 0..2 {

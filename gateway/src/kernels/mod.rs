@@ -290,6 +290,11 @@ impl KernelManager {
         self.registry().kernels.get(id).cloned()
     }
 
+    fn existing(&self, id: &str) -> Result<Arc<Kernel>, KernelError> {
+        self.get(id)
+            .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))
+    }
+
     pub fn list(&self) -> Vec<Arc<Kernel>> {
         let mut all: Vec<Arc<Kernel>> = self.registry().kernels.values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -642,9 +647,7 @@ impl KernelManager {
     /// `POST /api/kernels/{id}/restart`: `shutdown_request` with `restart: true`, then a new
     /// process; returns once the new kernel answers (bounded by the kernel-info timeout).
     pub async fn restart(self: &Arc<Self>, id: &str) -> Result<Arc<Kernel>, KernelError> {
-        let kernel = self
-            .get(id)
-            .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))?;
+        let kernel = self.existing(id)?;
         kernel.bridge.pause();
         // The process is about to end on purpose: its monitor must not take that for a death.
         kernel.generation.fetch_add(1, Ordering::SeqCst);
@@ -675,9 +678,7 @@ impl KernelManager {
     /// `interrupt_mode: message`, otherwise SIGINT (or the spec's `EG_ALTERNATE_SIGINT`) to the
     /// kernel's process group.
     pub async fn interrupt(&self, id: &str) -> Result<(), KernelError> {
-        let kernel = self
-            .get(id)
-            .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))?;
+        let kernel = self.existing(id)?;
         if kernel.interrupt_mode_message() {
             kernel.bridge.send_gateway(
                 Channel::Control,
@@ -704,9 +705,7 @@ impl KernelManager {
     /// `DELETE /api/kernels/{id}`, culling and gateway shutdown: `shutdown_request`, a wait, then
     /// termination; the kernel is forgotten.
     pub async fn shutdown(&self, id: &str) -> Result<(), KernelError> {
-        let kernel = self
-            .get(id)
-            .ok_or_else(|| KernelError::new(404, format!("Kernel does not exist: {id}")))?;
+        let kernel = self.existing(id)?;
         if kernel.stopping.swap(true, Ordering::SeqCst) {
             // Someone else is already ending it; wait for them.
             let _op = kernel.op.lock().await;

@@ -155,7 +155,7 @@ class KernelSocket:
         kwargs = {"subprotocols": [V1_PROTOCOL]} if protocol == "v1" else {}
         try:
             self.ws = websocket.create_connection(
-                ws_url, header=header, timeout=timeout, enable_multithread=False,
+                ws_url, header=header, timeout=timeout, enable_multithread=False, skip_utf8_validation=True,
                 sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kwargs)
         except (websocket.WebSocketException, OSError) as e:
             raise ClientError(f"websocket {ws_url}: {e}") from e

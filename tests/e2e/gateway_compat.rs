@@ -548,12 +548,7 @@ async fn call(addr: &str, method: &str, path: &str, body: Option<&str>, auth: bo
 
 /// The same request to both, at once: (upstream, ours).
 async fn both(pair: &Pair, method: &str, path: &str, body: Option<&str>) -> (Reply, Reply) {
-    each(
-        &pair,
-        (method, path, body, true),
-        (method, path, body, true),
-    )
-    .await
+    each(pair, (method, path, body, true), (method, path, body, true)).await
 }
 
 type Request<'a> = (&'a str, &'a str, Option<&'a str>, bool);

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     channels,
     config::Secret,
+    cors::{self, Cors},
     kernels::KernelManager,
     kernels_api::{self, Sessions},
     kernelspecs::Listing,
@@ -52,6 +53,8 @@ pub struct AppState {
     pub list_kernels: bool,
     /// `EG_WS_PING_INTERVAL_SECS` (zero: no pings).
     pub ws_ping_interval: Duration,
+    /// `EG_ALLOW_ORIGIN` and the other CORS headers.
+    pub cors: Arc<Cors>,
 }
 
 impl AppState {
@@ -75,7 +78,9 @@ const ROUTES: [&str; 11] = [
     "/api/sessions/{session_id}",
 ];
 
-/// The gateway's routes, mounted under the store's base URL.
+/// The gateway's routes, mounted under the store's base URL. Every response carries the CORS
+/// headers; on the routes, the token is checked (except for `OPTIONS`), then `OPTIONS` is
+/// answered and the origin checked, as upstream's handlers do in that order.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(ROUTES[0], get(api_version))
@@ -97,6 +102,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(kernels_api::patch_session)
                 .delete(kernels_api::delete_session),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), cors::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route_layer(middleware::from_fn_with_state(state.clone(), track));
     let base = state
@@ -110,7 +116,12 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new().nest(&base, api)
     };
-    app.fallback(not_found).with_state(state)
+    app.fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cors::add_headers,
+        ))
+        .with_state(state)
 }
 
 /// `{"reason": <status phrase>, "message": ...}` with `Content-Type: application/json`.
@@ -172,11 +183,15 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// Upstream's token check: the `token` query argument when present, otherwise an
-/// `Authorization: token …` header; compared in constant time; 401 otherwise.
+/// `Authorization: token …` header; compared in constant time; 401 otherwise. `OPTIONS` is
+/// exempt.
 async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.token.as_deref() else {
         return next.run(req).await;
     };
+    if req.method() == axum::http::Method::OPTIONS {
+        return next.run(req).await;
+    }
     let from_query = req.uri().query().and_then(|_| {
         Query::<Vec<(String, String)>>::try_from_uri(req.uri())
             .ok()

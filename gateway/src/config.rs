@@ -7,6 +7,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -14,7 +15,12 @@ use clap::Parser;
 use gateway_core::policy::{ClientEnvs, PortRange};
 use tracing::level_filters::LevelFilter;
 
-use crate::{bridge::Limits, kernels::KernelSettings};
+use crate::{
+    bridge::Limits,
+    cors::{Cors, CorsSettings},
+    kernels::KernelSettings,
+    tls::{self, TlsFiles},
+};
 
 /// Command line and environment of the `gateway` binary.
 #[derive(Debug, Clone, Parser)]
@@ -160,6 +166,51 @@ pub struct Args {
         default_value = "268435456"
     )]
     pub ws_client_queue_max_bytes: String,
+
+    /// `Access-Control-Allow-Origin` on every response; also the origin a request from another
+    /// host may come from (`*`: any). Empty: no header, and foreign origins are refused
+    /// (KG_ALLOW_ORIGIN is read when this is unset).
+    #[arg(long, env = "EG_ALLOW_ORIGIN")]
+    pub allow_origin: Option<String>,
+
+    /// `Access-Control-Allow-Credentials` on every response; empty: none (KG_ALLOW_CREDENTIALS
+    /// is read when this is unset).
+    #[arg(long, env = "EG_ALLOW_CREDENTIALS")]
+    pub allow_credentials: Option<String>,
+
+    /// `Access-Control-Allow-Methods` on every response; empty: none (KG_ALLOW_METHODS is read
+    /// when this is unset).
+    #[arg(long, env = "EG_ALLOW_METHODS")]
+    pub allow_methods: Option<String>,
+
+    /// `Access-Control-Allow-Headers` on every response; empty: none (KG_ALLOW_HEADERS is read
+    /// when this is unset).
+    #[arg(long, env = "EG_ALLOW_HEADERS")]
+    pub allow_headers: Option<String>,
+
+    /// `Access-Control-Expose-Headers` on every response; empty: none (KG_EXPOSE_HEADERS is read
+    /// when this is unset).
+    #[arg(long, env = "EG_EXPOSE_HEADERS")]
+    pub expose_headers: Option<String>,
+
+    /// `Access-Control-Max-Age` on every response; empty: none (KG_MAX_AGE is read when this is
+    /// unset).
+    #[arg(long, env = "EG_MAX_AGE")]
+    pub max_age: Option<String>,
+
+    /// PEM certificate (chain) for HTTPS; needs EG_KEYFILE. Unset: plain HTTP (KG_CERTFILE is
+    /// read when this is unset).
+    #[arg(long, env = "EG_CERTFILE")]
+    pub certfile: Option<String>,
+
+    /// PEM private key of EG_CERTFILE (KG_KEYFILE is read when this is unset).
+    #[arg(long, env = "EG_KEYFILE")]
+    pub keyfile: Option<String>,
+
+    /// PEM CA certificate(s): with HTTPS, clients must present a certificate one of them signed
+    /// (KG_CLIENT_CA is read when this is unset).
+    #[arg(long, env = "EG_CLIENT_CA")]
+    pub client_ca: Option<String>,
 }
 
 /// Validated configuration.
@@ -188,6 +239,10 @@ pub struct Config {
     pub ws_ping_interval: Duration,
     /// Where connection files of local kernels are written.
     pub runtime_dir: PathBuf,
+    /// The CORS headers and the origin check's allowed origin.
+    pub cors: Cors,
+    /// `Some`: the API is served over HTTPS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
@@ -372,6 +427,31 @@ impl Config {
             "EG_WS_CLIENT_QUEUE_MAX_BYTES",
             &args.ws_client_queue_max_bytes,
         );
+        // Each CORS setting falls back to its KG_ twin; all default to empty.
+        let or_kg = |value: Option<String>, kg: &str| value.or_else(|| env(kg)).unwrap_or_default();
+        let cors_settings = CorsSettings {
+            allow_origin: or_kg(args.allow_origin, "KG_ALLOW_ORIGIN"),
+            allow_credentials: or_kg(args.allow_credentials, "KG_ALLOW_CREDENTIALS"),
+            allow_methods: or_kg(args.allow_methods, "KG_ALLOW_METHODS"),
+            allow_headers: or_kg(args.allow_headers, "KG_ALLOW_HEADERS"),
+            expose_headers: or_kg(args.expose_headers, "KG_EXPOSE_HEADERS"),
+            max_age: or_kg(args.max_age, "KG_MAX_AGE"),
+        };
+        let cors = match Cors::from_settings(&cors_settings) {
+            Ok(cors) => Some(cors),
+            Err(errors) => {
+                for (var, raw, problem) in errors {
+                    c.check::<()>(var, &raw, Err(problem));
+                }
+                None
+            }
+        };
+        let tls = check_tls(
+            &mut c,
+            args.certfile.or_else(|| env("KG_CERTFILE")),
+            args.keyfile.or_else(|| env("KG_KEYFILE")),
+            args.client_ca.or_else(|| env("KG_CLIENT_CA")),
+        );
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));
         }
@@ -434,7 +514,70 @@ impl Config {
             kernels,
             ws_ping_interval: ws_ping_interval.unwrap_or_default(),
             runtime_dir,
+            cors: cors.unwrap_or_default(),
+            tls,
         })
+    }
+}
+
+/// HTTPS when a certificate and its key are given (both or neither; a client CA needs them).
+/// Files that cannot be read or parsed, or a key that does not fit the certificate, are errors
+/// against their variable. Empty values count as unset.
+fn check_tls(
+    c: &mut Checker,
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+) -> Option<Arc<rustls::ServerConfig>> {
+    let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let (cert, key, client_ca) = (non_empty(cert), non_empty(key), non_empty(client_ca));
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if let Some(ca) = client_ca {
+                c.check::<()>(
+                    "EG_CLIENT_CA",
+                    &ca,
+                    Err("client certificates need HTTPS: set EG_CERTFILE and EG_KEYFILE".into()),
+                );
+            }
+            return None;
+        }
+        (Some(cert), None) => {
+            c.check::<()>(
+                "EG_CERTFILE",
+                &cert,
+                Err("EG_KEYFILE must be set as well".into()),
+            );
+            return None;
+        }
+        (None, Some(key)) => {
+            c.check::<()>(
+                "EG_KEYFILE",
+                &key,
+                Err("EG_CERTFILE must be set as well".into()),
+            );
+            return None;
+        }
+    };
+    let files = TlsFiles {
+        cert: PathBuf::from(&cert),
+        key: PathBuf::from(&key),
+        client_ca: client_ca.as_deref().map(PathBuf::from),
+    };
+    match tls::server_config(&files) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            for (var, problem) in errors {
+                let raw = match var {
+                    "EG_CERTFILE" => &cert,
+                    "EG_KEYFILE" => &key,
+                    _ => client_ca.as_deref().unwrap_or_default(),
+                };
+                c.check::<()>(var, raw, Err(problem));
+            }
+            None
+        }
     }
 }
 
@@ -643,5 +786,86 @@ mod tests {
         let c = Config::from_args_env(args(&["--base-url", "/x/y"]), &env).unwrap();
         assert_eq!(c.base_url, "/x/y/");
         assert!(format!("{:?}", Secret::new("hidden")).contains("***"));
+    }
+
+    #[test]
+    fn cors_settings_with_kg_fallbacks() {
+        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
+        assert!(c.cors.headers().is_empty());
+        let env = |k: &str| match k {
+            "KG_ALLOW_ORIGIN" => Some("*".to_owned()),
+            "KG_MAX_AGE" => Some("60".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_args_env(
+            args(&[
+                "--allow-origin",
+                "https://app.example",
+                "--allow-methods",
+                "GET",
+            ]),
+            &env,
+        )
+        .unwrap();
+        let headers: Vec<String> = c
+            .cors
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                "access-control-allow-methods=GET",
+                "access-control-allow-origin=https://app.example",
+                "access-control-max-age=60"
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_problems_are_listed_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not pem").unwrap();
+        let junk = junk.to_str().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        let vars = |extra: &[&str]| -> Vec<&'static str> {
+            match Config::from_args_env(args(extra), &no_env) {
+                Ok(c) => {
+                    assert!(c.tls.is_none());
+                    vec![]
+                }
+                Err(e) => e.0.iter().map(|e| e.var).collect(),
+            }
+        };
+        assert_eq!(vars(&[]), Vec::<&str>::new());
+        assert_eq!(
+            vars(&["--certfile", "", "--keyfile", ""]),
+            Vec::<&str>::new()
+        );
+        assert_eq!(vars(&["--certfile", junk]), ["EG_CERTFILE"]);
+        assert_eq!(vars(&["--keyfile", junk]), ["EG_KEYFILE"]);
+        assert_eq!(vars(&["--client-ca", junk]), ["EG_CLIENT_CA"]);
+        assert_eq!(
+            vars(&[
+                "--certfile",
+                missing,
+                "--keyfile",
+                junk,
+                "--client-ca",
+                junk
+            ]),
+            ["EG_CERTFILE", "EG_KEYFILE", "EG_CLIENT_CA"]
+        );
+        assert_eq!(
+            vars(&["--port", "x", "--certfile", junk, "--allow-origin", "a\nb"]),
+            ["EG_PORT", "EG_ALLOW_ORIGIN", "EG_CERTFILE"]
+        );
+        let env = |k: &str| (k == "KG_CERTFILE").then(|| "/nonexistent".to_owned());
+        let err = Config::from_args_env(args(&["--keyfile", junk]), &env).unwrap_err();
+        assert_eq!(err.0[0].var, "EG_CERTFILE");
+        assert!(err.0[0].problem.contains("cannot read"), "{err}");
     }
 }

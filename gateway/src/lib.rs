@@ -3,7 +3,8 @@
 //! - [`config`]: the `EG_*` variables, parsed once.
 //! - [`kernelspecs`]: discovery and loading of kernelspecs, the listing body and its ETag.
 //! - [`watch`]: filesystem notifications and periodic rescans publishing listing changes.
-//! - [`api`]: the REST routes (`router(state)`), token check, the watch long-poll.
+//! - [`api`]: the REST routes (`router(state)`), token check, the watch long-poll; [`cors`]: CORS
+//!   headers, preflight answers and the origin check; [`tls`]: the HTTPS listener.
 //! - [`kernels`]: running kernels (registry, launchers, restarts, culling); [`kernels_api`] and
 //!   [`channels`]: their REST routes and websocket; [`bridge`]: each kernel's ZeroMQ sockets.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics` on a separate address.
@@ -13,8 +14,10 @@ pub mod api;
 pub mod bridge;
 pub mod channels;
 pub mod config;
+pub mod cors;
 pub mod kernels;
 pub mod kernels_api;
 pub mod kernelspecs;
 pub mod metrics;
+pub mod tls;
 pub mod watch;

@@ -15,6 +15,7 @@ use gateway::{
     kernels_api::Sessions,
     kernelspecs::ListingOptions,
     metrics::Metrics,
+    tls::TlsListener,
     watch::{self, Store},
 };
 use tracing::{error, info, warn};
@@ -79,10 +80,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("EG_IP/EG_PORT {}: cannot listen", config.listen))?;
-    // Every kernel message crosses this socket: no Nagle delay on any of them.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let kernels = KernelManager::new(
         Arc::new(LocalLauncher::new(config.runtime_dir.clone())),
         store.clone(),
@@ -102,6 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         addr = %config.listen,
         base_url = %config.base_url,
         auth = config.auth_token.is_some(),
+        tls = config.tls.is_some(),
         kernelspecs = current.listed,
         dirs = ?store.dirs(),
         "gateway listening"
@@ -115,9 +113,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         sessions: Arc::new(Sessions::default()),
         list_kernels: config.list_kernels,
         ws_ping_interval: config.ws_ping_interval,
+        cors: Arc::new(config.cors.clone()),
     });
     ready.set(true);
-    let server = axum::serve(listener, app).with_graceful_shutdown({
+    let stopping = {
         let cancel = cancel.clone();
         let ready = ready.clone();
         let kernels = kernels.clone();
@@ -127,12 +126,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
             // Kernels first: their websockets close with them, so the server can drain.
             kernels.shutdown_all().await;
         }
-    });
+    };
     let grace = config.shutdown_grace;
-    tokio::select! {
-        result = server.into_future() => result.context("serving")?,
-        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
-            warn!(grace_s = grace.as_secs(), "shutdown grace expired; exiting");
+    let expired = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+        warn!(grace_s = grace.as_secs(), "shutdown grace expired; exiting");
+    };
+    match config.tls.clone() {
+        Some(tls) => {
+            // TLS handshakes are made side by side; accepted sockets get TCP_NODELAY.
+            let listener = TlsListener::new(listener, tls);
+            serve(listener, app, stopping, expired).await?;
+        }
+        None => {
+            // Every kernel message crosses this socket: no Nagle delay on any of them.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve(listener, app, stopping, expired).await?;
         }
     }
     if let Some(culler) = culler {
@@ -144,4 +156,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("gateway stopped");
     Ok(())
+}
+
+/// Serves until `stopping` completes and the connections drain, or until `expired` does.
+async fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    stopping: impl Future<Output = ()> + Send + 'static,
+    expired: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
+    tokio::select! {
+        result = server.into_future() => result.context("serving"),
+        () = expired => Ok(()),
+    }
 }

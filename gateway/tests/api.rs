@@ -15,6 +15,7 @@ use eg_common::kernelspec::WATCH_HEADER;
 use gateway::{
     api::{self, AppState},
     config::Secret,
+    cors::{Cors, CorsSettings},
     kernels::{KernelManager, KernelSettings, local::LocalLauncher},
     kernelspecs::ListingOptions,
     metrics::Metrics,
@@ -90,6 +91,7 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
             sessions: Default::default(),
             list_kernels: true,
             ws_ping_interval: Duration::from_secs(30),
+            cors: Default::default(),
         },
     }
 }
@@ -107,7 +109,11 @@ impl Reply {
 }
 
 async fn call(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = Request::get(uri);
+    call_method(state, "GET", uri, headers).await
+}
+
+async fn call_method(state: &AppState, method: &str, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -266,6 +272,160 @@ async fn token_rules_match_upstream() {
     // No token configured: no check.
     let open = fixture("/", None);
     assert_eq!(call(&open.state, "/api/kernelspecs", &[]).await.status, 200);
+}
+
+const CORS_HEADERS: [&str; 6] = [
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+];
+
+fn with_cors(f: &mut Fixture, allow_origin: &str) {
+    f.state.cors = Arc::new(
+        Cors::from_settings(&CorsSettings {
+            allow_origin: allow_origin.into(),
+            allow_credentials: "true".into(),
+            allow_methods: "GET, POST, DELETE".into(),
+            allow_headers: "Authorization, Content-Type".into(),
+            expose_headers: "ETag".into(),
+            max_age: "600".into(),
+        })
+        .unwrap(),
+    );
+}
+
+#[tokio::test]
+async fn options_is_answered_without_the_token_and_with_the_cors_headers() {
+    let mut f = fixture("/gw/", Some(TOKEN));
+    with_cors(&mut f, "https://app.example");
+    let kernel = "/gw/api/kernels/1-2-3-4-5";
+    for uri in [
+        "/gw/api",
+        "/gw/api/kernelspecs",
+        "/gw/api/kernelspecs/python_k8s",
+        "/gw/kernelspecs/python_k8s/logo-64x64.png",
+        "/gw/api/kernels",
+        kernel,
+        "/gw/api/kernels/1-2-3-4-5/restart",
+        "/gw/api/kernels/1-2-3-4-5/channels",
+        "/gw/api/sessions",
+    ] {
+        // A preflight from a foreign origin is answered too: it is how browsers ask.
+        let r = call_method(
+            &f.state,
+            "OPTIONS",
+            uri,
+            &[("origin", "https://app.example"), ("host", "gw:8888")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{uri}");
+        assert!(r.body.is_empty(), "{uri}");
+        assert_eq!(
+            r.headers["access-control-allow-origin"],
+            "https://app.example"
+        );
+        assert_eq!(
+            r.headers["access-control-allow-methods"],
+            "GET, POST, DELETE"
+        );
+        assert_eq!(r.headers["access-control-max-age"], "600");
+    }
+    // Other methods still need the token; the catch-all stays 404 (with the headers).
+    assert_eq!(call(&f.state, "/gw/api", &[]).await.status, 401);
+    let r = call_method(&f.state, "OPTIONS", "/gw/api/contents", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+}
+
+#[tokio::test]
+async fn cors_headers_only_when_set() {
+    let plain = fixture("/", None);
+    let r = call(&plain.state, "/api/kernelspecs", &[]).await;
+    assert_eq!(r.status, 200);
+    for name in CORS_HEADERS {
+        assert!(!r.headers.contains_key(name), "{name} without a setting");
+    }
+    let mut f = fixture("/", None);
+    with_cors(&mut f, "*");
+    for uri in ["/api/kernelspecs", "/api", "/api/kernels", "/nowhere"] {
+        let r = call(&f.state, uri, &[]).await;
+        for name in CORS_HEADERS {
+            assert!(r.headers.contains_key(name), "{name} missing on {uri}");
+        }
+        assert!(!r.headers.contains_key("content-security-policy"));
+    }
+    assert_eq!(
+        call(&f.state, "/api", &[]).await.headers["access-control-expose-headers"],
+        "ETag"
+    );
+    // Only the non-empty ones.
+    let mut one = fixture("/", None);
+    one.state.cors = Arc::new(
+        Cors::from_settings(&CorsSettings {
+            max_age: "60".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let r = call(&one.state, "/api", &[]).await;
+    let present: Vec<_> = CORS_HEADERS
+        .into_iter()
+        .filter(|h| r.headers.contains_key(*h))
+        .collect();
+    assert_eq!(present, ["access-control-max-age"]);
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_unless_allowed() {
+    let not_found = json!({"reason": "Not Found", "message": ""});
+    let foreign = [("origin", "https://evil.example"), ("host", "gw:8888")];
+    let same = [("origin", "http://gw:8888"), ("host", "gw:8888")];
+    let channels = "/api/kernels/1-2-3-4-5/channels";
+
+    let f = fixture("/", Some(TOKEN));
+    for uri in ["/api", "/api/kernelspecs", "/api/kernels", "/api/sessions"] {
+        let r = call(&f.state, uri, &[foreign[0], foreign[1], AUTH]).await;
+        assert_eq!(r.status, 404, "{uri}");
+        assert_eq!(r.json(), not_found, "{uri}");
+        assert_eq!(
+            call(&f.state, uri, &[same[0], same[1], AUTH]).await.status,
+            200,
+            "{uri}"
+        );
+        // No Origin: passes.
+        assert_eq!(
+            call(&f.state, uri, &[("host", "gw:8888"), AUTH])
+                .await
+                .status,
+            200
+        );
+    }
+    // The websocket handshake is refused with 403, before the upgrade.
+    let r = call(&f.state, channels, &[foreign[0], foreign[1], AUTH]).await;
+    assert_eq!(r.status, 403);
+    // The token is checked first, as upstream's handlers do.
+    assert_eq!(call(&f.state, "/api", &foreign).await.status, 401);
+
+    // `*`, or that very origin, lets it through.
+    let mut any = fixture("/", None);
+    with_cors(&mut any, "*");
+    assert_eq!(call(&any.state, "/api", &foreign).await.status, 200);
+    let mut exact = fixture("/", None);
+    with_cors(&mut exact, "https://evil.example");
+    let r = call(&exact.state, "/api", &foreign).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://evil.example"
+    );
+    let other = [("origin", "https://other.example"), ("host", "gw:8888")];
+    assert_eq!(call(&exact.state, "/api", &other).await.status, 404);
+    // Past the origin check, the websocket route answers as it would for anyone (here: not a
+    // websocket handshake).
+    assert_ne!(call(&exact.state, channels, &foreign).await.status, 403);
 }
 
 #[tokio::test]

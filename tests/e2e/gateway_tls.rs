@@ -1,0 +1,257 @@
+//! The `gateway` binary over HTTPS: certificates made with `openssl`, a client trusting their CA,
+//! plain HTTP refused, and client certificates required with EG_CLIENT_CA.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{ChildGuard, binary, free_port, gateway_command};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA: `NAME.crt`, `NAME.key`.
+fn ca(dir: &Path, name: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    dir.join(format!("{name}.crt"))
+}
+
+/// A certificate `NAME.crt` (key `NAME.key`) signed by the CA `issuer`, with `extensions`.
+fn leaf(dir: &Path, name: &str, issuer: &str, extensions: &str) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{issuer}.crt"),
+            "-CAkey",
+            &format!("{issuer}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+const SERVER_EXT: &str = "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n\
+subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+const CLIENT_EXT: &str = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+
+struct Pki {
+    dir: tempfile::TempDir,
+    server_ca: reqwest::Certificate,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_crt = ca(dir.path(), "server-ca");
+        let (server_cert, server_key) = leaf(dir.path(), "server", "server-ca", SERVER_EXT);
+        let server_ca = reqwest::Certificate::from_pem(&std::fs::read(ca_crt).unwrap()).unwrap();
+        Self {
+            dir,
+            server_ca,
+            server_cert,
+            server_key,
+        }
+    }
+
+    /// A client identity (certificate and key in one PEM) signed by `issuer`.
+    fn identity(&self, name: &str, issuer: &str) -> reqwest::Identity {
+        let (crt, key) = leaf(self.dir.path(), name, issuer, CLIENT_EXT);
+        let mut pem = std::fs::read(crt).unwrap();
+        pem.extend(std::fs::read(key).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    }
+
+    /// A client trusting the server's CA, presenting `identity` when given.
+    fn client(&self, identity: Option<reqwest::Identity>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([self.server_ca.clone()])
+            .timeout(Duration::from_secs(10));
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        builder.build().unwrap()
+    }
+}
+
+/// The gateway on a free port with the server certificate and `env`; waits until a client
+/// presenting `identity` gets an answer over HTTPS.
+async fn start(
+    pki: &Pki,
+    env: &[(&str, &str)],
+    identity: Option<reqwest::Identity>,
+) -> (ChildGuard, u16) {
+    let port = free_port();
+    let mut cmd = gateway_command(pki.dir.path(), port);
+    cmd.env("EG_ADMIN_ADDR", "off")
+        .env("EG_CERTFILE", &pki.server_cert)
+        .env("EG_KEYFILE", &pki.server_key);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = ChildGuard(cmd.spawn().unwrap());
+    let client = pki.client(identity);
+    let url = format!("https://127.0.0.1:{port}/api");
+    let started = Instant::now();
+    loop {
+        if client.get(&url).send().await.is_ok() {
+            return (child, port);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "gateway did not answer over HTTPS on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn https_with_the_ca_trusted_and_plain_http_refused() {
+    let pki = Pki::new();
+    let (_gateway, port) = start(&pki, &[], None).await;
+
+    let r = pki
+        .client(None)
+        .get(format!("https://127.0.0.1:{port}/api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["gateway_version"].is_string(), "{body}");
+
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/api"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+
+    // A client that does not trust the CA refuses the server.
+    let untrusting = reqwest::Client::builder()
+        .tls_certs_only([])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("https://127.0.0.1:{port}/api"))
+        .send()
+        .await;
+    assert!(untrusting.is_err(), "untrusted server accepted");
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_with_a_client_ca() {
+    let pki = Pki::new();
+    let client_ca = ca(pki.dir.path(), "client-ca");
+    let good = pki.identity("alice", "client-ca");
+    let env = [("EG_CLIENT_CA", client_ca.to_str().unwrap())];
+    let (_gateway, port) = start(&pki, &env, Some(good.clone())).await;
+    let url = format!("https://127.0.0.1:{port}/api");
+
+    let r = pki.client(Some(good)).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let anonymous = pki.client(None).get(&url).send().await;
+    assert!(anonymous.is_err(), "answered without a client certificate");
+
+    // Signed by another CA (the server's): refused too.
+    let stranger = pki.identity("mallory", "server-ca");
+    let r = pki.client(Some(stranger)).get(&url).send().await;
+    assert!(
+        r.is_err(),
+        "answered a certificate the client CA did not sign"
+    );
+}
+
+#[test]
+fn tls_configuration_errors_exit_2_naming_every_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "no PEM here").unwrap();
+    let out = Command::new(binary("gateway"))
+        .env_clear()
+        .env("EG_CERTFILE", &junk)
+        .env("EG_ALLOW_ORIGIN", "bad\u{1}value")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for var in ["EG_CERTFILE", "EG_ALLOW_ORIGIN"] {
+        assert!(text.contains(var), "{var} not named in:\n{text}");
+    }
+    let out = Command::new(binary("gateway"))
+        .env_clear()
+        .env("EG_CERTFILE", &junk)
+        .env("EG_KEYFILE", dir.path().join("missing.key"))
+        .env("EG_ADMIN_ADDR", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for var in ["EG_CERTFILE", "EG_KEYFILE"] {
+        assert!(text.contains(var), "{var} not named in:\n{text}");
+    }
+}

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(kernels_api::patch_session)
                 .delete(kernels_api::delete_session),
         )
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), cors::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route_layer(middleware::from_fn_with_state(state.clone(), track));
@@ -140,6 +141,11 @@ fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
         body.into(),
     )
         .into_response()
+}
+
+/// A route without the method: upstream's JSON 405.
+async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "")
 }
 
 /// Upstream's catch-all: 404 without a token check; JSON under the base URL, and outside it the

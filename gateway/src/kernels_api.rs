@@ -196,8 +196,13 @@ pub async fn list_sessions(State(state): State<AppState>) -> Response {
     json_body(StatusCode::OK, &models)
 }
 
+/// Jupyter Server's session errors: `reason` is the status phrase, null for a missing session.
 fn session_error(status: StatusCode, message: &str) -> Response {
-    json_body(status, &json!({"message": message, "reason": Value::Null}))
+    let reason = match status {
+        StatusCode::NOT_FOUND => Value::Null,
+        s => Value::from(s.canonical_reason().unwrap_or("")),
+    };
+    json_body(status, &json!({"message": message, "reason": reason}))
 }
 
 /// `POST /api/sessions`: `path` and `type` (or a legacy `notebook.path`) and a kernel name.

@@ -109,6 +109,8 @@ impl Gateway {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
+            // The container's user: requests without KERNEL_USERNAME run as this user.
+            .env("LOGNAME", "jovyan")
             .env("JUPYTER_PATH", dir.path())
             .env("JUPYTER_RUNTIME_DIR", dir.path().join("runtime"))
             .env("EG_IP", "127.0.0.1")
@@ -888,6 +890,14 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
         .await;
     assert_eq!((status, &body["message"]), (403, &json!("Resource Limit")));
 
+    // No KERNEL_USERNAME and no user in the environment: the process's own user, as
+    // upstream; root is refused by the default EG_UNAUTHORIZED_USERS.
+    if Command::new("id").arg("-u").output().unwrap().stdout == b"0\n" {
+        let gw = Gateway::start(&[("LOGNAME", "")]);
+        let (status, body) = gw.post("/api/kernels", json!({"env": {}})).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["reason"].as_str().unwrap().contains("User 'root'"));
+    }
     let gw = Gateway::start(&[]);
     for (body, status, field, text) in [
         (

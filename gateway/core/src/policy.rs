@@ -123,9 +123,7 @@ fn checked_value(name: &str, value: &Value) -> Result<String, Refusal> {
     if value.chars().count() > MAX_ENV_VALUE_LEN {
         return Err(Refusal::new(
             400,
-            format!(
-                "Environment variable '{name}' value exceeds maximum length of {MAX_ENV_VALUE_LEN}"
-            ),
+            format!("Environment variable '{name}' exceeds maximum length"),
         ));
     }
     if value.contains(['$', '`', '\n', '\r', '\0']) {

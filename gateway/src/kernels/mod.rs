@@ -260,11 +260,7 @@ impl KernelManager {
         cancel: CancellationToken,
     ) -> Arc<Self> {
         let gateway_env: BTreeMap<String, String> = std::env::vars().collect();
-        let gateway_user = gateway_env
-            .get("USER")
-            .or_else(|| gateway_env.get("LOGNAME"))
-            .cloned()
-            .unwrap_or_else(|| "jovyan".to_owned());
+        let gateway_user = process_user(&gateway_env);
         Arc::new(Self {
             registry: Mutex::default(),
             launcher,
@@ -787,6 +783,33 @@ impl KernelManager {
     }
 }
 
+/// The gateway's own user, as Python's `getpass.getuser()` finds it (upstream's default for a
+/// request without `KERNEL_USERNAME`): `LOGNAME`, `USER`, `LNAME`, `USERNAME`, then the password
+/// database's name for the process's uid, then the uid itself.
+fn process_user(env: &BTreeMap<String, String>) -> String {
+    if let Some(name) = ["LOGNAME", "USER", "LNAME", "USERNAME"]
+        .iter()
+        .filter_map(|k| env.get(*k))
+        .find(|v| !v.is_empty())
+    {
+        return name.clone();
+    }
+    let uid = rustix::process::getuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| passwd_name(&passwd, uid))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
 /// A signal name as `EG_ALTERNATE_SIGINT` gives it (`SIGUSR2`, `USR2`) -> its number here.
 pub fn signal_number(name: &str) -> Option<i32> {
     let name = name.trim().to_ascii_uppercase();
@@ -805,6 +828,22 @@ pub fn signal_number(name: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_as_getpass_finds_them() {
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(process_user(&env(&[("USER", "u"), ("LOGNAME", "l")])), "l");
+        assert_eq!(process_user(&env(&[("LOGNAME", ""), ("USER", "u")])), "u");
+        let passwd = "root:x:0:0:root:/root:/bin/sh\njovyan:x:1000:100::/home/jovyan:/bin/bash\n";
+        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("jovyan"));
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 7), None);
+    }
 
     #[test]
     fn alternate_sigint_names() {

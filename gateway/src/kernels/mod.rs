@@ -590,11 +590,7 @@ impl KernelManager {
         };
         if attempt > self.settings.restart_limit {
             warn!(kernel_id = %kernel.id, restarts = attempt - 1, "kernel keeps dying; giving up");
-            kernel.activity.set_state("dead");
-            kernel
-                .bridge
-                .notify(bridge::status_notice(&kernel.session, "dead"));
-            self.metrics.record_auto_restart("dead");
+            self.mark_dead(kernel);
             self.publish_counts();
             return;
         }
@@ -608,14 +604,19 @@ impl KernelManager {
             Ok(()) => self.metrics.record_auto_restart("restarted"),
             Err(e) => {
                 warn!(kernel_id = %kernel.id, error = %e, "automatic restart failed");
-                kernel.activity.set_state("dead");
-                kernel
-                    .bridge
-                    .notify(bridge::status_notice(&kernel.session, "dead"));
-                self.metrics.record_auto_restart("dead");
+                self.mark_dead(kernel);
             }
         }
         self.publish_counts();
+    }
+
+    /// Gives up on a kernel that keeps dying: clients are told `dead`, and the culler removes it.
+    fn mark_dead(&self, kernel: &Kernel) {
+        kernel.activity.set_state("dead");
+        kernel
+            .bridge
+            .notify(bridge::status_notice(&kernel.session, "dead"));
+        self.metrics.record_auto_restart("dead");
     }
 
     /// Replaces the kernel's process with a new one (new ports, new key) and points the bridge at

@@ -70,10 +70,10 @@ KIP_GATEWAY_HOST=http://127.0.0.1:8888 KIP_AUTH_TOKEN=$TOKEN \
   KIP_CRI_ENDPOINT="unix://$KIP_TEST_CONTAINERD_SOCK" "$KIP" >"$DIR/kip.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 600); do
-  [[ $(ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io images ls -q | grep -c demo/kernel) -ge 4 ]] && break
+  [[ $(ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io images ls -q | grep -c 'demo/kernel-[0-9]*:') -ge 4 ]] && break
   sleep 0.2
 done
-ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io images check | grep demo/kernel
+ctr --address "$KIP_TEST_CONTAINERD_SOCK" -n k8s.io images check | grep 'demo/kernel-[0-9]*:'
 curl -fs http://127.0.0.1:9090/metrics | grep -E '^kip_(pulls_total|images_present)' | grep -v ' 0$' || true
 
 echo "== a notebook cell through the gateway"

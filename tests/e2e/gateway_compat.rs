@@ -46,7 +46,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, binary, component, free_ports, http_request, wait_http};
+use e2e::{ChildGuard, binary, component, free_ports, http_request, processes_naming, wait_http};
 use eg_common::kernelspec::WATCH_HEADER;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -465,21 +465,6 @@ fn jupyter_server_uses_the_gateway() {
         &[js_auth],
     );
     assert_eq!((logo.status, logo.body.as_slice()), (200, PNG));
-}
-
-/// Processes whose command line names `needle` (both gateways' kernels name their connection
-/// file, under the test's runtime directory).
-fn processes_naming(needle: &Path) -> Vec<u32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 /// Kills whatever kernel a failed test left behind (declared before the gateways, so it runs after

@@ -593,3 +593,18 @@ pub fn system_kernelspecs() -> Vec<String> {
     names.dedup();
     names
 }
+
+/// Processes whose command line names `needle`: kernels name their connection file, under a
+/// test's runtime directory, so this finds every kernel a test's gateway started.
+pub fn processes_naming(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}

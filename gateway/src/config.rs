@@ -246,7 +246,7 @@ pub struct Config {
 }
 
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
-use eg_common::config::{parse_admin_addr, parse_log_level, parse_seconds};
+use eg_common::config::{parse_admin_addr, parse_bool, parse_log_level, parse_seconds};
 
 /// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -654,15 +654,6 @@ fn parse_allowed(raw: &str) -> Result<Option<Vec<String>>, String> {
         .filter(|n| !n.is_empty())
         .collect();
     Ok((!names.is_empty()).then_some(names))
-}
-
-/// Python-style booleans as upstream's settings take them: true/false (any case), 1/0, yes/no.
-fn parse_bool(raw: &str) -> Result<bool, String> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err("expected True or False".to_owned()),
-    }
 }
 
 /// A limit: a whole number, or a negative one for none.

@@ -117,6 +117,16 @@ pub fn parse_admin_addr(raw: &str) -> Result<Option<SocketAddr>, String> {
     }
 }
 
+/// A boolean as both binaries' upstreams take them: true/false (any case), 1/0, yes/no, on/off;
+/// empty is false.
+pub fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
 /// A whole number of seconds; 0 only where `zero_ok`.
 pub fn parse_seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
     match raw.trim().parse::<u64>() {

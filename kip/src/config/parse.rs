@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use eg_common::{
     ImageRef,
-    config::{Checker, Secret, parse_admin_addr, parse_log_level, parse_positive, parse_seconds},
+    config::{
+        Checker, Secret, parse_admin_addr, parse_bool, parse_log_level, parse_positive,
+        parse_seconds,
+    },
 };
 
 use super::{
@@ -17,7 +20,7 @@ use super::{
         load_ca_bundle, parse_endpoint, parse_hosts_dir, parse_namespace, parse_registry_list,
         parse_snapshotter,
     },
-    source::{parse_bool, parse_gateway_url, parse_internal_fetchers},
+    source::{parse_gateway_url, parse_internal_fetchers},
 };
 
 /// A whole number of seconds greater than 0.

@@ -71,14 +71,6 @@ pub(super) fn parse_gateway_url(s: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err("expected true or false".to_owned()),
-    }
-}
-
 pub(super) fn parse_internal_fetchers(s: &str) -> Result<Vec<FetcherKind>, String> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {

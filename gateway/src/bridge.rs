@@ -616,12 +616,7 @@ impl Io {
                 self.paused = true;
                 self.ready.send_replace(false);
             }
-            Command::Notify(delivery) => {
-                let ids: Vec<String> = self.sessions.keys().cloned().collect();
-                for id in ids {
-                    self.deliver(&id, delivery.clone());
-                }
-            }
+            Command::Notify(delivery) => self.broadcast(&delivery),
             Command::Reconnect(info) => {
                 match Signer::new(&info.signature_scheme, info.key.as_bytes()) {
                     Ok(signer) => self.signer = signer,
@@ -723,15 +718,25 @@ impl Io {
     }
 
     fn deliver(&mut self, id: &str, d: Arc<Delivery>) {
-        let limits = self.limits;
-        let Some(session) = self.sessions.get_mut(id) else {
-            return;
-        };
+        if let Some(session) = self.sessions.get_mut(id) {
+            Self::deliver_to(session, d, &self.limits, &self.metrics);
+        }
+    }
+
+    /// One message for every session (IOPub, gateway notices), without copying it.
+    fn broadcast(&mut self, d: &Arc<Delivery>) {
+        for session in self.sessions.values_mut() {
+            Self::deliver_to(session, d.clone(), &self.limits, &self.metrics);
+        }
+    }
+
+    /// Queues a message for a session's websocket, or keeps it (bounded) while none is attached.
+    fn deliver_to(session: &mut Session, d: Arc<Delivery>, limits: &Limits, metrics: &Metrics) {
         let size = d.size();
         match &session.sink {
             Some(sink) => {
                 if sink.queued.load(Ordering::Relaxed) + size > limits.client_queue_bytes {
-                    self.metrics.dropped("client_queue_full");
+                    metrics.dropped("client_queue_full");
                     return;
                 }
                 sink.queued.fetch_add(size, Ordering::Relaxed);
@@ -747,7 +752,7 @@ impl Io {
                 {
                     if let Some(old) = session.buffer.pop_front() {
                         session.buffered_bytes -= old.size();
-                        self.metrics.dropped("offline_buffer_full");
+                        metrics.dropped("offline_buffer_full");
                     }
                 }
             }
@@ -822,10 +827,7 @@ impl Io {
                     msg,
                     info,
                 });
-                let ids: Vec<String> = self.sessions.keys().cloned().collect();
-                for id in ids {
-                    self.deliver(&id, d.clone());
-                }
+                self.broadcast(&d);
             }
             Source::GatewayShell | Source::GatewayControl => {
                 if info.msg_type == "kernel_info_reply"

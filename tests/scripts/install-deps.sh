@@ -17,6 +17,8 @@ PKGS=(
   wrk                 # HTTP load generator for the gateway benchmark
   python3-venv        # the chart tests' and the upstream-gateway comparison's virtual environments
   python3-ipykernel   # real Python kernels for the gateway's kernel tests and benchmark
+  python3-jinja2 python3-yaml  # Jinja2 renders kernel-pod templates beside minijinja in the template tables
+  python3-pycryptodome         # the in-pod launchers of the fake cluster encrypt their connection info
 )
 
 missing=()
@@ -42,6 +44,18 @@ if [[ $("$EG_VENV/bin/pip" show jupyter_enterprise_gateway 2>/dev/null | sed -n 
   echo "install-deps: installing jupyter_enterprise_gateway $EG_VERSION into $EG_VENV"
   /usr/bin/python3 -m venv "$EG_VENV"
   "$EG_VENV/bin/pip" install -q --disable-pip-version-check "jupyter_enterprise_gateway==$EG_VERSION"
+fi
+
+# Upstream's source distribution of the same version: its kernel-launchers (the stock
+# kernel-pod.yaml.j2, launch_kubernetes.py, launch_ipykernel.py) are what kernel images and
+# kernelspecs run, so the Kubernetes tests render and run them as they are. Read, not copied.
+EG_SRC=${KIP_TEST_EG_SRC:-/opt/kip-test/eg-src}
+if [[ ! -f "$EG_SRC/jupyter_enterprise_gateway-$EG_VERSION/etc/kernel-launchers/kubernetes/scripts/kernel-pod.yaml.j2" ]]; then
+  echo "install-deps: unpacking jupyter_enterprise_gateway $EG_VERSION sources into $EG_SRC"
+  mkdir -p "$EG_SRC"
+  "$EG_VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
+    -d "$EG_SRC" "jupyter_enterprise_gateway==$EG_VERSION"
+  tar -xzf "$EG_SRC/jupyter_enterprise_gateway-$EG_VERSION.tar.gz" -C "$EG_SRC"
 fi
 
 # Kernel clients (tests/clients, bench/kernel-bench.sh): a real Jupyter Server 2.x with its

@@ -42,9 +42,14 @@ cargo_status=${PIPESTATUS[0]}
 echo "== chart tests"
 "${KIP_CHART_VENV:-/opt/kip-test/venv}/bin/python" -m pytest -q -p no:cacheprovider tests/chart 2>&1 | tee -a "$LOG"
 chart_status=${PIPESTATUS[0]}
+
+# The fake Kubernetes API server and node simulator the gateway's Kubernetes tests run against.
+echo "== fake Kubernetes tests"
+"${KIP_CHART_VENV:-/opt/kip-test/venv}/bin/python" -m pytest -q -p no:cacheprovider tests/fake-k8s 2>&1 | tee -a "$LOG"
+fake_k8s_status=${PIPESTATUS[0]}
 set -e
 
-# One closing line with the totals over every test binary and the chart tests.
+# One closing line with the totals over every test binary and the pytest suites.
 awk '/^test result:/ { p += $4; f += $6 }
      / passed| failed/ && !/^test result:/ {
        for (i = 2; i <= NF; i++) {
@@ -53,4 +58,4 @@ awk '/^test result:/ { p += $4; f += $6 }
        }
      }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
-((cargo_status == 0 && chart_status == 0))
+((cargo_status == 0 && chart_status == 0 && fake_k8s_status == 0))

@@ -587,7 +587,7 @@ class Api:
             if res.name == "namespaces":
                 self.populate_namespace(name)
         if res.name == "pods":
-            self.node.pod_created(ns, name)
+            self.node.pod_created(ns, name, stored["metadata"]["uid"])
         return stored
 
     def admit_namespace(self, res, ns, name):
@@ -1038,20 +1038,30 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def read_body(self):
+    def read_raw_body(self) -> bytes:
+        """Reads the whole request body, so that a keep-alive connection stays in step even
+        when the request is refused before its body is looked at."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = b""
             while True:
                 size = int(self.rfile.readline().strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()
-                    break
+                    return data
                 data += self.rfile.read(size)
                 self.rfile.readline()
-        else:
-            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def read_body(self):
+        data = self.raw_body
         if not data.strip():
             return None
+        if "protobuf" in self.headers.get("Content-Type", ""):
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json, application/yaml",
+            )
         try:
             return json.loads(data)
         except ValueError as e:
@@ -1078,6 +1088,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         api = self.api
+        self.raw_body = self.read_raw_body()
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         parts = [p for p in url.path.split("/") if p]
@@ -1106,6 +1117,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
+        if not header and self.api.args.anonymous:
+            return True
         scheme, _, token = header.partition(" ")
         return scheme.lower() == "bearer" and token.strip() == self.api.args.token
 
@@ -1449,6 +1462,12 @@ def parse_args(argv=None):
         default=None,
         help='known images: a JSON file (["repo[:tag]", {"image": ..., "run": ...}]) or a comma-separated list; '
         "default: any repository ending in kernel-py (in-pod launcher) or kernel-py-upstream (upstream's)",
+    )
+    p.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="also serve requests without an Authorization header (kubectl: client-go sends no "
+        "credentials to a plain-HTTP server)",
     )
     p.add_argument("--kubeconfig-out", type=Path, default=None)
     p.add_argument("--ready-file", type=Path, default=None, help="written with the URL once serving")

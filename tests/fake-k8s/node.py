@@ -149,9 +149,11 @@ class Node:
 
     # -- called by the API server ----------------------------------------------------------
 
-    def pod_created(self, ns, name):
+    def pod_created(self, ns, name, uid):
         pod = self.api.store.get(self.api.res("pods"), ns, name)
-        rt = PodRuntime(ns, name, pod["metadata"]["uid"])
+        if pod is None or pod["metadata"]["uid"] != uid:  # deleted already
+            return
+        rt = PodRuntime(ns, name, uid)
         with self.lock:
             self.pods[(ns, name)] = rt
         threading.Thread(target=self._run, args=(rt,), daemon=True, name=f"pod-{ns}/{name}").start()

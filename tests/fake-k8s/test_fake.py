@@ -5,6 +5,7 @@ launch_ipykernel.py) work against it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ import pytest
 
 import apiserver
 import validation
-from conftest import EG_SRC, EG_VENV, SYSTEM_PYTHON, Fake, require
+from conftest import EG_SRC, EG_VENV, SYSTEM_PYTHON, TOKEN, Fake, require
 
 KERNEL_IMAGE = "docker.io/elyra/kernel-py:3.3.0"
 
@@ -212,14 +213,24 @@ def test_unauthorized(fake):
         status, body = fake.request("GET", "/api/v1/namespaces", token=token)
         assert status == 401
         assert body == {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": "Unauthorized",
-            "reason": "Unauthorized",
-            "code": 401,
-        }
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Unauthorized", "reason": "Unauthorized", "code": 401,
+        }  # fmt: skip
+
+
+def test_keep_alive_after_a_refused_body(fake):
+    """A request refused before its body is read leaves the connection usable (clients such as
+    kube-rs keep connections open)."""
+    conn = http.client.HTTPConnection(fake.host, fake.port, timeout=10)
+    body = json.dumps({"metadata": {"name": "refused"}})
+    conn.request("POST", "/api/v1/namespaces", body=body, headers={"Authorization": "Bearer wrong"})
+    resp = conn.getresponse()
+    assert resp.status == 401
+    resp.read()
+    conn.request("GET", "/api/v1/namespaces/default", headers={"Authorization": f"Bearer {TOKEN}"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["metadata"]["name"] == "default"
+    conn.close()
 
 
 def test_status_bodies(fake):

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -140,6 +141,13 @@ class Node:
             "cpu": validation.parse_quantity(args.node_cpu),
             "memory": validation.parse_quantity(args.node_memory),
         }
+        probe = socket.socket()
+        try:  # pods live on 127.0.0.2 upwards: the whole of 127/8 must be bindable here
+            probe.bind(("127.0.0.2", 0))
+        except OSError as e:
+            raise SystemExit(f"fake node: cannot bind 127.0.0.2, so pods cannot get their own IPs: {e}")
+        finally:
+            probe.close()
         self.dir = args.state_dir / "pods"
         self.shim = args.state_dir / "image-bin"
         self.shim.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 //! validates them all in one pass and reports every bad variable at once.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
     time::Duration,
@@ -17,8 +17,10 @@ use tracing::level_filters::LevelFilter;
 
 use crate::{
     bridge::Limits,
+    comm::{CommSettings, signal_number},
     cors::{Cors, CorsSettings},
     kernels::KernelSettings,
+    response::{ProhibitedIps, ResponseSettings},
     tls::{self, TlsFiles},
 };
 
@@ -198,6 +200,38 @@ pub struct Args {
     #[arg(long, env = "EG_MAX_AGE")]
     pub max_age: Option<String>,
 
+    /// Port remote kernel launchers send their connection info to (0: any free port).
+    #[arg(long, env = "EG_RESPONSE_PORT", default_value = "8877")]
+    pub response_port: String,
+
+    /// Further ports tried (port+1, port+2, …) when the response port is taken.
+    #[arg(long, env = "EG_RESPONSE_PORT_RETRIES", default_value = "10")]
+    pub response_port_retries: String,
+
+    /// IPv4 address the response listener binds and advertises to launchers; unset: the first
+    /// local non-loopback address not in EG_PROHIBITED_LOCAL_IPS.
+    #[arg(long, env = "EG_RESPONSE_IP")]
+    pub response_ip: Option<String>,
+
+    /// Bind the response listener on all interfaces (the advertised address is unchanged).
+    #[arg(long, env = "EG_RESPONSE_ADDR_ANY", default_value = "False")]
+    pub response_addr_any: String,
+
+    /// Comma list of local addresses never advertised as the response address: regular
+    /// expressions matched at the start (e.g. `172.17.,10.0.0.5`).
+    #[arg(long, env = "EG_PROHIBITED_LOCAL_IPS")]
+    pub prohibited_local_ips: Option<String>,
+
+    /// Seconds (fractions allowed) a comm-port request to a remote launcher may take to connect
+    /// and to send. Upstream's default 0.005 suits one machine; across a cluster network raise it.
+    #[arg(long, env = "EG_SOCKET_TIMEOUT", default_value = "0.005")]
+    pub socket_timeout: String,
+
+    /// Signal remote kernels are interrupted with when their kernelspec's env sets no
+    /// EG_ALTERNATE_SIGINT (e.g. SIGUSR2); unset: SIGINT.
+    #[arg(long, env = "EG_ALTERNATE_SIGINT")]
+    pub alternate_sigint: Option<String>,
+
     /// PEM certificate (chain) for HTTPS; needs EG_KEYFILE. Unset: plain HTTP (KG_CERTFILE is
     /// read when this is unset).
     #[arg(long, env = "EG_CERTFILE")]
@@ -243,6 +277,10 @@ pub struct Config {
     pub cors: Cors,
     /// `Some`: the API is served over HTTPS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The response listener of remote kernel launchers.
+    pub response: ResponseSettings,
+    /// Requests to remote launchers' comm ports.
+    pub comm: CommSettings,
 }
 
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
@@ -277,6 +315,7 @@ impl Config {
                 .parse::<u16>()
                 .map_err(|_| "expected a port number (0-65535)".to_owned()),
         );
+        let (response, comm) = check_remote(&mut c, &args);
         let (base_var, base_raw) = match args.base_url {
             Some(b) => ("EG_BASE_URL", b),
             None => match env("KG_BASE_URL") {
@@ -516,8 +555,70 @@ impl Config {
             runtime_dir,
             cors: cors.unwrap_or_default(),
             tls,
+            response,
+            comm,
         })
     }
+}
+
+/// The response listener's and the comm port's variables (upstream's names and defaults).
+fn check_remote(c: &mut Checker, args: &Args) -> (ResponseSettings, CommSettings) {
+    let defaults = ResponseSettings::default();
+    let port = c.parse("EG_RESPONSE_PORT", &args.response_port, |raw| {
+        raw.trim()
+            .parse::<u16>()
+            .map_err(|_| "expected a port number (0-65535)".to_owned())
+    });
+    let port_retries = c.parse(
+        "EG_RESPONSE_PORT_RETRIES",
+        &args.response_port_retries,
+        |raw| {
+            raw.trim()
+                .parse::<u16>()
+                .map_err(|_| "expected a whole number (0-65535)".to_owned())
+        },
+    );
+    let ip = match args.response_ip.as_deref().map(str::trim) {
+        Some(raw) if !raw.is_empty() => c.parse("EG_RESPONSE_IP", raw, |raw| {
+            raw.parse::<Ipv4Addr>().map_err(|_| {
+                "expected an IPv4 address (launchers split the response address at ':')".to_owned()
+            })
+        }),
+        _ => None,
+    };
+    let addr_any = c.parse("EG_RESPONSE_ADDR_ANY", &args.response_addr_any, parse_bool);
+    let prohibited = c.parse(
+        "EG_PROHIBITED_LOCAL_IPS",
+        args.prohibited_local_ips.as_deref().unwrap_or_default(),
+        ProhibitedIps::parse,
+    );
+    let timeout = c.parse(
+        "EG_SOCKET_TIMEOUT",
+        &args.socket_timeout,
+        parse_fractional_seconds,
+    );
+    let alternate_sigint = match args.alternate_sigint.as_deref().map(str::trim) {
+        Some(raw) if !raw.is_empty() => c.parse("EG_ALTERNATE_SIGINT", raw, |raw| {
+            signal_number(raw).map(Some).ok_or_else(|| {
+                "expected a signal name such as SIGUSR2 (or a number 1-64)".to_owned()
+            })
+        }),
+        _ => None,
+    }
+    .flatten();
+    let response = ResponseSettings {
+        ip,
+        addr_any: addr_any.unwrap_or(false),
+        port: port.unwrap_or(defaults.port),
+        port_retries: port_retries.unwrap_or(defaults.port_retries),
+        prohibited: prohibited.unwrap_or_default(),
+        ..defaults
+    };
+    let comm = CommSettings {
+        timeout: timeout.unwrap_or(crate::comm::DEFAULT_CONNECT_TIMEOUT),
+        alternate_sigint,
+    };
+    (response, comm)
 }
 
 /// HTTPS when a certificate and its key are given (both or neither; a client CA needs them).
@@ -812,6 +913,80 @@ mod tests {
                 "access-control-max-age=60"
             ]
         );
+    }
+
+    #[test]
+    fn remote_launcher_variables() {
+        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
+        assert_eq!(c.response.port, 8877);
+        assert_eq!(c.response.port_retries, 10);
+        assert_eq!(c.response.ip, None);
+        assert!(!c.response.addr_any);
+        assert!(c.response.prohibited.is_empty());
+        assert_eq!(c.comm.timeout, Duration::from_millis(5));
+        assert_eq!(c.comm.alternate_sigint, None);
+        let c = Config::from_args_env(
+            args(&[
+                "--response-port",
+                "9000",
+                "--response-port-retries",
+                "0",
+                "--response-ip",
+                "10.1.2.3",
+                "--response-addr-any",
+                "true",
+                "--prohibited-local-ips",
+                "172.17.,10\\.0\\.",
+                "--socket-timeout",
+                "0.5",
+                "--alternate-sigint",
+                "SIGUSR2",
+            ]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.response.port, 9000);
+        assert_eq!(c.response.port_retries, 0);
+        assert_eq!(c.response.ip, Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert!(c.response.addr_any);
+        assert!(c.response.prohibited.matches("172.17.0.2"));
+        assert!(c.response.prohibited.matches("10.0.9.9"));
+        assert!(!c.response.prohibited.matches("10.1.0.1"));
+        assert_eq!(c.comm.timeout, Duration::from_millis(500));
+        assert_eq!(c.comm.alternate_sigint, Some(12));
+        let err = Config::from_args_env(
+            args(&[
+                "--response-port",
+                "x",
+                "--response-port-retries=-1",
+                "--response-ip",
+                "::1",
+                "--response-addr-any",
+                "maybe",
+                "--prohibited-local-ips",
+                "10.(",
+                "--socket-timeout",
+                "0",
+                "--alternate-sigint",
+                "SIGNOPE",
+            ]),
+            &no_env,
+        )
+        .unwrap_err();
+        let vars: Vec<_> = err.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "EG_RESPONSE_PORT",
+                "EG_RESPONSE_PORT_RETRIES",
+                "EG_RESPONSE_IP",
+                "EG_RESPONSE_ADDR_ANY",
+                "EG_PROHIBITED_LOCAL_IPS",
+                "EG_SOCKET_TIMEOUT",
+                "EG_ALTERNATE_SIGINT"
+            ]
+        );
+        assert!(err.to_string().contains("\"10.(\""), "{err}");
     }
 
     #[test]

@@ -7,17 +7,21 @@
 //!   headers, preflight answers and the origin check; [`tls`]: the HTTPS listener.
 //! - [`kernels`]: running kernels (registry, launchers, restarts, culling); [`kernels_api`] and
 //!   [`channels`]: their REST routes and websocket; [`bridge`]: each kernel's ZeroMQ sockets.
+//! - [`response`]: the response address remote kernel launchers send their encrypted connection
+//!   info to; [`comm`]: requests to a remote launcher's comm port (signals, shutdown).
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics` on a separate address.
 
 pub mod admin;
 pub mod api;
 pub mod bridge;
 pub mod channels;
+pub mod comm;
 pub mod config;
 pub mod cors;
 pub mod kernels;
 pub mod kernels_api;
 pub mod kernelspecs;
 pub mod metrics;
+pub mod response;
 pub mod tls;
 pub mod watch;

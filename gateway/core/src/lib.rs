@@ -9,9 +9,12 @@
 //!   `EG_INHERITED_ENVS`, value checks), `${VAR}` filling of the spec's env, users, limits,
 //!   `KERNEL_ID`, port ranges.
 //! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
+//! - [`response`]: the connection-info payload remote launchers send to the response address
+//!   (RSA + AES-128-ECB, version 1; legacy version 0), and the public key's exported form.
 
 pub mod argv;
 pub mod policy;
+pub mod response;
 pub mod wire;
 pub mod ws;
 

@@ -122,26 +122,11 @@ class GatewaySide:
             self.gw.delete_kernel(kid, timeout=TIMEOUT)
 
         # CONC concurrent starts, then CONC clients on those kernels.
-        starts, failures = [None] * CONC, []
-
-        def one(i):
-            try:
-                kid, _, tinfo, ks = self.start()
-                ks.close()
-                starts[i] = kid
-            except Exception as e:  # noqa: BLE001
-                failures.append(f"{type(e).__name__}: {e}")
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(CONC)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT + 30)
-        res["conc_start_s"] = round(time.perf_counter() - t0, 2)
-        res["conc_start_failures"] = len(failures)
-        if failures:
-            res["conc_start_errors"] = failures[:3]
-        kids = [k for k in starts if k]
+        def start_one():
+            kid, _, _, ks = self.start()
+            ks.close()
+            return kid
+        kids = concurrent_starts(start_one, res)
         try:
             res["conc_rt_per_s"] = concurrent_clients(
                 [("gateway", self.url, self.token, k) for k in kids], res)
@@ -246,13 +231,30 @@ def run_direct(res):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
+    def start_one():
+        km, kc, _, _ = direct_start()
+        kc.stop_channels()
+        return km
+    kms = concurrent_starts(start_one, res)
+    try:
+        res["conc_rt_per_s"] = concurrent_clients([("direct", km.get_connection_info(session=False))
+                                                   for km in kms], res)
+    finally:
+        for km in kms:
+            km.shutdown_kernel(now=True)
+
+
+# ------------------------------------------------------------------------------ concurrent clients
+
+def concurrent_starts(start_one, res):
+    """Calls `start_one` from CONC threads at once; records the time they took and the failures
+    in `res` (conc_start_s, conc_start_failures, conc_start_errors) and returns what the calls
+    that succeeded returned."""
     started, failures = [None] * CONC, []
 
     def one(i):
         try:
-            km, kc, _, _ = direct_start()
-            kc.stop_channels()
-            started[i] = km
+            started[i] = start_one()
         except Exception as e:  # noqa: BLE001
             failures.append(f"{type(e).__name__}: {e}")
     t0 = time.perf_counter()
@@ -265,16 +267,8 @@ def run_direct(res):
     res["conc_start_failures"] = len(failures)
     if failures:
         res["conc_start_errors"] = failures[:3]
-    kms = [k for k in started if k]
-    try:
-        res["conc_rt_per_s"] = concurrent_clients([("direct", km.get_connection_info(session=False))
-                                                   for km in kms], res)
-    finally:
-        for km in kms:
-            km.shutdown_kernel(now=True)
+    return [k for k in started if k]
 
-
-# ------------------------------------------------------------------------------ concurrent clients
 
 def _client_proc(target, start_at, stop_at, q):
     try:

@@ -1,19 +1,8 @@
-//! The admin endpoint (`eg_common::admin`) with the gateway's readiness and metrics.
-//! Readiness is set once the first scan is loaded and the API listener is bound, and cleared at
-//! shutdown so load balancers stop sending new requests.
+//! The admin endpoint (`eg_common::admin`) with the gateway's readiness. Readiness is set once
+//! the first scan is loaded and the API listener is bound, and cleared at shutdown so load
+//! balancers stop sending new requests.
 
-use std::sync::Arc;
+pub use eg_common::admin::{Readiness, router, serve};
 
-use axum::Router;
-pub use eg_common::admin::{Readiness, serve};
-
-use crate::metrics::Metrics;
-
-/// The admin routes over the gateway's metrics.
-pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    eg_common::admin::router(
-        ready,
-        "not ready: starting or stopping\n",
-        Arc::new(move || metrics.encode()),
-    )
-}
+/// What `/readyz` answers while the gateway is not ready.
+pub const NOT_READY: &str = "not ready: starting or stopping\n";

@@ -6,7 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
-use eg_common::{shutdown, telemetry};
+use eg_common::{binary, shutdown, telemetry::LogFormat};
 use gateway::{
     admin::{self, Readiness},
     api::{self, AppState},
@@ -18,41 +18,22 @@ use gateway::{
     tls::TlsListener,
     watch::{self, Store},
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("gateway: {errors}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(config.log_level, telemetry::LogFormat::Plain, &["gateway"]);
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match tokio.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "gateway failed");
-            eprintln!("gateway: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::main(
+        "gateway",
+        None,
+        Config::from_args(Args::parse()),
+        |config| (config.log_level, LogFormat::Plain),
+        run,
+    )
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = shutdown::install("answering held watches and draining")
         .context("installing signal handlers")?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(Readiness::default());
     let options = ListingOptions {
         base_url: config.base_url.clone(),
@@ -73,7 +54,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let admin = eg_common::admin::start(
         config.admin_addr,
         "EG_ADMIN_ADDR",
-        admin::router(ready.clone(), metrics.clone()),
+        admin::router(ready.clone(), admin::NOT_READY, metrics.clone()),
         cancel.clone(),
     )
     .await?;
@@ -155,7 +136,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         admin.stopped().await;
     }
     info!("gateway stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Serves until `stopping` completes and the connections drain, or until `expired` does.

@@ -1,5 +1,6 @@
 //! Prometheus metrics, owned by the application and passed to whoever records them.
 
+use eg_common::metrics::{Exposition, MetricsRegistry};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -8,7 +9,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
-    registry::{Registry, Unit},
+    registry::Unit,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,12 +22,6 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    /// `changed` or `unchanged`.
-    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,12 +68,13 @@ const DIRECTIONS: [&str; 2] = ["to_kernel", "to_client"];
 
 /// Every metric the gateway exports, under the `gateway_` prefix.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     kernelspecs: Gauge,
     watchers: Gauge,
-    reloads: Family<ReloadLabels, Counter>,
+    /// By `changed` or `unchanged`.
+    reloads: Family<ResultLabels, Counter>,
     kernels: Family<StateLabels, Gauge>,
     starts: Family<ResultLabels, Counter>,
     start_latency: Histogram,
@@ -92,73 +88,41 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("gateway");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            requests.clone(),
-        );
+        let mut registry = MetricsRegistry::with_prefix("gateway");
+        let requests = registry.counters("http_requests", "HTTP requests by route and status");
         // 50 µs … ~1.6 s; held watches land in the top bucket and +Inf.
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-        });
-        registry.register_with_unit(
+        let latency = registry.histograms(
             "http_request_duration",
             "Time to answer an HTTP request, by route (watches included)",
             Unit::Seconds,
-            latency.clone(),
+            || Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         );
-        let kernelspecs = Gauge::default();
-        registry.register(
-            "kernelspecs",
-            "Kernelspecs in the listing served",
-            kernelspecs.clone(),
-        );
-        let watchers = Gauge::default();
-        registry.register("watchers", "Watch requests held open now", watchers.clone());
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        let kernelspecs = registry.gauge("kernelspecs", "Kernelspecs in the listing served");
+        let watchers = registry.gauge("watchers", "Watch requests held open now");
+        let reloads = registry.counters(
             "kernelspec_rescans",
             "Rescans of the kernelspec directories, by result",
-            reloads.clone(),
         );
-        let kernels = Family::<StateLabels, Gauge>::default();
-        registry.register("kernels", "Kernels by execution state", kernels.clone());
-        let starts = Family::<ResultLabels, Counter>::default();
-        registry.register("kernel_starts", "Kernel starts by result", starts.clone());
-        let start_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register_with_unit(
+        let kernels = registry.gauges("kernels", "Kernels by execution state");
+        let starts = registry.counters("kernel_starts", "Kernel starts by result");
+        let start_latency = registry.add_with_unit(
             "kernel_start_duration",
             "Time from POST /api/kernels to a running kernel",
             Unit::Seconds,
-            start_latency.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         );
-        let auto_restarts = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let auto_restarts = registry.counters(
             "kernel_auto_restarts",
             "Kernels that died on their own, by outcome (restarted, dead, shutdown)",
-            auto_restarts.clone(),
         );
-        let culls = Family::<ReasonLabels, Counter>::default();
-        registry.register("kernels_culled", "Kernels culled, by reason", culls.clone());
-        let websockets = Family::<ProtocolLabels, Gauge>::default();
-        registry.register(
+        let culls = registry.counters("kernels_culled", "Kernels culled, by reason");
+        let websockets = registry.gauges(
             "websocket_connections",
             "Kernel websockets open now, by protocol",
-            websockets.clone(),
         );
-        let relayed_family = Family::<RelayLabels, Counter>::default();
-        registry.register(
+        let relayed_family = registry.counters::<RelayLabels>(
             "messages_relayed",
             "Kernel messages relayed, by channel and direction",
-            relayed_family.clone(),
         );
         let relayed = CHANNELS
             .iter()
@@ -170,12 +134,7 @@ impl Metrics {
                 })
             })
             .collect();
-        let dropped = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "messages_dropped",
-            "Kernel messages dropped, by reason",
-            dropped.clone(),
-        );
+        let dropped = registry.counters("messages_dropped", "Kernel messages dropped, by reason");
         for reason in DROP_REASONS {
             let _ = dropped.get_or_create(&ReasonLabels { reason });
         }
@@ -208,7 +167,9 @@ impl Metrics {
             dropped,
         }
     }
+}
 
+impl Metrics {
     /// Replaces the kernels-by-state gauges (states no kernel is in read 0).
     pub fn set_kernels(&self, by_state: &std::collections::BTreeMap<String, i64>) {
         for state in ["starting", "idle", "busy", "restarting", "dead"] {
@@ -287,7 +248,7 @@ impl Metrics {
     }
 
     pub fn record_reload(&self, result: &'static str) {
-        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Counts a held watch until the guard drops.
@@ -299,13 +260,11 @@ impl Metrics {
     pub fn watchers(&self) -> i64 {
         self.watchers.get()
     }
+}
 
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        self.registry.encode()
     }
 }
 
@@ -333,7 +292,7 @@ mod tests {
 
     #[test]
     fn exposition_has_the_documented_names() {
-        let m = Metrics::new();
+        let m = Metrics::default();
         m.record_request("/api/kernelspecs", 200, 0.0002);
         m.record_request("/api/kernelspecs", 304, 0.0001);
         m.set_kernelspecs(3);

@@ -59,7 +59,7 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
     write(dir.path(), "Python_K8s/scripts/launch.py", "print(1)");
     write(dir.path(), "r_k8s/kernel.json", &spec_json("r:1"));
     write(dir.path(), "secret.txt", "outside");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let store = Store::new(
         vec![dir.path().to_path_buf()],
         ListingOptions {
@@ -630,7 +630,7 @@ async fn periodic_rescan_sees_a_directory_created_after_start() {
     // Not under any watched directory: only the periodic rescan can find it.
     let root = tempfile::tempdir().unwrap();
     let late = root.path().join("kernels");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let store = Arc::new(Store::new(
         vec![late.clone(), fixture.dir.path().to_path_buf()],
         fixture.state.store.options().clone(),

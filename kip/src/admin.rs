@@ -1,29 +1,21 @@
-//! The admin endpoint (`eg_common::admin`) with the agent's readiness and metrics. Readiness is
+//! The admin endpoint (`eg_common::admin`) with the agent's readiness. Readiness is
 //! a one-way latch, set once the runtime answered and a first cycle completed; `/livez` never
 //! depends on the gateway, registry or runtime, so an outage never gets the agent restarted.
 
-use std::sync::Arc;
+pub use eg_common::admin::{Readiness, router, serve};
 
-use axum::Router;
-pub use eg_common::admin::{Readiness, serve};
-
-use crate::metrics::Metrics;
-
-/// The admin routes over the agent's metrics.
-pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    eg_common::admin::router(
-        ready,
-        "not ready: runtime not answering or no cycle completed yet\n",
-        Arc::new(move || metrics.encode()),
-    )
-}
+/// What `/readyz` answers until the agent is ready.
+pub const NOT_READY: &str = "not ready: runtime not answering or no cycle completed yet\n";
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::metrics::Metrics;
 
     async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
@@ -34,14 +26,14 @@ mod tests {
     #[tokio::test]
     async fn live_ready_metrics() {
         let ready = Arc::new(Readiness::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         metrics.record_fetch("ok");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let server = tokio::spawn(serve(
             listener,
-            router(ready.clone(), metrics),
+            router(ready.clone(), NOT_READY, metrics),
             cancel.clone(),
         ));
 
@@ -66,7 +58,7 @@ mod tests {
         let metrics = Arc::new(Metrics::for_runtime("cri"));
         let server = tokio::spawn(serve(
             listener,
-            router(Arc::new(Readiness::default()), metrics),
+            router(Arc::new(Readiness::default()), NOT_READY, metrics),
             cancel.clone(),
         ));
         let (status, body) = get_text(addr, "/metrics").await;

@@ -4,7 +4,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use eg_common::{shutdown, telemetry};
+use eg_common::{binary, shutdown};
 use kip::{
     admin::{self, Readiness},
     agent::{Agent, AgentOptions},
@@ -13,36 +13,16 @@ use kip::{
     puller::{PullOptions, Puller},
     runtime, source,
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("kip: {errors}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(config.logging.level, config.logging.format, &["kip"]);
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kip: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match tokio.block_on(run(config)) {
-        Ok(code) => code,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "kip failed");
-            eprintln!("kip: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::main(
+        "kip",
+        Some(2),
+        Config::from_args(Args::parse()),
+        |config| (config.logging.level, config.logging.format),
+        run,
+    )
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
@@ -107,7 +87,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let admin = eg_common::admin::start(
         config.admin.addr,
         "KIP_ADMIN_ADDR",
-        admin::router(ready, metrics),
+        admin::router(ready, admin::NOT_READY, metrics),
         cancel.clone(),
     )
     .await?;

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use eg_common::metrics::MetricsRegistry;
+use eg_common::metrics::{Exposition, MetricsRegistry};
 
 use crate::ports::ErrorKind;
 use prometheus_client::{
@@ -61,12 +61,6 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
         let mut registry = MetricsRegistry::with_prefix("kip");
         let pulls = registry.counters("pulls", "Image pulls by runtime and result");
         // 0.1 s … ~27 min: kernel images take seconds to many minutes.
@@ -76,10 +70,11 @@ impl Metrics {
             Unit::Seconds,
             || Histogram::new(exponential_buckets(0.1, 2.0, 15)),
         );
-        let pulled_bytes = registry.counters_with_unit(
+        let pulled_bytes = registry.add_with_unit(
             "pulled",
             "Bytes downloaded by pulls, where the runtime reports them",
             Unit::Bytes,
+            Family::default(),
         );
         let images_desired = registry.gauge("images_desired", "Images the sources name");
         let images_present = registry.gauge(
@@ -91,11 +86,10 @@ impl Metrics {
             "digest_checks",
             "Always: manifest HEADs by result (unchanged, changed, error)",
         );
-        let last_cycle = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let last_cycle = registry.add(
             "last_successful_cycle_timestamp_seconds",
             "Unix time of the last cycle that completed",
-            last_cycle.clone(),
+            Gauge::<f64, AtomicU64>::default(),
         );
         Self {
             registry,
@@ -109,12 +103,14 @@ impl Metrics {
             last_cycle,
         }
     }
+}
 
+impl Metrics {
     /// The metrics of an agent pulling through `runtime`: every known label set of its counters
     /// and histograms is there at zero from the start, so alerts have a series to read before
     /// the first pull.
     pub fn for_runtime(runtime: &str) -> Self {
-        let m = Self::new();
+        let m = Self::default();
         let results = PULL_RESULTS
             .into_iter()
             .chain(ErrorKind::ALL.map(ErrorKind::as_str));
@@ -188,11 +184,6 @@ impl Metrics {
         self.last_cycle.set(now);
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        self.registry.encode()
-    }
-
     /// Current value of `kip_images_present`, for tests and logs.
     pub fn images_present(&self) -> i64 {
         self.images_present.get()
@@ -204,13 +195,19 @@ impl Metrics {
     }
 }
 
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        self.registry.encode()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn exposition_has_the_documented_names() {
-        let m = Metrics::new();
+        let m = Metrics::default();
         m.record_pull("cri", "pulled", Duration::from_millis(1500), Some(1024));
         m.record_pull("cri", "not_found", Duration::from_millis(10), None);
         m.record_fetch("ok");

@@ -16,6 +16,20 @@ fn run_kip(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run kip")
 }
 
+/// A runtime socket nothing listens on.
+const NO_RUNTIME: (&str, &str) = ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock");
+
+/// `kip --once` over an empty static list (so no runtime is needed) plus `env`.
+fn run_nothing_to_pull(env: &[(&str, &str)]) -> Output {
+    let mut all = vec![
+        ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
+        ("KIP_IMAGES", ""),
+        NO_RUNTIME,
+    ];
+    all.extend_from_slice(env);
+    run_kip(&["--once"], &all)
+}
+
 /// stdout and stderr together.
 fn output_text(out: &Output) -> String {
     format!(
@@ -114,10 +128,7 @@ fn flag_wins_over_variable() {
             "--image-fetcher",
             "StaticListFetcher",
         ],
-        &[
-            ("KIP_PULL_POLICY", "Bogus"),
-            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
-        ],
+        &[("KIP_PULL_POLICY", "Bogus"), NO_RUNTIME],
     );
     assert_ne!(out.status.code(), Some(2), "{}", output_text(&out));
 }
@@ -125,29 +136,13 @@ fn flag_wins_over_variable() {
 #[test]
 fn empty_static_list_pulls_nothing_and_succeeds() {
     // Upstream queued an empty name here; an empty list is simply nothing to do.
-    let out = run_kip(
-        &["--once"],
-        &[
-            ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
-            ("KIP_IMAGES", ""),
-            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
-        ],
-    );
+    let out = run_nothing_to_pull(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let out = run_kip(
-        &["--once"],
-        &[
-            ("KIP_LOG_FORMAT", "json"),
-            ("KIP_LOG_LEVEL", "DEBUG"),
-            ("KIP_IMAGE_FETCHER", "StaticListFetcher"),
-            ("KIP_IMAGES", ""),
-            ("KIP_CRI_ENDPOINT", "unix:///nonexistent/kip-test.sock"),
-        ],
-    );
+    let out = run_nothing_to_pull(&[("KIP_LOG_FORMAT", "json"), ("KIP_LOG_LEVEL", "DEBUG")]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();

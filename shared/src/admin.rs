@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::metrics::Exposition;
+
 /// Readiness, as `/readyz` reports it.
 #[derive(Debug, Default)]
 pub struct Readiness(AtomicBool);
@@ -32,19 +34,20 @@ impl Readiness {
     }
 }
 
-/// Renders the metrics in Prometheus (OpenMetrics) text format.
-pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
-
 #[derive(Clone)]
 struct AdminState {
     ready: Arc<Readiness>,
     not_ready: &'static str,
-    metrics: MetricsText,
+    metrics: Arc<dyn Exposition>,
 }
 
 /// The admin routes. `/livez` depends on nothing but this process answering; `/readyz` answers
-/// 503 with `not_ready` until `ready` is set.
-pub fn router(ready: Arc<Readiness>, not_ready: &'static str, metrics: MetricsText) -> Router {
+/// 503 with `not_ready` until `ready` is set; `/metrics` serves `metrics`.
+pub fn router(
+    ready: Arc<Readiness>,
+    not_ready: &'static str,
+    metrics: Arc<dyn Exposition>,
+) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -70,7 +73,7 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        (state.metrics)(),
+        state.metrics.encode(),
     )
 }
 

@@ -2,7 +2,7 @@
 //! parsers both binaries use for the settings they share (log level, admin address, seconds,
 //! secrets).
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use tracing::level_filters::LevelFilter;
 
@@ -55,6 +55,20 @@ impl Checker {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
         self.check(var, raw, parse(raw))
+    }
+
+    /// An optional setting: `Some(None)` when `raw` is unset or blank, else `raw` parsed by
+    /// `parse` (as `Some(Some(_))`), or `None` with the problem recorded against `var`.
+    pub fn parse_set<T>(
+        &mut self,
+        var: &'static str,
+        raw: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match raw {
+            Some(raw) if !raw.trim().is_empty() => self.parse(var, raw, parse).map(Some),
+            _ => Some(None),
+        }
     }
 
     /// Every problem recorded, or `Ok(())` when there is none.
@@ -136,6 +150,13 @@ pub fn parse_seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
     }
 }
 
+/// `raw`, trimmed, as a `T`; otherwise the problem is `expected {expected}`.
+pub fn parse_trimmed<T: FromStr>(raw: &str, expected: &str) -> Result<T, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("expected {expected}"))
+}
+
 /// A whole number greater than 0.
 pub fn parse_positive(raw: &str) -> Result<u64, String> {
     match raw.trim().parse::<u64>() {
@@ -188,6 +209,17 @@ mod tests {
         let mut c = Checker::default();
         assert_eq!(c.parse("A", " 7 ", parse_positive), Some(7));
         assert!(c.0.is_empty());
+        assert_eq!(c.parse_set("A", None, parse_positive), Some(None));
+        assert_eq!(c.parse_set("A", Some("  "), parse_positive), Some(None));
+        assert_eq!(c.parse_set("A", Some("2"), parse_positive), Some(Some(2)));
+        assert!(c.0.is_empty());
+        assert_eq!(c.parse_set("B", Some("0"), parse_positive), None);
+        assert_eq!(c.0[0].var, "B");
+        assert_eq!(parse_trimmed::<u16>(" 80 ", "a port"), Ok(80));
+        assert_eq!(
+            parse_trimmed::<u16>("70000", "a port"),
+            Err("expected a port".to_owned())
+        );
         c.check::<u8>("A", "x", Err("bad".into()));
         assert!(c.finish().is_err());
         assert!(Checker::default().finish().is_ok());

@@ -3,7 +3,7 @@
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::{Registry, Unit},
+    registry::{Metric, Registry, Unit},
 };
 
 /// What a metric family's labels must be.
@@ -30,68 +30,61 @@ impl MetricsRegistry {
         }
     }
 
-    /// A counter family (exported as `<prefix>_<name>_total`).
-    pub fn counters<L>(&mut self, name: &str, help: &str) -> Family<L, Counter>
-    where
-        L: LabelSet,
-    {
-        let family = Family::<L, Counter>::default();
-        self.registry.register(name, help, family.clone());
-        family
+    /// `metric`, registered (exported as `<prefix>_<name>`, a counter's with `_total`).
+    pub fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.registry.register(name, help, metric.clone());
+        metric
     }
 
-    /// A counter family counting in `unit` (exported as `<prefix>_<name>_<unit>_total`).
-    pub fn counters_with_unit<L>(
+    /// `metric`, registered as measuring in `unit` (exported as `<prefix>_<name>_<unit>`, a
+    /// counter's with `_total`).
+    pub fn add_with_unit<M: Metric + Clone>(
         &mut self,
         name: &str,
         help: &str,
         unit: Unit,
-    ) -> Family<L, Counter>
-    where
-        L: LabelSet,
-    {
-        let family = Family::<L, Counter>::default();
+        metric: M,
+    ) -> M {
         self.registry
-            .register_with_unit(name, help, unit, family.clone());
-        family
+            .register_with_unit(name, help, unit, metric.clone());
+        metric
+    }
+
+    /// A counter family (exported as `<prefix>_<name>_total`).
+    pub fn counters<L: LabelSet>(&mut self, name: &str, help: &str) -> Family<L, Counter> {
+        self.add(name, help, Family::default())
+    }
+
+    /// A gauge family.
+    pub fn gauges<L: LabelSet>(&mut self, name: &str, help: &str) -> Family<L, Gauge> {
+        self.add(name, help, Family::default())
     }
 
     /// A histogram family; `new` builds each histogram (with its buckets).
-    pub fn histograms<L>(
+    pub fn histograms<L: LabelSet>(
         &mut self,
         name: &str,
         help: &str,
         unit: Unit,
         new: fn() -> Histogram,
-    ) -> Family<L, Histogram>
-    where
-        L: LabelSet,
-    {
-        let family = Family::new_with_constructor(new);
-        self.registry
-            .register_with_unit(name, help, unit, family.clone());
-        family
+    ) -> Family<L, Histogram> {
+        self.add_with_unit(name, help, unit, Family::new_with_constructor(new))
     }
 
     /// A gauge.
     pub fn gauge(&mut self, name: &str, help: &str) -> Gauge {
-        let gauge = Gauge::default();
-        self.registry.register(name, help, gauge.clone());
-        gauge
+        self.add(name, help, Gauge::default())
     }
+}
 
-    /// Registers a metric built by the caller.
-    pub fn register(
-        &mut self,
-        name: &str,
-        help: &str,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        self.registry.register(name, help, metric);
-    }
-
+/// What the admin endpoint's `/metrics` serves: a binary's metrics, or a bare registry.
+pub trait Exposition: Send + Sync + 'static {
     /// The text exposition of every metric (OpenMetrics).
-    pub fn encode(&self) -> String {
+    fn encode(&self) -> String;
+}
+
+impl Exposition for MetricsRegistry {
+    fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -118,15 +111,30 @@ mod tests {
             Histogram::new(exponential_buckets(1.0, 2.0, 3))
         });
         let g = m.gauge("level", "Level");
+        let gs = m.gauges::<Labels>("levels", "Levels");
+        let one = m.add_with_unit(
+            "start",
+            "Starts",
+            Unit::Seconds,
+            Histogram::new(exponential_buckets(1.0, 2.0, 3)),
+        );
+        let bytes = m.add_with_unit("sent", "Bytes sent", Unit::Bytes, Counter::<u64>::default());
         c.get_or_create(&Labels { kind: "a" }).inc();
         h.get_or_create(&Labels { kind: "a" }).observe(1.5);
         g.set(3);
+        gs.get_or_create(&Labels { kind: "b" }).set(4);
+        one.observe(3.0);
+        bytes.inc_by(7);
         let text = m.encode();
         for needle in [
             "t_things_total{kind=\"a\"} 1",
             "t_wait_seconds_count{kind=\"a\"} 1",
             "t_wait_seconds_bucket{le=\"2.0\",kind=\"a\"} 1",
             "t_level 3",
+            "t_levels{kind=\"b\"} 4",
+            "t_start_seconds_bucket{le=\"2.0\"} 0",
+            "t_start_seconds_bucket{le=\"4.0\"} 1",
+            "t_sent_bytes_total 7",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -14,8 +14,6 @@ Prints a JSON summary on stdout; exit 0 on success, 1 naming the failed step (Ju
 tail goes to stderr).
 """
 
-import argparse
-import json
 import os
 import shutil
 import signal
@@ -27,6 +25,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client_cli  # noqa: E402
 from kernel_ws import ClientError, Gateway, KernelSocket  # noqa: E402
 
 
@@ -153,14 +152,7 @@ def run(args, summary):
         if left:
             raise ClientError(f"Jupyter Server still lists sessions after DELETE: {left}")
         # The gateway's DELETE is synchronous in Jupyter Server's session DELETE; allow a moment.
-        deadline = time.monotonic() + 10
-        while True:
-            remaining = [k for k in gw.list_kernels() if k["id"] not in before]
-            if not remaining:
-                break
-            if time.monotonic() > deadline:
-                raise ClientError(f"the gateway still lists kernels after the session was deleted: {remaining}")
-            time.sleep(0.2)
+        client_cli.wait_kernels_gone(gw, before, "the session was deleted")
     except ClientError:
         tail = js.log_tail()
         js.cleanup(keep_log=True)
@@ -178,24 +170,11 @@ def run(args, summary):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--gateway-url", required=True)
-    p.add_argument("--token", default=None, help="the gateway's token (EG_AUTH_TOKEN)")
-    p.add_argument("--kernel-name", default="python3_local")
-    p.add_argument("--timeout", type=float, default=60)
+    p = client_cli.parser(__doc__)
     p.add_argument("--keep-log", action="store_true", help="keep Jupyter Server's log and directory")
     args = p.parse_args()
     summary = {"gateway": args.gateway_url, "kernel_name": args.kernel_name}
-    try:
-        run(args, summary)
-    except ClientError as e:
-        print(f"jupyter_server_session: FAILED: {e}", file=sys.stderr)
-        summary.update(ok=False, error=str(e))
-        print(json.dumps(summary))
-        return 1
-    summary["ok"] = True
-    print(json.dumps(summary))
-    return 0
+    return client_cli.report("jupyter_server_session", summary, lambda: run(args, summary))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ lists no kernel left.
 Prints a JSON summary on stdout; exit 0 on success, 1 naming the failed check.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -22,6 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client_cli  # noqa: E402
 from kernel_ws import ClientError, Gateway  # noqa: E402
 
 import nbformat  # noqa: E402
@@ -113,35 +113,19 @@ async def run_notebook(args, summary):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--gateway-url", required=True)
-    p.add_argument("--token", default=None)
-    p.add_argument("--kernel-name", default="python3_local")
-    p.add_argument("--timeout", type=float, default=60)
+    p = client_cli.parser(__doc__)
     p.add_argument("--save", default=None, help="write the executed notebook here")
     args = p.parse_args()
     summary = {"gateway": args.gateway_url, "kernel_name": args.kernel_name}
     gw = Gateway(args.gateway_url, args.token, timeout=args.timeout)
-    try:
+
+    def run():
         before = {k["id"] for k in gw.list_kernels()}
         asyncio.run(run_notebook(args, summary))
-        deadline = time.monotonic() + 10
-        while True:
-            left = [k for k in gw.list_kernels() if k["id"] not in before]
-            if not left:
-                break
-            if time.monotonic() > deadline:
-                raise ClientError(f"the gateway still lists kernels after nbclient finished: {left}")
-            time.sleep(0.2)
+        client_cli.wait_kernels_gone(gw, before, "nbclient finished")
         summary["gateway_kernels_after"] = len(gw.list_kernels())
-    except ClientError as e:
-        print(f"nbclient_run: FAILED: {e}", file=sys.stderr)
-        summary.update(ok=False, error=str(e))
-        print(json.dumps(summary))
-        return 1
-    summary["ok"] = True
-    print(json.dumps(summary))
-    return 0
+
+    return client_cli.report("nbclient_run", summary, run)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,18 @@ const AUTH: (&str, &str) = ("Authorization", "token compat-token");
 
 /// Same status, and same body: parsed JSON when upstream answered JSON, else the same bytes and
 /// Content-Type.
+/// The names of a kernelspec listing, sorted.
+fn spec_names(listing: &Value) -> Vec<String> {
+    let mut names: Vec<_> = listing["kernelspecs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
 fn assert_same(pair: &Pair, path: &str, headers: &[(&str, &str)]) -> Value {
     let up = get(&pair.upstream, path, headers);
     let ours = get(&pair.ours, path, headers);
@@ -270,13 +282,7 @@ fn answers_match_upstream_enterprise_gateway() {
     wait_both(&gw);
 
     let listing = assert_same(&pair, "/api/kernelspecs", &[AUTH]);
-    let mut names: Vec<_> = listing["kernelspecs"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    names.sort();
+    let names = spec_names(&listing);
     // No native python3 (no ipykernel in the venv), but both list the system-wide kernelspecs
     // (Debian's python3 from python3-ipykernel); the broken spec is skipped by both.
     let mut expected: Vec<String> = [
@@ -350,13 +356,7 @@ fn answers_match_upstream_enterprise_gateway() {
 
     // Base URL and the allowed list: the listing is filtered, by-name lookups are not.
     let listing = assert_same(&gw, "/gw/api/kernelspecs", &[AUTH]);
-    let mut names: Vec<_> = listing["kernelspecs"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    names.sort();
+    let names = spec_names(&listing);
     assert_eq!(names, ["minimal", "python_kubernetes"]);
     for path in [
         "/gw/api/kernelspecs/r_kubernetes",
@@ -539,6 +539,18 @@ async fn each(pair: &Pair, up: Request<'_>, ours: Request<'_>) -> (Reply, Reply)
         call(&pair.upstream, up.0, up.1, up.2, up.3),
         call(&pair.ours, ours.0, ours.1, ours.2, ours.3)
     )
+}
+
+/// `method` with the token and no body on `path` at upstream, and at ours on `path` with
+/// upstream's id replaced by ours (`ids`: upstream's, ours).
+async fn on_each(pair: &Pair, method: &str, path: &str, ids: (&str, &str)) -> (Reply, Reply) {
+    let our_path = path.replace(ids.0, ids.1);
+    each(
+        pair,
+        (method, path, None, true),
+        (method, &our_path, None, true),
+    )
+    .await
 }
 
 /// The body with every value replaced by its type name (keys and nesting kept).
@@ -787,10 +799,8 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     }
     let up_id = up.json["id"].as_str().unwrap().to_owned();
     let our_id = ours.json["id"].as_str().unwrap().to_owned();
-    let (up_path, our_path) = (
-        format!("/api/kernels/{up_id}"),
-        format!("/api/kernels/{our_id}"),
-    );
+    let kernel = (up_id.as_str(), our_id.as_str());
+    let up_path = format!("/api/kernels/{up_id}");
 
     // Listing and the single kernel.
     let (up, ours) = both(&pair, "GET", "/api/kernels", None).await;
@@ -802,12 +812,7 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
         (&up.json[0]["id"], &ours.json[0]["id"]),
         (&json!(up_id), &json!(our_id))
     );
-    let (up, ours) = each(
-        &pair,
-        ("GET", &up_path, None, true),
-        ("GET", &our_path, None, true),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "GET", &up_path, kernel).await;
     same_shape("get", &up, &ours);
     assert_eq!(up.status, 200);
     assert_kernel_model("get upstream", &up.json, "python3_local");
@@ -845,12 +850,7 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     assert_eq!(up.status, 404);
     // A method a kernel route does not have: upstream's JSON 405 on both.
     for (method, path) in [("PUT", "/api/kernels"), ("PATCH", &*up_path)] {
-        let (up, ours) = each(
-            &pair,
-            (method, path, None, true),
-            (method, &path.replace(&up_id, &our_id), None, true),
-        )
-        .await;
+        let (up, ours) = on_each(&pair, method, path, kernel).await;
         assert_eq!(
             (up.status, &up.json),
             (405, &json!({"reason": "Method Not Allowed", "message": ""})),
@@ -1071,20 +1071,10 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     assert_eq!(gone.status, 204, "{}", gone.text);
 
     // Interrupt and restart.
-    let (up, ours) = each(
-        &pair,
-        ("POST", &format!("{up_path}/interrupt"), None, true),
-        ("POST", &format!("{our_path}/interrupt"), None, true),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "POST", &format!("{up_path}/interrupt"), kernel).await;
     same_body("interrupt", &up, &ours);
     assert_eq!((up.status, up.text.as_str()), (204, ""));
-    let (up, ours) = each(
-        &pair,
-        ("POST", &format!("{up_path}/restart"), None, true),
-        ("POST", &format!("{our_path}/restart"), None, true),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "POST", &format!("{up_path}/restart"), kernel).await;
     same_shape("restart", &up, &ours);
     assert_eq!(up.status, 200, "{}", up.text);
     assert_kernel_model("restart upstream", &up.json, "python3_local");
@@ -1175,6 +1165,9 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
         up.json["kernel"]["id"].as_str().unwrap().to_owned(),
         ours.json["kernel"]["id"].as_str().unwrap().to_owned(),
     );
+    let session = (up_session.as_str(), our_session.as_str());
+    let up_session_path = format!("/api/sessions/{up_session}");
+    let session_kernel = (up_session_kernel.as_str(), our_session_kernel.as_str());
     let (up, ours) = both(&pair, "GET", "/api/sessions", None).await;
     assert_eq!((up.status, ours.status), (200, 200));
     assert_eq!(up.json.as_array().unwrap().len(), 1);
@@ -1183,12 +1176,7 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     assert_eq!(ours.json[0]["id"], our_session.as_str());
     // difference: upstream cannot answer a single session (500, TypeError in jupyter_server
     // 1.24 awaiting EG's synchronous session manager); ours answers the model.
-    let (up, ours) = each(
-        &pair,
-        ("GET", &format!("/api/sessions/{up_session}"), None, true),
-        ("GET", &format!("/api/sessions/{our_session}"), None, true),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "GET", &up_session_path, session).await;
     assert_eq!(up.status, 500, "{}", up.text);
     assert!(up.text.contains("TypeError"), "{}", up.text);
     assert_eq!(ours.status, 200, "{}", ours.text);
@@ -1239,35 +1227,11 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     );
 
     // Ending the session ends its kernel.
-    let (up, ours) = each(
-        &pair,
-        ("DELETE", &format!("/api/sessions/{up_session}"), None, true),
-        (
-            "DELETE",
-            &format!("/api/sessions/{our_session}"),
-            None,
-            true,
-        ),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "DELETE", &up_session_path, session).await;
     same_body("delete session", &up, &ours);
     assert_eq!(up.status, 204);
-    let (up, ours) = each(
-        &pair,
-        (
-            "GET",
-            &format!("/api/kernels/{up_session_kernel}"),
-            None,
-            true,
-        ),
-        (
-            "GET",
-            &format!("/api/kernels/{our_session_kernel}"),
-            None,
-            true,
-        ),
-    )
-    .await;
+    let path = format!("/api/kernels/{up_session_kernel}");
+    let (up, ours) = on_each(&pair, "GET", &path, session_kernel).await;
     same_shape("the session's kernel", &up, &ours);
     assert_eq!(up.status, 404);
     let (up, ours) = both(&pair, "GET", "/api/sessions", None).await;
@@ -1292,12 +1256,7 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
     );
 
     // Delete: 204, then gone from the listing.
-    let (up, ours) = each(
-        &pair,
-        ("DELETE", &up_path, None, true),
-        ("DELETE", &our_path, None, true),
-    )
-    .await;
+    let (up, ours) = on_each(&pair, "DELETE", &up_path, kernel).await;
     same_body("delete", &up, &ours);
     assert_eq!((up.status, up.text.as_str()), (204, ""));
     let (up, ours) = both(&pair, "GET", "/api/kernels", None).await;

@@ -10,6 +10,7 @@ use std::{
 use bytes::Bytes;
 use e2e::{ChildGuard, binary, free_port, processes_naming, wait_http};
 use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{
     Message as WsMessage, client::IntoClientRequest, http::HeaderValue,
@@ -154,25 +155,22 @@ impl Gateway {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(self.url(path))
-            .header("Authorization", format!("token {TOKEN}"))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send(Method::POST, path, Some(body)).await
     }
 
-    async fn request(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
+    async fn request(&self, method: Method, path: &str) -> (u16, Value) {
+        self.send(method, path, None).await
+    }
+
+    /// The status and JSON body (`null` when it is none) of `method` on `path` with the token.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
             .request(method, self.url(path))
-            .header("Authorization", format!("token {TOKEN}"))
-            .send()
-            .await
-            .unwrap();
+            .header("Authorization", format!("token {TOKEN}"));
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -540,7 +538,7 @@ async fn execute_outputs_errors_and_the_filtered_environment() {
                "EG_AUTH_TOKEN": null, "KERNEL_GATEWAY": "1", "KERNEL_ID": id})
     );
 
-    let (status, list) = gw.request(reqwest::Method::GET, "/api/kernels").await;
+    let (status, list) = gw.request(Method::GET, "/api/kernels").await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["connections"], 1);
@@ -659,10 +657,7 @@ async fn interrupt_stops_a_running_sleep_in_both_modes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         let (status, _) = gw
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/kernels/{id}/interrupt"),
-            )
+            .request(Method::POST, &format!("/api/kernels/{id}/interrupt"))
             .await;
         assert_eq!(status, 204);
         let r = c.collect(&exec, Duration::from_secs(20)).await;
@@ -688,7 +683,7 @@ async fn restart_loses_state_and_the_open_websocket_keeps_working() {
     assert_eq!(c.execute("x = 41\nprint(x + 1)").await.stdout, "42\n");
     let pid_before = c.execute("import os; print(os.getpid())").await.stdout;
     let (status, model) = gw
-        .request(reqwest::Method::POST, &format!("/api/kernels/{id}/restart"))
+        .request(Method::POST, &format!("/api/kernels/{id}/restart"))
         .await;
     assert_eq!(status, 200, "{model}");
     assert_eq!(model["id"], id.as_str());
@@ -733,9 +728,7 @@ async fn two_websockets_share_iopub_and_replies_go_to_the_requester() {
     };
     let mut a = Client::connect(&gw, &id, "session-a", false).await;
     let mut b = Client::connect(&gw, &id, "session-b", true).await;
-    let (_, model) = gw
-        .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
-        .await;
+    let (_, model) = gw.request(Method::GET, &format!("/api/kernels/{id}")).await;
     assert_eq!(model["connections"], 2);
     let exec = a.execute_request("print('shared')", false).await;
     let r = a.collect(&exec, Duration::from_secs(20)).await;
@@ -839,9 +832,7 @@ async fn idle_kernels_are_culled() {
     let id = gw.start_kernel(json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, _) = gw
-            .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
-            .await;
+        let (status, _) = gw.request(Method::GET, &format!("/api/kernels/{id}")).await;
         if status == 404 {
             break;
         }
@@ -950,14 +941,10 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
         .await;
     assert_eq!(status, 409);
     for (method, path, status) in [
-        (reqwest::Method::GET, "/api/kernels/1-2-3-4-5", 404),
-        (reqwest::Method::DELETE, "/api/kernels/1-2-3-4-5", 404),
-        (
-            reqwest::Method::POST,
-            "/api/kernels/1-2-3-4-5/interrupt",
-            404,
-        ),
-        (reqwest::Method::POST, "/api/kernels/1-2-3-4-5/restart", 404),
+        (Method::GET, "/api/kernels/1-2-3-4-5", 404),
+        (Method::DELETE, "/api/kernels/1-2-3-4-5", 404),
+        (Method::POST, "/api/kernels/1-2-3-4-5/interrupt", 404),
+        (Method::POST, "/api/kernels/1-2-3-4-5/restart", 404),
     ] {
         let (got, body) = gw.request(method.clone(), path).await;
         assert_eq!(got, status, "{method} {path}");
@@ -967,7 +954,7 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
     let r = reqwest::get(gw.url("/api/kernels")).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let (status, _) = gw
-        .request(reqwest::Method::DELETE, &format!("/api/kernels/{id}"))
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
         .await;
     assert_eq!(status, 204);
 }
@@ -1011,16 +998,16 @@ async fn sessions_api_starts_and_ends_kernels() {
     assert_eq!(s["kernel"]["name"], "python3_local");
     let sid = s["id"].as_str().unwrap().to_owned();
     let kid = s["kernel"]["id"].as_str().unwrap().to_owned();
-    let (status, list) = gw.request(reqwest::Method::GET, "/api/sessions").await;
+    let (status, list) = gw.request(Method::GET, "/api/sessions").await;
     assert_eq!((status, list[0]["id"].as_str()), (200, Some(sid.as_str())));
     let (status, _) = gw.post("/api/sessions", json!({"type": "notebook"})).await;
     assert_eq!(status, 400);
     let (status, _) = gw
-        .request(reqwest::Method::DELETE, &format!("/api/sessions/{sid}"))
+        .request(Method::DELETE, &format!("/api/sessions/{sid}"))
         .await;
     assert_eq!(status, 204);
     let (status, _) = gw
-        .request(reqwest::Method::GET, &format!("/api/kernels/{kid}"))
+        .request(Method::GET, &format!("/api/kernels/{kid}"))
         .await;
     assert_eq!(status, 404);
 }
@@ -1057,14 +1044,12 @@ async fn restart_without_a_websocket_keeps_the_kernel() {
     };
     for _ in 0..2 {
         let (status, model) = gw
-            .request(reqwest::Method::POST, &format!("/api/kernels/{id}/restart"))
+            .request(Method::POST, &format!("/api/kernels/{id}/restart"))
             .await;
         assert_eq!(status, 200, "{model}\n{}", gw.log());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, _) = gw
-        .request(reqwest::Method::GET, &format!("/api/kernels/{id}"))
-        .await;
+    let (status, _) = gw.request(Method::GET, &format!("/api/kernels/{id}")).await;
     assert_eq!(status, 200);
     let mut c = Client::connect(&gw, &id, "after-restarts", false).await;
     assert_eq!(c.execute("print('alive')").await.stdout, "alive\n");

@@ -1,5 +1,6 @@
 //! The `gateway` binary over HTTPS: certificates made with `openssl`, a client trusting their CA,
-//! plain HTTP refused, and client certificates required with EG_CLIENT_CA.
+//! plain HTTP refused, and client certificates required with EG_CLIENT_CA. (Invalid TLS settings
+//! are tested beside the crate, in `gateway/tests/cli.rs`.)
 
 use std::{
     path::{Path, PathBuf},
@@ -7,19 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, binary, free_port, gateway_command};
+use e2e::{ChildGuard, free_port, gateway_command, output_ok};
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null()),
     );
 }
 
@@ -166,6 +162,15 @@ async fn start(
     }
 }
 
+/// GET `url` with a client from `builder` (and a 10 s timeout).
+async fn get_with(
+    builder: reqwest::ClientBuilder,
+    url: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let client = builder.timeout(Duration::from_secs(10)).build().unwrap();
+    client.get(url).send().await
+}
+
 #[tokio::test]
 async fn https_with_the_ca_trusted_and_plain_http_refused() {
     let pki = Pki::new();
@@ -181,24 +186,19 @@ async fn https_with_the_ca_trusted_and_plain_http_refused() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["gateway_version"].is_string(), "{body}");
 
-    let plain = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{port}/api"))
-        .send()
-        .await;
+    let plain = get_with(
+        reqwest::Client::builder(),
+        &format!("http://127.0.0.1:{port}/api"),
+    )
+    .await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
     // A client that does not trust the CA refuses the server.
-    let untrusting = reqwest::Client::builder()
-        .tls_certs_only([])
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-        .get(format!("https://127.0.0.1:{port}/api"))
-        .send()
-        .await;
+    let untrusting = get_with(
+        reqwest::Client::builder().tls_certs_only([]),
+        &format!("https://127.0.0.1:{port}/api"),
+    )
+    .await;
     assert!(untrusting.is_err(), "untrusted server accepted");
 }
 
@@ -224,34 +224,4 @@ async fn client_certificates_are_required_with_a_client_ca() {
         r.is_err(),
         "answered a certificate the client CA did not sign"
     );
-}
-
-#[test]
-fn tls_configuration_errors_exit_2_naming_every_variable() {
-    let dir = tempfile::tempdir().unwrap();
-    let junk = dir.path().join("junk.pem");
-    std::fs::write(&junk, "no PEM here").unwrap();
-    let out = Command::new(binary("gateway"))
-        .env_clear()
-        .env("EG_CERTFILE", &junk)
-        .env("EG_ALLOW_ORIGIN", "bad\u{1}value")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let text = String::from_utf8_lossy(&out.stderr);
-    for var in ["EG_CERTFILE", "EG_ALLOW_ORIGIN"] {
-        assert!(text.contains(var), "{var} not named in:\n{text}");
-    }
-    let out = Command::new(binary("gateway"))
-        .env_clear()
-        .env("EG_CERTFILE", &junk)
-        .env("EG_KEYFILE", dir.path().join("missing.key"))
-        .env("EG_ADMIN_ADDR", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let text = String::from_utf8_lossy(&out.stderr);
-    for var in ["EG_CERTFILE", "EG_KEYFILE"] {
-        assert!(text.contains(var), "{var} not named in:\n{text}");
-    }
 }

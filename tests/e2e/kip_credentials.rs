@@ -24,6 +24,62 @@ fn pull_secret_entry(backend: Backend, user: &str, password: &str) -> (serde_jso
     }
 }
 
+/// A pull secret for one registry, written where KIP_DOCKER_CONFIG can name it.
+struct Secret {
+    backend: Backend,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    /// The encoded credential the entry holds (empty when it holds none).
+    auth: String,
+}
+
+impl Secret {
+    /// The entry for `user:password` at `registry`, in a file named `file` (as Kubernetes mounts
+    /// the secret).
+    fn new(backend: Backend, registry: &str, user: &str, password: &str, file: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file);
+        let (entry, auth) = pull_secret_entry(backend, user, password);
+        write_docker_config(&path, registry, entry);
+        Self {
+            backend,
+            _dir: dir,
+            path,
+            auth,
+        }
+    }
+
+    /// Pulls `image` with this secret: success, and the image taken; returns the output.
+    fn pull(&self, ns: &str, image: &str) -> String {
+        let images = [image.to_owned()];
+        let text = self
+            .backend
+            .kip(ns, &images)
+            .env("KIP_DOCKER_CONFIG", self.path.to_str().unwrap())
+            .expect(0);
+        self.backend.assert_taken(&text, &images);
+        text
+    }
+}
+
+/// Pulls `image` with no credentials: refused after one attempt (not retried), nothing pulled;
+/// returns the output.
+fn refused_without_credentials(backend: Backend, ns: &str, image: &str) -> String {
+    let text = backend.kip(ns, &[image.to_owned()]).expect(1);
+    assert!(text.contains("after 1 attempt(s)"), "{text}");
+    assert!(!backend.has_image(ns, image));
+    text
+}
+
+/// Lines of the log at `path` (none when it cannot be read) that `matches`.
+fn log_lines(path: &str, matches: impl Fn(&str) -> bool) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| matches(l))
+        .count()
+}
+
 /// A registry behind htpasswd (Basic challenge): refused without credentials (not retried),
 /// pulled with a pull secret given through KIP_DOCKER_CONFIG, which never shows in the output.
 fn credentials_from_pull_secret(backend: Backend) {
@@ -44,32 +100,22 @@ fn credentials_from_pull_secret(backend: Backend) {
     )
     .remove(0);
     let ns = backend.namespace("kipauth");
-    let images = std::slice::from_ref(&image);
 
     // Without credentials: unauthorized, one attempt, named.
-    let text = backend.kip(&ns, images).expect(1);
+    let text = refused_without_credentials(backend, &ns, &image);
     assert!(text.contains(&format!("{image}: unauthorized")), "{text}");
-    assert!(text.contains("after 1 attempt(s)"), "{text}");
-    assert!(!backend.has_image(&ns, &image));
 
     // With the pull secret, in the form Kubernetes mounts a kubernetes.io/dockerconfigjson.
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join(".dockerconfigjson");
-    let (entry, auth) = pull_secret_entry(backend, &user, &password);
-    write_docker_config(&secret, &registry, entry);
-    let text = backend
-        .kip(&ns, images)
-        .env("KIP_DOCKER_CONFIG", secret.to_str().unwrap())
-        .expect(0);
-    backend.assert_taken(&text, images);
+    let secret = Secret::new(backend, &registry, &user, &password, ".dockerconfigjson");
+    let text = secret.pull(&ns, &image);
     assert!(
         !text.contains("does not send registry credentials"),
         "{text}"
     );
     assert!(!text.contains(&password), "the password leaked: {text}");
-    if !auth.is_empty() {
+    if !secret.auth.is_empty() {
         assert!(
-            !text.contains(&auth),
+            !text.contains(&secret.auth),
             "the encoded credential leaked into the output"
         );
     }
@@ -102,13 +148,7 @@ fn token_registry(backend: Backend) {
     };
     let public = push(&format!("public/{}-tok", backend.tag()));
     let private = push(&format!("team/{}-tok", backend.tag()));
-    let token_requests = || {
-        std::fs::read_to_string(&issuer_log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("GET /token?"))
-            .count()
-    };
+    let token_requests = || log_lines(&issuer_log, |l| l.contains("GET /token?"));
     let ns = backend.namespace("kiptoken");
 
     let before = token_requests();
@@ -120,24 +160,15 @@ fn token_registry(backend: Backend) {
         "the pull did not go through the token issuer:\n{text}"
     );
 
-    let text = backend.kip(&ns, std::slice::from_ref(&private)).expect(1);
+    let text = refused_without_credentials(backend, &ns, &private);
     assert!(
         text.contains(&format!("{private}: unauthorized"))
             || text.contains(&format!("{private}: not_found")),
         "{text}"
     );
-    assert!(text.contains("after 1 attempt(s)"), "{text}");
-    assert!(!backend.has_image(&ns, &private));
 
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("config.json");
-    let (entry, _) = pull_secret_entry(backend, &user, &password);
-    write_docker_config(&secret, &registry, entry);
-    let text = backend
-        .kip(&ns, std::slice::from_ref(&private))
-        .env("KIP_DOCKER_CONFIG", secret.to_str().unwrap())
-        .expect(0);
-    backend.assert_taken(&text, std::slice::from_ref(&private));
+    let secret = Secret::new(backend, &registry, &user, &password, "config.json");
+    let text = secret.pull(&ns, &private);
     assert!(!text.contains(&password), "the password leaked: {text}");
     backend.assert_complete(&ns, &private);
     backend.assert_clean(&ns);
@@ -163,14 +194,10 @@ fn registry_ca_file(backend: Backend) {
     let repo = repo_of(&images[0]).to_owned();
     let ns = unique(backend, "kiptls");
     let served = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                l.contains(&format!("\"GET /v2/{repo}/manifests/"))
-                    || l.contains(&format!("\"HEAD /v2/{repo}/manifests/"))
-            })
-            .count()
+        log_lines(&log, |l| {
+            l.contains(&format!("\"GET /v2/{repo}/manifests/"))
+                || l.contains(&format!("\"HEAD /v2/{repo}/manifests/"))
+        })
     };
 
     let before = served();

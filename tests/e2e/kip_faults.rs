@@ -377,22 +377,15 @@ fn unknown_image_and_registry_fail_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_waits_for_the_gateway_then_stops_on_sigterm() {
     let backend = Backend::CRI;
-    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("daemon", 1, None) else {
         return;
     };
-    let images = push_images(&registry, "test/cri-daemon", 1);
     // Choose the gateway's port, but do not listen yet.
     let port = e2e::free_port();
     let admin = format!("127.0.0.1:{}", e2e::free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = e2e::kip_command()
-        .env("KIP_GATEWAY_HOST", format!("http://127.0.0.1:{port}"))
-        .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
-        .env("KIP_CONTAINER_RUNTIME", "cri")
-        .env("KIP_ADMIN_ADDR", &admin)
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let mut child = backend.cri_daemon(&gateway, &admin, log.reopen().unwrap());
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
         child.try_wait().unwrap().is_none(),

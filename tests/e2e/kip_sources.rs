@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::{Router, extract::Path, http::StatusCode, routing::get};
-use e2e::{Backend, FakeGateway, kernelspec_entry, push_images};
+use e2e::{Backend, FakeGateway, kernelspec_entry};
 use kip::{
     config::{ConfigMapRef, Secret},
     source::{ConfigMapSource, FetchError, Fetched, ImageSource, KernelSpecsSource},
@@ -231,42 +231,35 @@ async fn configmap_yaml_list_under_key() {
     );
 }
 
-#[tokio::test]
-async fn configmap_errors_name_what_is_wrong() {
-    let (url, _) = fake_kube(Some(json!({"image-names": "just-a-string:1"}))).await;
-    let err = cm_source(&url, "kernel-images", "image-names")
+/// The error the ConfigMap source for `name` and `key` at `url` fails with.
+async fn cm_error(url: &str, name: &str, key: &str) -> String {
+    cm_source(url, name, key)
         .fetch()
         .await
         .unwrap_err()
-        .to_string();
+        .to_string()
+}
+
+#[tokio::test]
+async fn configmap_errors_name_what_is_wrong() {
+    let (url, _) = fake_kube(Some(json!({"image-names": "just-a-string:1"}))).await;
+    let err = cm_error(&url, "kernel-images", "image-names").await;
     assert!(
         err.contains("enterprise-gateway/kernel-images") && err.contains("list"),
         "{err}"
     );
 
-    let err = cm_source(&url, "kernel-images", "other-key")
-        .fetch()
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = cm_error(&url, "kernel-images", "other-key").await;
     assert!(
         err.contains("no key \"other-key\" (KIP_CM_KEY_NAME)"),
         "{err}"
     );
 
-    let err = cm_source(&url, "missing", "image-names")
-        .fetch()
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = cm_error(&url, "missing", "image-names").await;
     assert!(err.contains("HTTP 404"), "{err}");
 
     let (url, _) = fake_kube(None).await;
-    let err = cm_source(&url, "kernel-images", "image-names")
-        .fetch()
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = cm_error(&url, "kernel-images", "image-names").await;
     assert!(err.contains("no key"), "{err}");
 }
 
@@ -338,10 +331,9 @@ async fn no_watch_against_a_gateway_that_does_not_offer_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
     let backend = Backend::CRI;
-    let Some((registry, sock)) = backend.with_socket("KIP_TEST_REGISTRY") else {
+    let Some((_, images)) = backend.push("watch", 2, None) else {
         return;
     };
-    let images = push_images(&registry, "test/cri-watch", 2);
     let spec = |name: &str, image: &str| kernelspec_entry(name, json!({"image_name": image}));
     let gateway = FakeGateway::start_watching(
         json!({"default": "a", "kernelspecs": {"a": spec("a", &images[0])}}),
@@ -349,14 +341,7 @@ async fn cri_daemon_reacts_to_a_new_kernelspec_through_the_watch() {
     )
     .await;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = e2e::kip_command()
-        .env("KIP_GATEWAY_HOST", &gateway.url)
-        .env("KIP_CRI_ENDPOINT", format!("unix://{sock}"))
-        .env("KIP_CONTAINER_RUNTIME", "cri")
-        .env("KIP_ADMIN_ADDR", "off")
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = backend.cri_daemon(&gateway.url, "off", log.reopen().unwrap());
     let wait_for = |image: &str, limit: std::time::Duration| {
         let started = std::time::Instant::now();
         while started.elapsed() < limit {

@@ -202,6 +202,20 @@ failed() {
   log "WARNING: continuing without $name"
 }
 
+# bring_up NAME LOG START...: runs START (a start_* function and its arguments); when it succeeds
+# NAME joins the components, otherwise it is reported with LOG and its pid in DIR/NAME.pid
+# stopped (fatal under CI) and bring_up fails.
+bring_up() {
+  local name=$1 logf=$2
+  shift 2
+  if "$@"; then
+    components+=("$name")
+    return 0
+  fi
+  failed "$name" "$logf" "$(cat "$DIR/$name.pid" 2>/dev/null || true)"
+  return 1
+}
+
 need() {
   local bin
   for bin in "$@"; do
@@ -343,20 +357,13 @@ overlay_works() {
   return "$rc"
 }
 
-# write_containerd_config FILE BASE WITH_CRI SNAPSHOTTER: a containerd 1.6 config whose
-# every path is under BASE. Paths a plugin does not take from root/state must be set
-# explicitly (opt plugin, CNI dirs), or they fall back to the system ones.
-write_containerd_config() {
-  local file=$1 base=$2 with_cri=$3 snapshotter=$4 disabled
-  # Snapshotters that cannot work here would only log errors at startup. (The old
-  # io.containerd.runtime.v1.linux must stay: the tasks service, and so CRI, need it.)
-  disabled='"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"'
-  if ! $with_cri; then
-    disabled+=', "io.containerd.grpc.v1.cri"'
-  fi
+# containerd_config_head FILE BASE VERSION DISABLED: what every containerd config here starts
+# with (config VERSION, DISABLED plugins, every path and socket under BASE, metrics and debug
+# endpoints off, the opt plugin's path), up to the [plugins] table.
+containerd_config_head() {
+  local file=$1 base=$2 version=$3 disabled=$4
   cat >"$file" <<EOF
-version = 2
+version = $version
 root = "$base/root"
 state = "$base/state"
 temp = "$base/tmp"
@@ -381,6 +388,23 @@ oom_score = 0
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = "$base/opt"
+EOF
+}
+
+# write_containerd_config FILE BASE WITH_CRI SNAPSHOTTER: a containerd 1.6 config whose
+# every path is under BASE. Paths a plugin does not take from root/state must be set
+# explicitly (opt plugin, CNI dirs), or they fall back to the system ones.
+write_containerd_config() {
+  local file=$1 base=$2 with_cri=$3 snapshotter=$4 disabled
+  # Snapshotters that cannot work here would only log errors at startup. (The old
+  # io.containerd.runtime.v1.linux must stay: the tasks service, and so CRI, need it.)
+  disabled='"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"'
+  if ! $with_cri; then
+    disabled+=', "io.containerd.grpc.v1.cri"'
+  fi
+  containerd_config_head "$file" "$base" 2 "$disabled"
+  cat >>"$file" <<EOF
 
   [plugins."io.containerd.snapshotter.v1.overlayfs"]
     root_path = ""
@@ -477,34 +501,10 @@ CD2_ROOT=${KIP_TEST_CONTAINERD2_ROOT:-/opt/kip-test/containerd2}
 # CRI plugin is split into cri.v1.images and cri.v1.runtime) with every path under BASE.
 write_containerd2_config() {
   local file=$1 base=$2 snapshotter=$3
-  cat >"$file" <<EOF
-version = 3
-root = "$base/root"
-state = "$base/state"
-temp = "$base/tmp"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  containerd_config_head "$file" "$base" 3 '"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.snapshotter.v1.blockfile", "io.containerd.nri.v1.nri"]
-required_plugins = []
-oom_score = 0
-
-[grpc]
-  address = "$base/containerd.sock"
-  tcp_address = ""
-
-[ttrpc]
-  address = "$base/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "$base/opt"
+  "io.containerd.snapshotter.v1.blockfile", "io.containerd.nri.v1.nri"'
+  cat >>"$file" <<EOF
 
   [plugins."io.containerd.grpc.v1.cri"]
     disable_tcp_service = true
@@ -612,84 +612,59 @@ start_dockerd() {
   wait_ready dockerd "$dockerd_pid" "$logf" docker -H "unix://$d/docker.sock" version || return 1
 }
 
+# registry_env VAR NAME: the variables of the registry that just came up as NAME: VAR (its
+# 127.0.0.1:PORT) and VAR_LOG.
+registry_env() {
+  env_lines+=("export $1=127.0.0.1:$started_registry_port" "export ${1}_LOG=$DIR/$2/registry.log")
+}
+
+# credentials_env: the test user the registries with auth accept.
+credentials_env() {
+  env_lines+=("export KIP_TEST_AUTH_USER=$AUTH_USER" "export KIP_TEST_AUTH_PASSWORD='$AUTH_PASSWORD'")
+}
+
 # --- main --------------------------------------------------------------------------------------
 t0=$SECONDS
 env_lines+=("export KIP_TEST_DIR=$DIR")
 
-if $want_registry; then
-  if start_registry registry; then
-    registry_port=$started_registry_port
-    components+=(registry)
-    env_lines+=("export KIP_TEST_REGISTRY=127.0.0.1:$registry_port"
-      "export KIP_TEST_REGISTRY_LOG=$DIR/registry/registry.log")
-    log "registry up at 127.0.0.1:$registry_port ($((SECONDS - t0))s)"
-  else
-    failed registry "$DIR/registry/registry.log" "$(cat "$DIR/registry.pid" 2>/dev/null || true)"
-  fi
+if $want_registry && bring_up registry "$DIR/registry/registry.log" start_registry registry; then
+  registry_port=$started_registry_port
+  registry_env KIP_TEST_REGISTRY registry
+  log "registry up at 127.0.0.1:$registry_port ($((SECONDS - t0))s)"
 fi
 
-if $want_registry_auth; then
-  if start_auth_registry; then
-    components+=(registry-auth)
-    env_lines+=("export KIP_TEST_AUTH_REGISTRY=127.0.0.1:$started_registry_port"
-      "export KIP_TEST_AUTH_REGISTRY_LOG=$DIR/registry-auth/registry.log"
-      "export KIP_TEST_AUTH_USER=$AUTH_USER"
-      "export KIP_TEST_AUTH_PASSWORD='$AUTH_PASSWORD'")
-    log "registry with htpasswd auth up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
-  else
-    failed registry-auth "$DIR/registry-auth/registry.log" "$(cat "$DIR/registry-auth.pid" 2>/dev/null || true)"
-  fi
+if $want_registry_auth && bring_up registry-auth "$DIR/registry-auth/registry.log" start_auth_registry; then
+  registry_env KIP_TEST_AUTH_REGISTRY registry-auth
+  credentials_env
+  log "registry with htpasswd auth up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
 fi
 
-if $want_registry_token; then
-  if start_token_registry; then
-    components+=(registry-token)
-    env_lines+=("export KIP_TEST_TOKEN_REGISTRY=127.0.0.1:$started_registry_port"
-      "export KIP_TEST_TOKEN_REGISTRY_LOG=$DIR/registry-token/registry.log"
-      "export KIP_TEST_TOKEN_ISSUER_LOG=$DIR/registry-token/issuer.log"
-      "export KIP_TEST_AUTH_USER=$AUTH_USER"
-      "export KIP_TEST_AUTH_PASSWORD='$AUTH_PASSWORD'")
-    log "registry with token auth up at 127.0.0.1:$started_registry_port, issuer at 127.0.0.1:$token_issuer_port ($((SECONDS - t0))s)"
-  else
-    failed registry-token "$DIR/registry-token/registry.log" "$(cat "$DIR/registry-token.pid" 2>/dev/null || true)"
-  fi
+if $want_registry_token && bring_up registry-token "$DIR/registry-token/registry.log" start_token_registry; then
+  registry_env KIP_TEST_TOKEN_REGISTRY registry-token
+  env_lines+=("export KIP_TEST_TOKEN_ISSUER_LOG=$DIR/registry-token/issuer.log")
+  credentials_env
+  log "registry with token auth up at 127.0.0.1:$started_registry_port, issuer at 127.0.0.1:$token_issuer_port ($((SECONDS - t0))s)"
 fi
 
-if $want_registry_tls; then
-  if start_tls_registry; then
-    components+=(registry-tls)
-    env_lines+=("export KIP_TEST_TLS_REGISTRY=127.0.0.1:$started_registry_port"
-      "export KIP_TEST_TLS_REGISTRY_LOG=$DIR/registry-tls/registry.log"
-      "export KIP_TEST_TLS_REGISTRY_CA=$DIR/registry-tls/ca.pem")
-    log "registry with TLS (test CA) up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
-  else
-    failed registry-tls "$DIR/registry-tls/registry.log" "$(cat "$DIR/registry-tls.pid" 2>/dev/null || true)"
-  fi
+if $want_registry_tls && bring_up registry-tls "$DIR/registry-tls/registry.log" start_tls_registry; then
+  registry_env KIP_TEST_TLS_REGISTRY registry-tls
+  env_lines+=("export KIP_TEST_TLS_REGISTRY_CA=$DIR/registry-tls/ca.pem")
+  log "registry with TLS (test CA) up at 127.0.0.1:$started_registry_port ($((SECONDS - t0))s)"
 fi
 
-if $want_containerd; then
-  if start_containerd; then
-    components+=(containerd)
-    env_lines+=("export KIP_TEST_CONTAINERD_SOCK=$DIR/containerd/containerd.sock"
-      "export KIP_TEST_CONTAINERD_LOG=$DIR/containerd/containerd.log"
-      "export KIP_TEST_CONTAINERD_SNAPSHOTTER=$containerd_snapshotter")
-    log "containerd up at $DIR/containerd/containerd.sock, snapshotter $containerd_snapshotter ($((SECONDS - t0))s)"
-  else
-    failed containerd "$DIR/containerd/containerd.log" "$(cat "$DIR/containerd.pid" 2>/dev/null || true)"
-  fi
+if $want_containerd && bring_up containerd "$DIR/containerd/containerd.log" start_containerd; then
+  env_lines+=("export KIP_TEST_CONTAINERD_SOCK=$DIR/containerd/containerd.sock"
+    "export KIP_TEST_CONTAINERD_LOG=$DIR/containerd/containerd.log"
+    "export KIP_TEST_CONTAINERD_SNAPSHOTTER=$containerd_snapshotter")
+  log "containerd up at $DIR/containerd/containerd.sock, snapshotter $containerd_snapshotter ($((SECONDS - t0))s)"
 fi
 
-if $want_containerd2; then
-  if start_containerd2; then
-    components+=(containerd2)
-    env_lines+=("export KIP_TEST_CONTAINERD2_SOCK=$DIR/cd2/containerd.sock"
-      "export KIP_TEST_CONTAINERD2_LOG=$DIR/cd2/containerd.log"
-      "export KIP_TEST_CONTAINERD2_SNAPSHOTTER=$containerd2_snapshotter"
-      "export KIP_TEST_CONTAINERD2_CTR=$CD2_ROOT/usr/bin/ctr")
-    log "containerd 2.x up at $DIR/cd2/containerd.sock, snapshotter $containerd2_snapshotter ($((SECONDS - t0))s)"
-  else
-    failed containerd2 "$DIR/cd2/containerd.log" "$(cat "$DIR/containerd2.pid" 2>/dev/null || true)"
-  fi
+if $want_containerd2 && bring_up containerd2 "$DIR/cd2/containerd.log" start_containerd2; then
+  env_lines+=("export KIP_TEST_CONTAINERD2_SOCK=$DIR/cd2/containerd.sock"
+    "export KIP_TEST_CONTAINERD2_LOG=$DIR/cd2/containerd.log"
+    "export KIP_TEST_CONTAINERD2_SNAPSHOTTER=$containerd2_snapshotter"
+    "export KIP_TEST_CONTAINERD2_CTR=$CD2_ROOT/usr/bin/ctr")
+  log "containerd 2.x up at $DIR/cd2/containerd.sock, snapshotter $containerd2_snapshotter ($((SECONDS - t0))s)"
 fi
 
 if $want_dockerd; then

@@ -189,6 +189,22 @@ impl Backend {
         .unwrap_or_else(|| "overlayfs".to_owned())
     }
 
+    /// `kip` as a daemon pulling through CRI on this backend's runtime (which must run), asking
+    /// the gateway at `gateway`, its admin endpoint at `admin` (`off`: none), its log in `log`.
+    pub fn cri_daemon(self, gateway: &str, admin: &str, log: std::fs::File) -> std::process::Child {
+        kip_command()
+            .env("KIP_GATEWAY_HOST", gateway)
+            .env(
+                "KIP_CRI_ENDPOINT",
+                format!("unix://{}", self.socket().unwrap()),
+            )
+            .env("KIP_CONTAINER_RUNTIME", "cri")
+            .env("KIP_ADMIN_ADDR", admin)
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
     /// The agent set up for this backend, namespace `ns` (the native backend's), over a static
     /// list of images.
     pub fn kip(self, ns: &str, images: &[String]) -> Kip {

@@ -83,7 +83,13 @@ pub fn kip_command() -> Command {
 /// The `gateway` binary with a clean environment, its Jupyter data path under `root` and its
 /// API on `127.0.0.1:PORT`, stdin closed. Callers add the rest.
 pub fn gateway_command(root: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(binary("gateway"));
+    gateway_command_for(&binary("gateway"), root, port)
+}
+
+/// As [`gateway_command`], running the gateway executable `program` (for a crate's own tests,
+/// the one Cargo built for them).
+pub fn gateway_command_for(program: &Path, root: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("JUPYTER_PATH", root)
         .env("JUPYTER_DATA_DIR", root.join("data"))
@@ -127,14 +133,7 @@ pub fn push_images_with(
     if let Some((user, password)) = creds {
         cmd.env("KIP_TEST_PUSH_CREDS", format!("{user}:{password}"));
     }
-    let out = cmd.output().expect("run build-images.sh");
-    assert!(
-        out.status.success(),
-        "build-images.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    output_ok(&mut cmd)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -144,15 +143,10 @@ pub fn push_images_with(
 
 /// Points tag `to` (`REPO:TAG` in the test registry) at the image `from` names.
 pub fn retag(registry: &str, from: &str, to: &str) {
-    let out = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/build-images.sh"))
-        .args(["--retag", registry, from, to])
-        .output()
-        .expect("run build-images.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        Command::new("bash")
+            .arg(repo_root().join("tests/scripts/build-images.sh"))
+            .args(["--retag", registry, from, to]),
     );
 }
 
@@ -175,13 +169,15 @@ pub fn registry_requests(needle: &str) -> usize {
 
 /// Runs a command and returns stdout, failing the test with its stderr otherwise.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    output_ok(Command::new(program).args(args))
+}
+
+/// Runs `cmd` to its end and returns its stdout, failing the test with its stderr otherwise.
+pub fn output_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{program} {args:?} failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

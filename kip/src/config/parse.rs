@@ -49,14 +49,12 @@ fn watch_seconds(raw: &str) -> Result<Option<Duration>, String> {
         .map_err(|_| "expected a whole number of seconds (0 turns watching off)".to_owned())
 }
 
-/// A registry for names that carry none: unset or blank for none.
-fn default_registry(raw: &str) -> Result<Option<String>, String> {
-    match raw.trim() {
-        "" => Ok(None),
-        registry => ImageRef::parse_with_default_registry("x", Some(registry))
-            .map(|_| Some(registry.to_owned()))
-            .map_err(|e| e.to_string()),
-    }
+/// A registry for names that carry none.
+fn default_registry(raw: &str) -> Result<String, String> {
+    let registry = raw.trim();
+    ImageRef::parse_with_default_registry("x", Some(registry))
+        .map(|_| registry.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn pull_policy(raw: &str) -> Result<PullPolicy, String> {
@@ -107,11 +105,8 @@ impl SourceConfig {
     pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
         let gateway_url = c.parse("KIP_GATEWAY_HOST", &args.gateway_host, parse_gateway_url);
         let validate_cert = c.parse("KIP_VALIDATE_CERT", &args.validate_cert, parse_bool);
-        let registry = args
-            .default_container_registry
-            .as_deref()
-            .unwrap_or_default();
-        let registry = c.parse("KIP_DEFAULT_CONTAINER_REGISTRY", registry, default_registry);
+        let registry = args.default_container_registry.as_deref();
+        let registry = c.parse_set("KIP_DEFAULT_CONTAINER_REGISTRY", registry, default_registry);
         let fetcher = c.parse("KIP_IMAGE_FETCHER", &args.image_fetcher, fetcher_kind);
         let internal = c.parse(
             "KIP_INTERNAL_FETCHERS",
@@ -217,11 +212,9 @@ impl ContainerdConfig {
         let downloads = &args.max_concurrent_downloads;
         let max_concurrent_downloads = c.parse("KIP_MAX_CONCURRENT_DOWNLOADS", downloads, count);
         let ca_file = args.registry_ca_file.as_deref();
-        let registry_ca_pem = c.check(
-            "KIP_REGISTRY_CA_FILE",
-            ca_file.unwrap_or_default(),
-            load_ca_bundle(ca_file, lookup),
-        );
+        let registry_ca_pem = c.parse_set("KIP_REGISTRY_CA_FILE", ca_file, |path| {
+            load_ca_bundle(path, lookup)
+        });
         let transfer = c.parse(
             "KIP_CONTAINERD_TRANSFER",
             &args.containerd_transfer,

@@ -90,15 +90,9 @@ pub struct RuntimeConfig {
     pub containerd: ContainerdConfig,
 }
 
-/// Reads a PEM bundle (through `lookup`) and checks it holds at least one certificate; unset or
-/// empty: none.
-pub(super) fn load_ca_bundle(
-    path: Option<&str>,
-    lookup: &dyn Lookup,
-) -> Result<Option<Vec<u8>>, String> {
-    let Some(path) = path.map(str::trim).filter(|p| !p.is_empty()) else {
-        return Ok(None);
-    };
+/// Reads a PEM bundle (through `lookup`) and checks it holds at least one certificate.
+pub(super) fn load_ca_bundle(path: &str, lookup: &dyn Lookup) -> Result<Vec<u8>, String> {
+    let path = path.trim();
     let pem = lookup
         .read(Path::new(path))
         .map_err(|e| format!("cannot read {path}: {e}"))?;
@@ -107,7 +101,7 @@ pub(super) fn load_ca_bundle(
     if certs.is_empty() {
         return Err(format!("{path}: no PEM certificate in it"));
     }
-    Ok(Some(pem))
+    Ok(pem)
 }
 
 pub(super) fn parse_endpoint(s: &str) -> Result<Endpoint, String> {

@@ -22,6 +22,26 @@ fn options(policy: PullPolicy) -> PullOptions {
     }
 }
 
+/// A runtime whose every pull takes `delay`.
+fn slow_runtime(delay: Duration) -> Arc<FakeRuntime> {
+    Arc::new(FakeRuntime {
+        delay,
+        ..Default::default()
+    })
+}
+
+/// A puller with `policy` over `rt`.
+fn puller(rt: &Arc<FakeRuntime>, policy: PullPolicy) -> Puller {
+    Puller::new(rt.clone(), options(policy), Arc::default())
+}
+
+/// One cycle of `p` over `images`, never cancelled.
+async fn cycle(p: &Puller, images: &[&str]) -> CycleReport {
+    p.run_cycle(&refs(images), &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 fn refs(names: &[&str]) -> Vec<ImageRef> {
     names.iter().map(|n| ImageRef::parse(n).unwrap()).collect()
 }
@@ -42,15 +62,8 @@ async fn if_not_present_lists_once_and_skips_present() {
         present: vec!["a:1".into(), "docker.io/library/b:1".into()],
         ..Default::default()
     });
-    let p = Puller::new(
-        rt.clone(),
-        options(PullPolicy::IfNotPresent),
-        Arc::default(),
-    );
-    let report = p
-        .run_cycle(&refs(&["a:1", "b:1", "c:1"]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let p = puller(&rt, PullPolicy::IfNotPresent);
+    let report = cycle(&p, &["a:1", "b:1", "c:1"]).await;
     assert_eq!(rt.lists.load(Ordering::SeqCst), 1);
     assert_eq!(*rt.pulls.lock().unwrap(), vec!["docker.io/library/c:1"]);
     assert_eq!(report.count(|r| *r == ImageResult::Present), 2);
@@ -67,10 +80,8 @@ async fn always_pulls_everything_without_listing() {
         present: vec!["a:1".into()],
         ..Default::default()
     });
-    let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
-    p.run_cycle(&refs(&["a:1", "b:1"]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let p = puller(&rt, PullPolicy::Always);
+    cycle(&p, &["a:1", "b:1"]).await;
     assert_eq!(rt.lists.load(Ordering::SeqCst), 0);
     assert_eq!(rt.pulls.lock().unwrap().len(), 2);
 }
@@ -97,14 +108,8 @@ async fn retries_transient_errors_but_not_not_found_or_unauthorized() {
             vec![Err(ErrorKind::Other); 5],
         );
     }
-    let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
-    let report = p
-        .run_cycle(
-            &refs(&["flaky:1", "gone:1", "secret:1", "broken:1", "fine:1"]),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let p = puller(&rt, PullPolicy::Always);
+    let report = cycle(&p, &["flaky:1", "gone:1", "secret:1", "broken:1", "fine:1"]).await;
     assert_eq!(pulls_of(&rt, "flaky:1"), 3);
     assert_eq!(pulls_of(&rt, "gone:1"), 1);
     assert_eq!(pulls_of(&rt, "secret:1"), 1);
@@ -134,31 +139,16 @@ async fn retries_transient_errors_but_not_not_found_or_unauthorized() {
 
 #[tokio::test]
 async fn concurrency_is_bounded() {
-    let rt = Arc::new(FakeRuntime {
-        delay: Duration::from_millis(30),
-        ..Default::default()
-    });
-    let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
-    p.run_cycle(
-        &refs(&["a:1", "b:1", "c:1", "d:1", "e:1"]),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let rt = slow_runtime(Duration::from_millis(30));
+    let p = puller(&rt, PullPolicy::Always);
+    cycle(&p, &["a:1", "b:1", "c:1", "d:1", "e:1"]).await;
     assert_eq!(rt.max_running.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn one_image_is_never_pulled_twice_at_once() {
-    let rt = Arc::new(FakeRuntime {
-        delay: Duration::from_millis(100),
-        ..Default::default()
-    });
-    let p = Arc::new(Puller::new(
-        rt.clone(),
-        options(PullPolicy::Always),
-        Arc::default(),
-    ));
+    let rt = slow_runtime(Duration::from_millis(100));
+    let p = Arc::new(puller(&rt, PullPolicy::Always));
     let cancel = CancellationToken::new();
     let images = refs(&["a:1"]);
     let (r1, r2) = tokio::join!(p.run_cycle(&images, &cancel), p.run_cycle(&images, &cancel));
@@ -169,18 +159,12 @@ async fn one_image_is_never_pulled_twice_at_once() {
 
 #[tokio::test]
 async fn attempt_timeout_counts_as_timeout() {
-    let rt = Arc::new(FakeRuntime {
-        delay: Duration::from_millis(200),
-        ..Default::default()
-    });
+    let rt = slow_runtime(Duration::from_millis(200));
     let mut o = options(PullPolicy::Always);
     o.attempt_timeout = Duration::from_millis(20);
     o.attempts = 2;
     let p = Puller::new(rt.clone(), o, Arc::default());
-    let report = p
-        .run_cycle(&refs(&["slow:1"]), &CancellationToken::new())
-        .await
-        .unwrap();
+    let report = cycle(&p, &["slow:1"]).await;
     assert!(matches!(
         &report.results[0].1,
         ImageResult::Failed { error, attempts: 2 } if error.kind == ErrorKind::Timeout
@@ -189,11 +173,8 @@ async fn attempt_timeout_counts_as_timeout() {
 
 #[tokio::test]
 async fn cancellation_abandons_pulls() {
-    let rt = Arc::new(FakeRuntime {
-        delay: Duration::from_secs(30),
-        ..Default::default()
-    });
-    let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default());
+    let rt = slow_runtime(Duration::from_secs(30));
+    let p = puller(&rt, PullPolicy::Always);
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     tokio::spawn(async move {
@@ -247,16 +228,9 @@ async fn always_pulls_only_moved_tags() {
         ]),
         AtomicUsize::new(0),
     ));
-    let p = Puller::new(rt.clone(), options(PullPolicy::Always), Arc::default())
-        .with_resolver(resolver.clone());
+    let p = puller(&rt, PullPolicy::Always).with_resolver(resolver.clone());
     let pinned = format!("c@{}", d(3));
-    let report = p
-        .run_cycle(
-            &refs(&["a:1", "b:1", &pinned, "d:1", "e:1"]),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let report = cycle(&p, &["a:1", "b:1", &pinned, "d:1", "e:1"]).await;
     assert_eq!(rt.lists.load(Ordering::SeqCst), 1, "one listing per cycle");
     // a unchanged; b moved; c pinned and present (never re-checked); d absent; e unknown.
     assert_eq!(resolver.1.load(Ordering::SeqCst), 3);

@@ -9,7 +9,7 @@ use k8s_cri::v1::{
     AuthConfig, ImageFsInfoRequest, ImageSpec, ListImagesRequest, PullImageRequest, VersionRequest,
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 
 use crate::ports::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError};
 use crate::{config::Endpoint, credentials::Keyring};
@@ -37,13 +37,7 @@ impl CriRuntime {
 }
 
 fn cri_error(status: Status) -> RuntimeError {
-    let kind = match status.code() {
-        Code::NotFound => ErrorKind::NotFound,
-        Code::Unauthenticated | Code::PermissionDenied => ErrorKind::Unauthorized,
-        Code::DeadlineExceeded => ErrorKind::Timeout,
-        Code::Unavailable => ErrorKind::Unavailable,
-        _ => super::classify(status.message()),
-    };
+    let kind = super::grpc_kind(&status);
     // containerd reports registry failures as Unknown with the registry's words; read them.
     let kind = match (kind, super::classify(status.message())) {
         (

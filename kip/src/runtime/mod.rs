@@ -21,6 +21,19 @@ use crate::{
     credentials::Keyring,
 };
 
+/// The error kind of a runtime's gRPC status (containerd's and CRI's alike): from its code, else
+/// from its message.
+pub(crate) fn grpc_kind(status: &tonic::Status) -> ErrorKind {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Unauthenticated | Code::PermissionDenied => ErrorKind::Unauthorized,
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        Code::Unavailable => ErrorKind::Unavailable,
+        _ => classify(status.message()),
+    }
+}
+
 /// A lazily connecting gRPC channel to a runtime socket: dialled on first use and re-dialled after
 /// failures, so the agent can start before its runtime. `what` names the API in errors.
 pub(crate) fn grpc_channel(

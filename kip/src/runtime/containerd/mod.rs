@@ -35,14 +35,14 @@ use containerd_client::services::v1::{
 };
 use eg_common::ImageRef;
 use tokio::sync::Semaphore;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 use tracing::{info, warn};
 
 use self::ctx::Ctx;
 use crate::{
     config::{ContainerdConfig, Endpoint, TransferMode},
     credentials::Keyring,
-    ports::{ErrorKind, ImageRuntime, PullOutcome, RuntimeError},
+    ports::{ImageRuntime, PullOutcome, RuntimeError},
     registry::Registry,
 };
 
@@ -56,13 +56,7 @@ const AUTO_USES_TRANSFER: bool = true;
 
 /// Maps a containerd gRPC status to an error kind, naming what failed.
 pub(crate) fn grpc_error(what: &str, status: Status) -> RuntimeError {
-    let kind = match status.code() {
-        Code::NotFound => ErrorKind::NotFound,
-        Code::Unauthenticated | Code::PermissionDenied => ErrorKind::Unauthorized,
-        Code::DeadlineExceeded => ErrorKind::Timeout,
-        Code::Unavailable => ErrorKind::Unavailable,
-        _ => super::classify(status.message()),
-    };
+    let kind = super::grpc_kind(&status);
     RuntimeError::new(kind, format!("containerd: {what}: {}", status.message()))
 }
 
@@ -213,6 +207,7 @@ impl ImageRuntime for ContainerdRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::ErrorKind;
 
     #[test]
     fn grpc_errors_name_what_failed() {

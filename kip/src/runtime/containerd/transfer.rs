@@ -370,16 +370,27 @@ mod tests {
         );
     }
 
+    /// The request's source reference, and its resolver's default scheme, auth stream and hosts
+    /// directory.
+    fn source_of(req: &TransferRequest) -> [String; 4] {
+        let source: OciRegistry = from_any(req.source.as_ref().unwrap()).unwrap();
+        let resolver = source.resolver.unwrap();
+        [
+            source.reference,
+            resolver.default_scheme,
+            resolver.auth_stream,
+            resolver.host_dir,
+        ]
+    }
+
     #[test]
     fn pull_request_names_image_platform_and_snapshotter() {
         let img = image("127.0.0.1:5000/test/a:1");
         let req = pull_request(&img, "native", true, None, Some("s1"));
-        let source: OciRegistry = from_any(req.source.as_ref().unwrap()).unwrap();
-        assert_eq!(source.reference, "127.0.0.1:5000/test/a:1");
-        let resolver = source.resolver.unwrap();
-        assert_eq!(resolver.default_scheme, "http");
-        assert_eq!(resolver.auth_stream, "s1");
-        assert_eq!(resolver.host_dir, "");
+        assert_eq!(
+            source_of(&req),
+            ["127.0.0.1:5000/test/a:1", "http", "s1", ""].map(String::from)
+        );
         let dest: ImageStore = from_any(req.destination.as_ref().unwrap()).unwrap();
         assert_eq!(dest.name, "127.0.0.1:5000/test/a:1");
         assert_eq!(dest.labels[CRI_IMAGE_LABEL], "managed");
@@ -396,12 +407,16 @@ mod tests {
             Some("/etc/containerd/certs.d"),
             None,
         );
-        let source: OciRegistry = from_any(req.source.as_ref().unwrap()).unwrap();
-        assert_eq!(source.reference, "docker.io/library/python:3");
-        let resolver = source.resolver.unwrap();
-        assert_eq!(resolver.default_scheme, "");
-        assert_eq!(resolver.auth_stream, "");
-        assert_eq!(resolver.host_dir, "/etc/containerd/certs.d");
+        assert_eq!(
+            source_of(&req),
+            [
+                "docker.io/library/python:3",
+                "",
+                "",
+                "/etc/containerd/certs.d"
+            ]
+            .map(String::from)
+        );
     }
 
     #[test]

@@ -1,30 +1,62 @@
-//! The `gateway` binary as a process: configuration errors, the admin endpoint, the token kept
-//! out of the logs, and SIGTERM with a watch held.
+//! The `gateway` binary as a process: configuration errors (TLS settings included), the admin
+//! endpoint, the token kept out of the logs, and SIGTERM with a watch held. Needs no component:
+//! it runs the binary Cargo builds for these tests.
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use e2e::{
-    ChildGuard, binary, free_ports, gateway_command, http_get, http_request, run_ok, wait_http,
-};
+use e2e::{ChildGuard, free_ports, gateway_command_for, http_get, http_request, run_ok, wait_http};
 
-#[test]
-fn invalid_configuration_lists_every_bad_variable_and_exits_2() {
-    let out = Command::new(binary("gateway"))
+const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+
+/// Runs the gateway with only `env` and checks that it exits 2 naming each of `vars`.
+fn assert_rejected(env: &[(&str, &str)], vars: &[&str]) {
+    let out = Command::new(GATEWAY)
         .env_clear()
-        .env("EG_PORT", "99999")
-        .env("EG_IP", "not-an-ip")
-        .env("EG_ALLOWED_KERNELS", "[\"a\",")
-        .env("EG_LOG_LEVEL", "chatty")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stderr);
-    for var in ["EG_PORT", "EG_IP", "EG_ALLOWED_KERNELS", "EG_LOG_LEVEL"] {
+    for var in vars {
         assert!(text.contains(var), "{var} not named in:\n{text}");
     }
+}
+
+#[test]
+fn invalid_configuration_lists_every_bad_variable_and_exits_2() {
+    assert_rejected(
+        &[
+            ("EG_PORT", "99999"),
+            ("EG_IP", "not-an-ip"),
+            ("EG_ALLOWED_KERNELS", "[\"a\","),
+            ("EG_LOG_LEVEL", "chatty"),
+        ],
+        &["EG_PORT", "EG_IP", "EG_ALLOWED_KERNELS", "EG_LOG_LEVEL"],
+    );
+}
+
+#[test]
+fn tls_configuration_errors_exit_2_naming_every_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "no PEM here").unwrap();
+    let (junk, missing) = (junk.to_str().unwrap(), dir.path().join("missing.key"));
+    assert_rejected(
+        &[("EG_CERTFILE", junk), ("EG_ALLOW_ORIGIN", "bad\u{1}value")],
+        &["EG_CERTFILE", "EG_ALLOW_ORIGIN"],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", missing.to_str().unwrap()),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_CERTFILE", "EG_KEYFILE"],
+    );
 }
 
 #[test]
@@ -41,7 +73,7 @@ fn admin_endpoint_token_hygiene_and_sigterm_with_a_held_watch() {
     let admin = format!("127.0.0.1:{}", ports[1]);
     let log = root.path().join("gateway.log");
     let mut child = ChildGuard(
-        gateway_command(root.path(), ports[0])
+        gateway_command_for(Path::new(GATEWAY), root.path(), ports[0])
             .env("EG_ADMIN_ADDR", &admin)
             .env("EG_AUTH_TOKEN", token)
             .env("EG_LOG_LEVEL", "DEBUG")

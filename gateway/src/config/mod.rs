@@ -284,7 +284,9 @@ pub struct Config {
 }
 
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
-use eg_common::config::{parse_admin_addr, parse_bool, parse_log_level, parse_seconds};
+use eg_common::config::{
+    parse_admin_addr, parse_bool, parse_log_level, parse_seconds, parse_trimmed,
+};
 
 /// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -299,22 +301,12 @@ impl Config {
     /// As [`Config::from_args`], with the environment given (for tests).
     pub fn from_args_env(args: Args, env: EnvLookup<'_>) -> Result<Self, ConfigErrors> {
         let mut c = Checker::default();
-        let ip = c.check(
-            "EG_IP",
-            &args.ip,
-            args.ip
-                .trim()
-                .parse::<IpAddr>()
-                .map_err(|_| "expected an IP address".to_owned()),
-        );
-        let port = c.check(
-            "EG_PORT",
-            &args.port,
-            args.port
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| "expected a port number (0-65535)".to_owned()),
-        );
+        let ip = c.parse("EG_IP", &args.ip, |raw| {
+            parse_trimmed::<IpAddr>(raw, "an IP address")
+        });
+        let port = c.parse("EG_PORT", &args.port, |raw| {
+            parse_trimmed::<u16>(raw, "a port number (0-65535)")
+        });
         let (response, comm) = check_remote(&mut c, &args);
         let (base_var, base_raw) = match args.base_url {
             Some(b) => ("EG_BASE_URL", b),
@@ -323,59 +315,33 @@ impl Config {
                 None => ("EG_BASE_URL", "/".to_owned()),
             },
         };
-        let base_url = c.check(base_var, &base_raw, parse_base_url(&base_raw));
+        let base_url = c.parse(base_var, &base_raw, parse_base_url);
         let token = args
             .auth_token
             .or_else(|| env("KG_AUTH_TOKEN"))
             .filter(|t| !t.is_empty())
             .map(Secret::new);
-        let allowed_raw = args.allowed_kernels.unwrap_or_default();
+        let allowed = args.allowed_kernels.unwrap_or_default();
         let allowed_kernels = c
-            .check(
-                "EG_ALLOWED_KERNELS",
-                &allowed_raw,
-                parse_allowed(&allowed_raw),
-            )
+            .parse("EG_ALLOWED_KERNELS", &allowed, parse_allowed)
             .flatten();
-        let log_level = c.check(
-            "EG_LOG_LEVEL",
-            &args.log_level,
-            parse_log_level(&args.log_level),
-        );
+        let log_level = c.parse("EG_LOG_LEVEL", &args.log_level, parse_log_level);
         let admin_addr = c
-            .check(
-                "EG_ADMIN_ADDR",
-                &args.admin_addr,
-                parse_admin_addr(&args.admin_addr),
-            )
+            .parse("EG_ADMIN_ADDR", &args.admin_addr, parse_admin_addr)
             .flatten();
-        let rescan_interval = c.check(
-            "EG_KERNELSPEC_RESCAN_INTERVAL",
-            &args.rescan_interval,
-            parse_seconds(&args.rescan_interval, false),
-        );
-        let shutdown_grace = c.check(
-            "EG_SHUTDOWN_GRACE",
-            &args.shutdown_grace,
-            parse_seconds(&args.shutdown_grace, true),
-        );
-        let list_kernels = c.check(
-            "EG_LIST_KERNELS",
-            &args.list_kernels,
-            parse_bool(&args.list_kernels),
-        );
-        let max_kernels = match &args.max_kernels {
-            Some(raw) if !raw.trim().is_empty() => {
-                c.check("EG_MAX_KERNELS", raw, parse_count(raw)).flatten()
-            }
-            _ => None,
-        };
+        let positive_seconds = |raw: &str| parse_seconds(raw, false);
+        let seconds = |raw: &str| parse_seconds(raw, true);
+        let rescan = &args.rescan_interval;
+        let rescan_interval = c.parse("EG_KERNELSPEC_RESCAN_INTERVAL", rescan, positive_seconds);
+        let shutdown_grace = c.parse("EG_SHUTDOWN_GRACE", &args.shutdown_grace, seconds);
+        let list_kernels = c.parse("EG_LIST_KERNELS", &args.list_kernels, parse_bool);
+        let max_kernels = c
+            .parse_set("EG_MAX_KERNELS", args.max_kernels.as_deref(), parse_count)
+            .flatten()
+            .flatten();
+        let per_user = &args.max_kernels_per_user;
         let max_per_user = c
-            .check(
-                "EG_MAX_KERNELS_PER_USER",
-                &args.max_kernels_per_user,
-                parse_count(&args.max_kernels_per_user),
-            )
+            .parse("EG_MAX_KERNELS_PER_USER", per_user, parse_count)
             .flatten();
         let client_envs = ClientEnvs::parse(
             &args
@@ -392,80 +358,40 @@ impl Config {
             .filter(|n| !n.is_empty())
             .map(str::to_owned)
             .collect();
-        let launch_timeout = c.check(
-            "EG_KERNEL_LAUNCH_TIMEOUT",
-            &args.kernel_launch_timeout,
-            parse_fractional_seconds(&args.kernel_launch_timeout),
-        );
-        let info_raw = if args.kernel_info_timeout.trim().is_empty() {
-            "60".to_owned()
-        } else {
-            args.kernel_info_timeout.clone()
-        };
-        let kernel_info_timeout = c.check(
-            "EG_KERNEL_INFO_TIMEOUT",
-            &args.kernel_info_timeout,
-            parse_fractional_seconds(&info_raw),
-        );
-        let min_port_range_size = c.check(
-            "EG_MIN_PORT_RANGE_SIZE",
-            &args.min_port_range_size,
-            args.min_port_range_size
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| "expected a whole number".to_owned()),
-        );
-        let port_range = c.check(
-            "EG_PORT_RANGE",
-            &args.port_range,
-            PortRange::parse(&args.port_range, min_port_range_size.unwrap_or(1000)),
-        );
-        let impersonation = c.check(
-            "EG_IMPERSONATION_ENABLED",
-            &args.impersonation_enabled,
-            parse_bool(&args.impersonation_enabled),
-        );
-        let cull_idle_timeout = c.check(
-            "EG_CULL_IDLE_TIMEOUT",
-            &args.cull_idle_timeout,
-            parse_seconds(&args.cull_idle_timeout, true),
-        );
+        let launch = &args.kernel_launch_timeout;
+        let launch_timeout = c.parse("EG_KERNEL_LAUNCH_TIMEOUT", launch, parse_fractional_seconds);
+        // Blank is the default, 60 s.
+        let info = &args.kernel_info_timeout;
+        let kernel_info_timeout = c.parse("EG_KERNEL_INFO_TIMEOUT", info, |raw| {
+            parse_fractional_seconds(if raw.trim().is_empty() { "60" } else { raw })
+        });
+        let min_span = &args.min_port_range_size;
+        let min_port_range_size = c.parse("EG_MIN_PORT_RANGE_SIZE", min_span, |raw| {
+            parse_trimmed::<u32>(raw, "a whole number")
+        });
+        let port_range = c.parse("EG_PORT_RANGE", &args.port_range, |raw| {
+            PortRange::parse(raw, min_port_range_size.unwrap_or(1000))
+        });
+        let impersonation = &args.impersonation_enabled;
+        let impersonation = c.parse("EG_IMPERSONATION_ENABLED", impersonation, parse_bool);
+        let idle = &args.cull_idle_timeout;
+        let cull_idle_timeout = c.parse("EG_CULL_IDLE_TIMEOUT", idle, seconds);
         // Upstream replaces a non-positive interval with 300 s.
         let cull_interval = c
-            .check(
-                "EG_CULL_INTERVAL",
-                &args.cull_interval,
-                args.cull_interval
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| "expected a whole number of seconds".to_owned()),
-            )
+            .parse("EG_CULL_INTERVAL", &args.cull_interval, |raw| {
+                parse_trimmed::<i64>(raw, "a whole number of seconds")
+            })
             .map(|s| Duration::from_secs(if s <= 0 { 300 } else { s as u64 }));
-        let cull_connected = c.check(
-            "EG_CULL_CONNECTED",
-            &args.cull_connected,
-            parse_bool(&args.cull_connected),
-        );
-        let ws_ping_interval = c.check(
-            "EG_WS_PING_INTERVAL_SECS",
-            &args.ws_ping_interval,
-            parse_seconds(&args.ws_ping_interval, true),
-        );
-        let mut size = |var: &'static str, raw: &str| {
-            c.check(
-                var,
-                raw,
-                raw.trim()
-                    .parse::<usize>()
-                    .map_err(|_| "expected a whole number".to_owned()),
-            )
-        };
-        let buffer_messages = size("EG_WS_BUFFER_MAX_MESSAGES", &args.ws_buffer_max_messages);
-        let buffer_bytes = size("EG_WS_BUFFER_MAX_BYTES", &args.ws_buffer_max_bytes);
-        let client_queue = size(
-            "EG_WS_CLIENT_QUEUE_MAX_BYTES",
-            &args.ws_client_queue_max_bytes,
-        );
+        let cull_connected = c.parse("EG_CULL_CONNECTED", &args.cull_connected, parse_bool);
+        let ping = &args.ws_ping_interval;
+        let ws_ping_interval = c.parse("EG_WS_PING_INTERVAL_SECS", ping, seconds);
+        let size = |raw: &str| parse_trimmed::<usize>(raw, "a whole number");
+        let messages = &args.ws_buffer_max_messages;
+        let buffer_messages = c.parse("EG_WS_BUFFER_MAX_MESSAGES", messages, size);
+        let bytes = &args.ws_buffer_max_bytes;
+        let buffer_bytes = c.parse("EG_WS_BUFFER_MAX_BYTES", bytes, size);
+        let queue = &args.ws_client_queue_max_bytes;
+        let client_queue = c.parse("EG_WS_CLIENT_QUEUE_MAX_BYTES", queue, size);
         // Each CORS setting falls back to its KG_ twin; all default to empty.
         let or_kg = |value: Option<String>, kg: &str| value.or_else(|| env(kg)).unwrap_or_default();
         let cors_settings = CorsSettings {
@@ -774,264 +700,4 @@ fn parse_fractional_seconds(raw: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(extra: &[&str]) -> Args {
-        let mut argv = vec!["gateway"];
-        argv.extend_from_slice(extra);
-        Args::try_parse_from(argv).unwrap()
-    }
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    #[test]
-    fn defaults_are_upstreams_container_defaults() {
-        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:8888".parse().unwrap());
-        assert_eq!(c.base_url, "/");
-        assert!(c.auth_token.is_none());
-        assert!(c.allowed_kernels.is_none());
-        assert_eq!(c.default_kernel_name, "python_docker");
-        assert_eq!(c.unauthorized_users, ["root"]);
-        assert!(c.authorized_users.is_empty());
-        assert_eq!(
-            c.kernel_dirs,
-            vec![
-                PathBuf::from("/usr/local/share/jupyter/kernels"),
-                PathBuf::from("/usr/share/jupyter/kernels")
-            ]
-        );
-    }
-
-    #[test]
-    fn every_bad_variable_is_listed() {
-        let err = Config::from_args_env(
-            args(&[
-                "--ip",
-                "nope",
-                "--port",
-                "70000",
-                "--allowed-kernels",
-                "[1,2",
-                "--log-level",
-                "loud",
-                "--admin-addr",
-                "x",
-                "--rescan-interval",
-                "0",
-            ]),
-            &no_env,
-        )
-        .unwrap_err();
-        let vars: Vec<_> = err.0.iter().map(|e| e.var).collect();
-        assert_eq!(
-            vars,
-            [
-                "EG_IP",
-                "EG_PORT",
-                "EG_ALLOWED_KERNELS",
-                "EG_LOG_LEVEL",
-                "EG_ADMIN_ADDR",
-                "EG_KERNELSPEC_RESCAN_INTERVAL"
-            ]
-        );
-        assert!(err.to_string().contains("EG_PORT=\"70000\""), "{err}");
-    }
-
-    #[test]
-    fn allowed_kernels_forms() {
-        assert_eq!(parse_allowed("null").unwrap(), None);
-        assert_eq!(parse_allowed("[]").unwrap(), None);
-        assert_eq!(
-            parse_allowed(r#"["r_kubernetes","python_kubernetes"]"#).unwrap(),
-            Some(vec!["r_kubernetes".into(), "python_kubernetes".into()])
-        );
-        assert_eq!(
-            parse_allowed(" a, 'b' ,\"c\",").unwrap(),
-            Some(vec!["a".into(), "b".into(), "c".into()])
-        );
-    }
-
-    #[test]
-    fn base_url_and_fallbacks() {
-        let env = |k: &str| match k {
-            "KG_BASE_URL" => Some("gw//".to_owned()),
-            "KG_AUTH_TOKEN" => Some("t".to_owned()),
-            "JUPYTER_PATH" => Some("/a:/b".to_owned()),
-            "JUPYTER_DATA_DIR" => Some("/d".to_owned()),
-            _ => None,
-        };
-        let c = Config::from_args_env(args(&[]), &env).unwrap();
-        assert_eq!(c.base_url, "/gw/");
-        assert_eq!(c.auth_token.unwrap().expose(), "t");
-        assert_eq!(
-            c.kernel_dirs[..3],
-            [
-                PathBuf::from("/a/kernels"),
-                PathBuf::from("/b/kernels"),
-                PathBuf::from("/d/kernels")
-            ]
-        );
-        let c = Config::from_args_env(args(&["--base-url", "/x/y"]), &env).unwrap();
-        assert_eq!(c.base_url, "/x/y/");
-        assert!(format!("{:?}", Secret::new("hidden")).contains("***"));
-    }
-
-    #[test]
-    fn cors_settings_with_kg_fallbacks() {
-        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
-        assert!(c.cors.headers().is_empty());
-        let env = |k: &str| match k {
-            "KG_ALLOW_ORIGIN" => Some("*".to_owned()),
-            "KG_MAX_AGE" => Some("60".to_owned()),
-            _ => None,
-        };
-        let c = Config::from_args_env(
-            args(&[
-                "--allow-origin",
-                "https://app.example",
-                "--allow-methods",
-                "GET",
-            ]),
-            &env,
-        )
-        .unwrap();
-        let headers: Vec<String> = c
-            .cors
-            .headers()
-            .iter()
-            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
-            .collect();
-        assert_eq!(
-            headers,
-            [
-                "access-control-allow-methods=GET",
-                "access-control-allow-origin=https://app.example",
-                "access-control-max-age=60"
-            ]
-        );
-    }
-
-    #[test]
-    fn remote_launcher_variables() {
-        let c = Config::from_args_env(args(&[]), &no_env).unwrap();
-        assert_eq!(c.response.port, 8877);
-        assert_eq!(c.response.port_retries, 10);
-        assert_eq!(c.response.ip, None);
-        assert!(!c.response.addr_any);
-        assert!(c.response.prohibited.is_empty());
-        assert_eq!(c.comm.timeout, Duration::from_millis(5));
-        assert_eq!(c.comm.alternate_sigint, None);
-        let c = Config::from_args_env(
-            args(&[
-                "--response-port",
-                "9000",
-                "--response-port-retries",
-                "0",
-                "--response-ip",
-                "10.1.2.3",
-                "--response-addr-any",
-                "true",
-                "--prohibited-local-ips",
-                "172.17.,10\\.0\\.",
-                "--socket-timeout",
-                "0.5",
-                "--alternate-sigint",
-                "SIGUSR2",
-            ]),
-            &no_env,
-        )
-        .unwrap();
-        assert_eq!(c.response.port, 9000);
-        assert_eq!(c.response.port_retries, 0);
-        assert_eq!(c.response.ip, Some(Ipv4Addr::new(10, 1, 2, 3)));
-        assert!(c.response.addr_any);
-        assert!(c.response.prohibited.matches("172.17.0.2"));
-        assert!(c.response.prohibited.matches("10.0.9.9"));
-        assert!(!c.response.prohibited.matches("10.1.0.1"));
-        assert_eq!(c.comm.timeout, Duration::from_millis(500));
-        assert_eq!(c.comm.alternate_sigint, Some(12));
-        let err = Config::from_args_env(
-            args(&[
-                "--response-port",
-                "x",
-                "--response-port-retries=-1",
-                "--response-ip",
-                "::1",
-                "--response-addr-any",
-                "maybe",
-                "--prohibited-local-ips",
-                "10.(",
-                "--socket-timeout",
-                "0",
-                "--alternate-sigint",
-                "SIGNOPE",
-            ]),
-            &no_env,
-        )
-        .unwrap_err();
-        let vars: Vec<_> = err.0.iter().map(|e| e.var).collect();
-        assert_eq!(
-            vars,
-            [
-                "EG_RESPONSE_PORT",
-                "EG_RESPONSE_PORT_RETRIES",
-                "EG_RESPONSE_IP",
-                "EG_RESPONSE_ADDR_ANY",
-                "EG_PROHIBITED_LOCAL_IPS",
-                "EG_SOCKET_TIMEOUT",
-                "EG_ALTERNATE_SIGINT"
-            ]
-        );
-        assert!(err.to_string().contains("\"10.(\""), "{err}");
-    }
-
-    #[test]
-    fn tls_problems_are_listed_with_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not pem").unwrap();
-        let junk = junk.to_str().unwrap();
-        let missing = dir.path().join("missing.pem");
-        let missing = missing.to_str().unwrap();
-        let vars = |extra: &[&str]| -> Vec<&'static str> {
-            match Config::from_args_env(args(extra), &no_env) {
-                Ok(c) => {
-                    assert!(c.tls.is_none());
-                    vec![]
-                }
-                Err(e) => e.0.iter().map(|e| e.var).collect(),
-            }
-        };
-        assert_eq!(vars(&[]), Vec::<&str>::new());
-        assert_eq!(
-            vars(&["--certfile", "", "--keyfile", ""]),
-            Vec::<&str>::new()
-        );
-        assert_eq!(vars(&["--certfile", junk]), ["EG_CERTFILE"]);
-        assert_eq!(vars(&["--keyfile", junk]), ["EG_KEYFILE"]);
-        assert_eq!(vars(&["--client-ca", junk]), ["EG_CLIENT_CA"]);
-        assert_eq!(
-            vars(&[
-                "--certfile",
-                missing,
-                "--keyfile",
-                junk,
-                "--client-ca",
-                junk
-            ]),
-            ["EG_CERTFILE", "EG_KEYFILE", "EG_CLIENT_CA"]
-        );
-        assert_eq!(
-            vars(&["--port", "x", "--certfile", junk, "--allow-origin", "a\nb"]),
-            ["EG_PORT", "EG_ALLOW_ORIGIN", "EG_CERTFILE"]
-        );
-        let env = |k: &str| (k == "KG_CERTFILE").then(|| "/nonexistent".to_owned());
-        let err = Config::from_args_env(args(&["--keyfile", junk]), &env).unwrap_err();
-        assert_eq!(err.0[0].var, "EG_CERTFILE");
-        assert!(err.0[0].problem.contains("cannot read"), "{err}");
-    }
-}
+mod tests;

@@ -78,6 +78,8 @@ pub async fn channels(
     let ping = state.ws_ping_interval;
     upgrade
         .max_message_size(256 << 20)
+        // Client frames are small; each read zeroes this much of the buffer first.
+        .read_buffer_size(16 << 10)
         .on_upgrade(move |socket| serve(socket, state, kernel, session_id, protocol, ping))
 }
 
@@ -109,11 +111,19 @@ async fn serve(
     info!(kernel_id = %kernel.id, session = %session_id, protocol = protocol_name, conn_id, "websocket open");
     let (sink, stream) = socket.split();
     let last_pong = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let writer = write_loop(sink, rx, queued, protocol, ping_interval, last_pong.clone());
+    // Two tasks: a message for the client wakes only the writer, never a read attempt.
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        queued,
+        protocol,
+        ping_interval,
+        last_pong.clone(),
+    ));
     let reader = read_loop(stream, &state, &kernel, &session_id, protocol, last_pong);
     tokio::select! {
-        () = writer => {}
-        () = reader => {}
+        _ = &mut writer => {}
+        () = reader => writer.abort(),
     }
     kernel.bridge.detach(&session_id, conn_id);
     kernel.connected(-1);

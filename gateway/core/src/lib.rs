@@ -9,8 +9,11 @@
 //!   `EG_INHERITED_ENVS`, value checks), `${VAR}` filling of the spec's env, users, limits,
 //!   `KERNEL_ID`, port ranges.
 //! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
+//! - [`k8s`]: the Kubernetes launcher's decisions: pod name and namespace, the pod's
+//!   environment, the kernel-pod template (as Jinja2 renders it) and manifest, pod progress.
 
 pub mod argv;
+pub mod k8s;
 pub mod policy;
 pub mod wire;
 pub mod ws;

@@ -11,8 +11,11 @@
 //! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
 //! - [`response`]: the connection-info payload remote launchers send to the response address
 //!   (RSA + AES-128-ECB, version 1; legacy version 0), and the public key's exported form.
+//! - [`k8s`]: the Kubernetes launcher's decisions: pod name and namespace, the pod's
+//!   environment, the kernel-pod template (as Jinja2 renders it) and manifest, pod progress.
 
 pub mod argv;
+pub mod k8s;
 pub mod policy;
 pub mod response;
 pub mod wire;

@@ -11,7 +11,7 @@ use gateway::{
     admin::{self, Readiness},
     api::{self, AppState},
     config::{Args, Config},
-    kernels::{KernelManager, local::LocalLauncher},
+    kernels::{KernelManager, Launchers, kube, local::LocalLauncher},
     kernels_api::Sessions,
     kernelspecs::ListingOptions,
     metrics::Metrics,
@@ -61,8 +61,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("EG_IP/EG_PORT {}: cannot listen", config.listen))?;
+    let launchers = Launchers {
+        local: Arc::new(LocalLauncher::new(config.runtime_dir.clone())),
+        kubernetes: kube::from_environment(&config, metrics.clone(), cancel.clone()).await,
+    };
     let kernels = KernelManager::new(
-        Arc::new(LocalLauncher::new(config.runtime_dir.clone())),
+        launchers,
         store.clone(),
         config.kernels.clone(),
         metrics.clone(),

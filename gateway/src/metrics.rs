@@ -63,6 +63,46 @@ pub const DROP_REASONS: [&str; 7] = [
     "no_session",
 ];
 
+/// Phases of a kernel pod's launch, timed from the start of the launch.
+pub const LAUNCH_PHASES: [&str; 3] = ["scheduled", "running", "handshake"];
+
+/// Why a kernel pod's launch failed (each series exists from the start, at zero).
+pub const LAUNCH_FAILURES: [&str; 10] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "Unschedulable",
+    "PodFailed",
+    "Timeout",
+    "ApiError",
+    "Rejected",
+];
+
+/// Kubernetes API verbs the gateway uses (each series exists from the start, at zero).
+pub const KUBE_VERBS: [&str; 9] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "patch",
+    "update",
+    "other",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
+}
+
 const CHANNELS: [&str; 4] = ["shell", "control", "stdin", "iopub"];
 const DIRECTIONS: [&str; 2] = ["to_kernel", "to_client"];
 
@@ -84,6 +124,9 @@ pub struct Metrics {
     /// Indexed by channel, then direction (no label lookup per message).
     relayed: Vec<Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    launch_phases: Family<PhaseLabels, Histogram>,
+    launch_failures: Family<ReasonLabels, Counter>,
+    kube_requests: Family<VerbLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,6 +184,30 @@ impl Default for Metrics {
         for result in ["ok", "error"] {
             let _ = starts.get_or_create(&ResultLabels { result });
         }
+        let launch_phases = registry.histograms(
+            "kernel_pod_launch_phase_duration",
+            "Time from the start of a kernel pod's launch to each phase (scheduled, running, \
+             handshake: connection info received)",
+            Unit::Seconds,
+            || Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        );
+        for phase in LAUNCH_PHASES {
+            let _ = launch_phases.get_or_create(&PhaseLabels { phase });
+        }
+        let launch_failures = registry.counters(
+            "kernel_pod_launch_failures",
+            "Kernel pod launches that failed, by reason",
+        );
+        for reason in LAUNCH_FAILURES {
+            let _ = launch_failures.get_or_create(&ReasonLabels { reason });
+        }
+        let kube_requests = registry.counters(
+            "kubernetes_api_requests",
+            "Requests to the Kubernetes API, by verb",
+        );
+        for verb in KUBE_VERBS {
+            let _ = kube_requests.get_or_create(&VerbLabels { verb });
+        }
         for result in ["restarted", "dead", "shutdown"] {
             let _ = auto_restarts.get_or_create(&ResultLabels { result });
         }
@@ -165,6 +232,9 @@ impl Default for Metrics {
             websockets,
             relayed,
             dropped,
+            launch_phases,
+            launch_failures,
+            kube_requests,
         }
     }
 }
@@ -193,6 +263,28 @@ impl Metrics {
         if result == "ok" {
             self.start_latency.observe(seconds);
         }
+    }
+
+    pub fn record_launch_phase(&self, phase: &'static str, seconds: f64) {
+        self.launch_phases
+            .get_or_create(&PhaseLabels { phase })
+            .observe(seconds);
+    }
+
+    /// A failed kernel pod launch; reasons outside [`LAUNCH_FAILURES`] count as `PodFailed`.
+    pub fn record_launch_failure(&self, reason: &str) {
+        let reason = LAUNCH_FAILURES
+            .iter()
+            .find(|r| **r == reason)
+            .copied()
+            .unwrap_or("PodFailed");
+        self.launch_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn kube_request(&self, verb: &'static str) {
+        self.kube_requests.get_or_create(&VerbLabels { verb }).inc();
     }
 
     pub fn record_auto_restart(&self, result: &'static str) {

@@ -16,7 +16,7 @@ use gateway::{
     api::{self, AppState},
     config::Secret,
     cors::{Cors, CorsSettings},
-    kernels::{KernelManager, KernelSettings, local::LocalLauncher},
+    kernels::{KernelManager, KernelSettings, Launchers, local::LocalLauncher},
     kernelspecs::ListingOptions,
     metrics::Metrics,
     watch::{self, Store},
@@ -74,7 +74,10 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
     let store = Arc::new(store);
     let shutdown = CancellationToken::new();
     let kernels = KernelManager::new(
-        Arc::new(LocalLauncher::new(dir.path().join("runtime"))),
+        Launchers {
+            local: Arc::new(LocalLauncher::new(dir.path().join("runtime"))),
+            kubernetes: None,
+        },
         store.clone(),
         KernelSettings::default(),
         metrics.clone(),

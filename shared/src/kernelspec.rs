@@ -104,6 +104,9 @@ pub fn images_in_listing(body: &[u8]) -> Result<ListingImages, ListingError> {
         .and_then(Value::as_object)
         .ok_or(ListingError::NoKernelspecs)?;
     let mut out = ListingImages::default();
+    // By kernelspec name, whatever order the listing has.
+    let mut specs: Vec<_> = specs.iter().collect();
+    specs.sort_by(|a, b| a.0.cmp(b.0));
     for (name, entry) in specs {
         let error = |field: &str, reason: &str| EntryError {
             kernelspec: name.clone(),

@@ -11,6 +11,8 @@ use std::{
     time::Duration,
 };
 
+pub mod kube;
+
 use clap::Parser;
 use gateway_core::policy::{ClientEnvs, PortRange};
 use tracing::level_filters::LevelFilter;
@@ -245,6 +247,9 @@ pub struct Args {
     /// (KG_CLIENT_CA is read when this is unset).
     #[arg(long, env = "EG_CLIENT_CA")]
     pub client_ca: Option<String>,
+
+    #[command(flatten)]
+    pub kube: kube::KubeArgs,
 }
 
 /// Validated configuration.
@@ -281,6 +286,8 @@ pub struct Config {
     pub response: ResponseSettings,
     /// Requests to remote launchers' comm ports.
     pub comm: CommSettings,
+    /// Kernel pods.
+    pub kube: kube::KubeSettings,
 }
 
 pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
@@ -308,6 +315,7 @@ impl Config {
             parse_trimmed::<u16>(raw, "a port number (0-65535)")
         });
         let (response, comm) = check_remote(&mut c, &args);
+        let kube = kube::check_kube(&mut c, &args.kube);
         let (base_var, base_raw) = match args.base_url {
             Some(b) => ("EG_BASE_URL", b),
             None => match env("KG_BASE_URL") {
@@ -483,6 +491,7 @@ impl Config {
             tls,
             response,
             comm,
+            kube,
         })
     }
 }

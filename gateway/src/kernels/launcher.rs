@@ -32,6 +32,10 @@ pub enum LaunchError {
     Timeout(Duration),
     #[error("{0}")]
     Unsupported(String),
+    /// The request cannot be launched as it is (a value the client sent, a policy): answered
+    /// with `status` (400, 403) and the message as is.
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
 }
 
 /// Starts kernels.
@@ -53,6 +57,10 @@ pub trait KernelProcess: Send + Sync {
 
     /// Delivers a signal (an interrupt, or `EG_ALTERNATE_SIGINT`'s) to the kernel.
     async fn signal(&self, signum: i32) -> Result<(), LaunchError>;
+
+    /// The next [`KernelProcess::terminate`] ends this run of a kernel that starts again at once
+    /// (a restart): what outlives one run (a kernel's own namespace) is kept.
+    fn keep_for_restart(&self) {}
 
     /// Ends the kernel: politely, then by force after `grace`; returns once it has ended.
     async fn terminate(&self, grace: Duration);

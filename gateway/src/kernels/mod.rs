@@ -1,6 +1,7 @@
 //! Running kernels: the registry, starts (policy, limits, launch), restarts (asked for and
 //! automatic), interrupts, shutdown, culling, and the drain at gateway shutdown.
 
+pub mod kube;
 pub mod launcher;
 pub mod local;
 
@@ -213,7 +214,7 @@ struct Registry {
 /// Every kernel of the gateway.
 pub struct KernelManager {
     registry: Mutex<Registry>,
-    launcher: Arc<dyn Launcher>,
+    launchers: Launchers,
     store: Arc<Store>,
     settings: KernelSettings,
     metrics: Arc<Metrics>,
@@ -224,9 +225,24 @@ pub struct KernelManager {
     cancel: CancellationToken,
 }
 
+/// The gateway's launchers, by the kind of kernelspec they start.
+#[derive(Clone)]
+pub struct Launchers {
+    pub local: Arc<dyn Launcher>,
+    /// `None` when the gateway has no Kubernetes API configuration (in-cluster service account
+    /// or `KUBECONFIG`).
+    pub kubernetes: Option<Arc<dyn Launcher>>,
+}
+
 /// Which launcher a spec asks for, from `metadata.process_proxy.class_name` or
 /// `metadata.kernel_provisioner.provisioner_name`.
-fn launcher_kind(spec: &LoadedSpec) -> Result<(), String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LauncherKind {
+    Local,
+    Kubernetes,
+}
+
+fn launcher_kind(spec: &LoadedSpec) -> Result<LauncherKind, String> {
     let md = &spec.spec.metadata;
     let class = md
         .get("process_proxy")
@@ -238,22 +254,26 @@ fn launcher_kind(spec: &LoadedSpec) -> Result<(), String> {
         .and_then(|p| p.get("provisioner_name"))
         .and_then(Value::as_str)
         .unwrap_or("");
+    if class.ends_with(".KubernetesProcessProxy") || provisioner == "kubernetes-provisioner" {
+        return Ok(LauncherKind::Kubernetes);
+    }
     let local_class = class.is_empty() || class.ends_with(".LocalProcessProxy");
     let local_provisioner = provisioner.is_empty() || provisioner == "local-provisioner";
     if local_class && local_provisioner {
-        Ok(())
+        Ok(LauncherKind::Local)
     } else {
         let what = if local_class { provisioner } else { class };
         Err(format!(
-            "kernelspec needs {what:?}, which this gateway does not launch yet: only local kernels \
-             (no process_proxy class_name, or LocalProcessProxy) are supported"
+            "kernelspec needs {what:?}, which this gateway does not launch: local kernels (no \
+             process_proxy class_name, or LocalProcessProxy) and Kubernetes pods \
+             (KubernetesProcessProxy, kubernetes-provisioner) are supported"
         ))
     }
 }
 
 impl KernelManager {
     pub fn new(
-        launcher: Arc<dyn Launcher>,
+        launchers: Launchers,
         store: Arc<Store>,
         settings: KernelSettings,
         metrics: Arc<Metrics>,
@@ -263,7 +283,7 @@ impl KernelManager {
         let gateway_user = process_user(&gateway_env);
         Arc::new(Self {
             registry: Mutex::default(),
-            launcher,
+            launchers,
             store,
             settings,
             metrics,
@@ -361,7 +381,7 @@ impl KernelManager {
             ));
             return Err(e);
         };
-        launcher_kind(&spec).map_err(|m| KernelError::new(501, format!("{name}: {m}")))?;
+        self.launcher_for(&spec, &name)?;
         let spec_config = spec
             .spec
             .metadata
@@ -522,23 +542,52 @@ impl KernelManager {
         Ok(kernel)
     }
 
+    /// The launcher of a spec's kind; 501 for kinds this gateway cannot start here.
+    fn launcher_for(
+        &self,
+        spec: &LoadedSpec,
+        name: &str,
+    ) -> Result<Arc<dyn Launcher>, KernelError> {
+        match launcher_kind(spec).map_err(|m| KernelError::new(501, format!("{name}: {m}")))? {
+            LauncherKind::Local => Ok(self.launchers.local.clone()),
+            LauncherKind::Kubernetes => self.launchers.kubernetes.clone().ok_or_else(|| {
+                KernelError::new(
+                    501,
+                    format!(
+                        "{name}: kernelspec starts Kubernetes pods, but the gateway has no \
+                         Kubernetes API configuration (in-cluster service account or KUBECONFIG)"
+                    ),
+                )
+            }),
+        }
+    }
+
     async fn launch(&self, request: &LaunchRequest) -> Result<Box<dyn KernelProcess>, KernelError> {
-        match tokio::time::timeout(request.launch_timeout, self.launcher.launch(request)).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(LaunchError::Unsupported(m))) => Err(KernelError::new(501, m)),
-            Ok(Err(e)) => Err(KernelError::new(
-                500,
-                format!(
-                    "Error occurred during launch of KernelID: {}: {e}",
-                    request.kernel_id
-                ),
-            )),
-            Err(_) => Err(KernelError::new(
+        let launcher = self.launcher_for(&request.spec, &request.spec_name)?;
+        let timed_out = || {
+            KernelError::new(
                 500,
                 format!(
                     "KernelID: '{}' launch timeout due to: Waited too long ({:.1}s) to get connection file",
                     request.kernel_id,
                     request.launch_timeout.as_secs_f64()
+                ),
+            )
+        };
+        // Launchers keep their own deadline (and clean up after it); this one is the backstop.
+        let backstop = request.launch_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(backstop, launcher.launch(request)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(LaunchError::Unsupported(m))) => Err(KernelError::new(501, m)),
+            Ok(Err(LaunchError::Rejected { status, message })) => {
+                Err(KernelError::new(status, message))
+            }
+            Ok(Err(LaunchError::Timeout(_))) | Err(_) => Err(timed_out()),
+            Ok(Err(e)) => Err(KernelError::new(
+                500,
+                format!(
+                    "Error occurred during launch of KernelID: {}: {e}",
+                    request.kernel_id
                 ),
             )),
         }
@@ -628,6 +677,7 @@ impl KernelManager {
         }
         kernel.generation.fetch_add(1, Ordering::SeqCst);
         let mut process = kernel.process.lock().await;
+        process.keep_for_restart();
         process.terminate(Duration::from_secs(2)).await;
         process.cleanup();
         let new = self.launch(&kernel.request).await?;

@@ -1,0 +1,409 @@
+//! The gateway launching kernel pods through its Kubernetes launcher, against a FAKE Kubernetes
+//! API server (`tests/fake-k8s`: no real kube-apiserver can be installed here) whose node runs
+//! each kernel pod as local processes: the project's in-pod launcher starts Debian's ipykernel,
+//! sends the encrypted connection info to the gateway and serves the comm port.
+
+#[path = "support/kernels.rs"]
+mod kernels;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{ChildGuard, repo_root};
+use kernels::{Client, Gateway, have_ipykernel};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const KUBE_TOKEN: &str = "fake-cluster-token";
+const IMAGE: &str = "docker.io/elyra/kernel-py:3.3.0";
+
+/// The fake API server and node.
+struct FakeCluster {
+    url: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+impl FakeCluster {
+    fn start() -> Option<Self> {
+        let python = std::env::var("KIP_CHART_VENV")
+            .map(|v| format!("{v}/bin/python"))
+            .unwrap_or_else(|_| "/opt/kip-test/venv/bin/python".into());
+        if !std::path::Path::new(&python).exists() || !have_ipykernel() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{python} missing: tests/scripts/install-deps.sh installs it"
+            );
+            eprintln!("SKIP: no fake cluster ({python} or ipykernel missing)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = Command::new(&python)
+            .arg(repo_root().join("tests/fake-k8s/apiserver.py"))
+            .args(["--port", "0", "--token", KUBE_TOKEN, "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("apiserver.log")).unwrap())
+            .spawn()
+            .expect("start the fake API server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("http://"), "fake API server said {line:?}");
+        Some(Self {
+            url,
+            kubeconfig,
+            _dir: dir,
+            _child: ChildGuard(child),
+        })
+    }
+
+    async fn api(&self, method: Method, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(KUBE_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.api(Method::GET, path).await
+    }
+
+    /// Waits until `path` answers 404.
+    async fn wait_gone(&self, path: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 404 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{path} still there: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stats(&self) -> Value {
+        self.get("/fake/stats").await.1
+    }
+}
+
+fn kube_spec(image: &str) -> Value {
+    json!({
+        "argv": ["python", "/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py",
+                 "--RemoteProcessProxy.kernel-id", "{kernel_id}",
+                 "--RemoteProcessProxy.port-range", "{port_range}",
+                 "--RemoteProcessProxy.response-address", "{response_address}",
+                 "--RemoteProcessProxy.public-key", "{public_key}"],
+        "display_name": "Python on Kubernetes",
+        "language": "python",
+        "metadata": {"process_proxy": {
+            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+            "config": {"image_name": image}}},
+    })
+}
+
+/// The stock template of upstream's kernelspecs, from its source distribution (read at run
+/// time; see install-deps.sh).
+fn stock_template() -> String {
+    let src = std::env::var("KIP_TEST_EG_SRC").unwrap_or_else(|_| "/opt/kip-test/eg-src".into());
+    let path = PathBuf::from(src)
+        .join("jupyter_enterprise_gateway-3.3.0/etc/kernel-launchers/kubernetes/scripts/kernel-pod.yaml.j2");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn gateway(cluster: &FakeCluster, env: &[(&str, &str)]) -> Gateway {
+    let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
+    let mut all = vec![
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("EG_RESPONSE_IP", "127.0.0.1"),
+        ("EG_RESPONSE_PORT", "0"),
+        ("EG_KERNEL_CLUSTER_ROLE", "kernel-controller"),
+        ("EG_SOCKET_TIMEOUT", "2"),
+        ("EG_KERNEL_LAUNCH_TIMEOUT", "60"),
+    ];
+    all.extend_from_slice(env);
+    let template = stock_template();
+    Gateway::start_with(
+        &all,
+        &[
+            ("k8s_stock", kube_spec(IMAGE), Some(template.as_str())),
+            ("k8s_builtin", kube_spec(IMAGE), None),
+            (
+                "k8s_unpullable",
+                kube_spec("docker.io/nobody/no-such-image:1"),
+                None,
+            ),
+        ],
+    )
+}
+
+async fn start(gw: &Gateway, spec: &str, env: Value) -> (u16, Value) {
+    gw.post("/api/kernels", json!({"name": spec, "env": env}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kernel_pod_runs_code_is_interrupted_restarted_and_removed() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let gw = gateway(&cluster, &[]);
+    let (status, body) = start(&gw, "k8s_stock", json!({"KERNEL_USERNAME": "Alice.Smith"})).await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let ns = format!("alice-smith-{id}");
+
+    // Namespace, RoleBinding and pod as upstream makes them.
+    let (status, namespace) = cluster.get(&format!("/api/v1/namespaces/{ns}")).await;
+    assert_eq!(status, 200, "{namespace}");
+    assert_eq!(namespace["metadata"]["labels"]["kernel_id"], id.as_str());
+    assert_eq!(namespace["metadata"]["labels"]["component"], "kernel");
+    let (status, rb) = cluster
+        .get(&format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/kernel-controller"
+        ))
+        .await;
+    assert_eq!(status, 200, "{rb}");
+    assert_eq!(rb["roleRef"]["name"], "kernel-controller");
+    assert_eq!(rb["subjects"][0]["name"], "default");
+    let (status, pod) = cluster
+        .get(&format!("/api/v1/namespaces/{ns}/pods/{ns}"))
+        .await;
+    assert_eq!(status, 200, "{pod}");
+    assert_eq!(pod["spec"]["containers"][0]["image"], IMAGE);
+    assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 1000);
+    let env: Vec<&str> = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "KERNEL_ID",
+        "RESPONSE_ADDRESS",
+        "PUBLIC_KEY",
+        "PORT_RANGE",
+        "KERNEL_LANGUAGE",
+        "KERNEL_USERNAME",
+        "KERNEL_NAMESPACE",
+        "KERNEL_POD_NAME",
+        "KERNEL_NAME",
+        "KERNEL_SPARK_CONTEXT_INIT_MODE",
+    ] {
+        assert!(env.contains(&name), "{name} not in the pod's env {env:?}");
+    }
+
+    // Code over the websocket.
+    let mut client = Client::connect(&gw, &id, "s1", false).await;
+    let out = client
+        .execute("import os; print(os.environ['KERNEL_NAMESPACE']); 6*7")
+        .await;
+    assert_eq!(out.stdout.trim(), ns);
+    assert_eq!(out.results[0]["text/plain"], "42");
+
+    // Interrupt through the comm port.
+    let run = client
+        .execute_request("import time; time.sleep(60)", false)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = gw
+        .request(Method::POST, &format!("/api/kernels/{id}/interrupt"))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let out = client.collect(&run, Duration::from_secs(20)).await;
+    assert_eq!(out.status, "error");
+    assert_eq!(out.errors[0]["ename"], "KeyboardInterrupt");
+
+    // Restart: a new pod in the same namespace, state lost.
+    client.execute("x = 1").await;
+    let old_uid = pod["metadata"]["uid"].clone();
+    let (status, body) = gw
+        .request(Method::POST, &format!("/api/kernels/{id}/restart"))
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    let (status, pod) = cluster
+        .get(&format!("/api/v1/namespaces/{ns}/pods/{ns}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(pod["metadata"]["uid"], old_uid, "restart made a new pod");
+    let mut client = Client::connect(&gw, &id, "s2", false).await;
+    let out = client.execute("'x' in globals()").await;
+    assert_eq!(out.results[0]["text/plain"], "False");
+
+    // Delete: pod and namespace go.
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+    cluster
+        .wait_gone(&format!("/api/v1/namespaces/{ns}"), Duration::from_secs(20))
+        .await;
+    // No per-kernel polling: pods were watched, never listed per kernel.
+    let stats = cluster.stats().await;
+    assert!(
+        gw.metrics()
+            .await
+            .contains("gateway_kubernetes_api_requests_total{verb=\"watch\"}"),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_and_client_namespaces_are_used_and_never_deleted() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    // The client's own namespace.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces", cluster.url))
+        .bearer_auth(KUBE_TOKEN)
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let gw = gateway(&cluster, &[]);
+    let (status, body) = start(
+        &gw,
+        "k8s_builtin",
+        json!({"KERNEL_USERNAME": "bob", "KERNEL_NAMESPACE": "team-a"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, _) = cluster
+        .get(&format!("/api/v1/namespaces/team-a/pods/bob-{id}"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+    cluster
+        .wait_gone(
+            &format!("/api/v1/namespaces/team-a/pods/bob-{id}"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let (status, _) = cluster.get("/api/v1/namespaces/team-a").await;
+    assert_eq!(status, 200, "a client's namespace is never deleted");
+    drop(gw);
+
+    // The gateway's shared namespace.
+    let gw = gateway(
+        &cluster,
+        &[("EG_SHARED_NAMESPACE", "True"), ("EG_NAMESPACE", "team-a")],
+    );
+    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "carol"})).await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let mut client = Client::connect(&gw, &id, "s", false).await;
+    assert_eq!(client.execute("1+1").await.results[0]["text/plain"], "2");
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = cluster.get("/api/v1/namespaces/team-a").await;
+    assert_eq!(status, 200, "the shared namespace is never deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let gw = gateway(&cluster, &[]);
+
+    // An image that cannot be pulled: a 500 naming ErrImagePull within seconds, not the timeout.
+    let t0 = Instant::now();
+    let (status, body) = start(&gw, "k8s_unpullable", json!({"KERNEL_USERNAME": "dave"})).await;
+    let took = t0.elapsed();
+    assert_eq!(status, 500, "{body}");
+    let reason = body["message"].as_str().unwrap_or_default().to_owned()
+        + body["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("ErrImagePull"), "{body}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let (_, namespaces) = cluster
+        .get("/api/v1/namespaces?labelSelector=component%3Dkernel")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, namespaces) = cluster
+            .get("/api/v1/namespaces?labelSelector=component%3Dkernel")
+            .await;
+        if namespaces["items"].as_array().is_none_or(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {namespaces}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = namespaces;
+
+    // UID 0 is refused with upstream's 403.
+    let (status, body) = start(
+        &gw,
+        "k8s_stock",
+        json!({"KERNEL_USERNAME": "eve", "KERNEL_UID": "0"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("EG_PROHIBITED_UIDS"),
+        "{body}"
+    );
+
+    // Values that would change the pod's structure never reach the cluster.
+    let (status, body) = start(
+        &gw,
+        "k8s_stock",
+        json!({"KERNEL_USERNAME": "eve", "KERNEL_VOLUMES": "not: [a, list"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("KERNEL_VOLUMES"),
+        "{body}"
+    );
+
+    // Volumes and resources are rendered into the pod.
+    let (status, body) = start(
+        &gw,
+        "k8s_stock",
+        json!({"KERNEL_USERNAME": "frank", "KERNEL_CPUS": "500m", "KERNEL_MEMORY": "256Mi",
+               "KERNEL_VOLUMES": "[{\"name\": \"scratch\", \"emptyDir\": {}}]",
+               "KERNEL_VOLUME_MOUNTS": "[{\"name\": \"scratch\", \"mountPath\": \"/scratch\"}]"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let ns = format!("frank-{id}");
+    let (_, pod) = cluster
+        .get(&format!("/api/v1/namespaces/{ns}/pods/{ns}"))
+        .await;
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["resources"]["requests"]["cpu"], "500m", "{pod}");
+    assert_eq!(c["resources"]["requests"]["memory"], "256Mi");
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/scratch");
+    assert_eq!(pod["spec"]["volumes"][0]["name"], "scratch");
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+}

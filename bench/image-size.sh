@@ -25,7 +25,7 @@ TARGET="$(uname -m)-unknown-linux-gnu"
 echo "== release build ($TARGET, +crt-static, as in the Dockerfiles)"
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target "$TARGET" -p kip -p gateway
-BIN="target/$TARGET/release"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release"
 
 fail=0
 check() { # message, then the command

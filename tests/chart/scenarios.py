@@ -102,5 +102,22 @@ SCENARIOS.update(
         "static-list": {"kip": {"fetcher": "StaticListFetcher", "images": "a:1, b:2"}},
         "configmap": {"kip": {"fetcher": "ConfigMapImagesFetcher"}},
         "no-rbac": {"global": {"rbac": False}},
+        "upstream-image": {"image": "elyra/enterprise-gateway:3.2.3", "kernelspecs": {"image": "reg/ks:1"}},
+        "upstream-image-no-probes": {
+            "image": "elyra/enterprise-gateway:3.2.3",
+            "deployment": {"readinessProbe": {"enabled": False}, "livenessProbe": {"enabled": False}},
+        },
+        "gateway-tuned": {
+            "authToken": "abc",
+            "nfs": {"enabled": True, "internalServerIPAddress": "10.0.0.5"},
+            "deployment": {
+                "adminPort": 9100,
+                "prometheusScrape": False,
+                "readinessProbe": {"periodSeconds": 3, "timeoutSeconds": 2, "successThreshold": 1},
+                "livenessProbe": {"enabled": False},
+                "shutdownGrace": 50,
+                "terminationGracePeriodSeconds": 60,
+            },
+        },
     }
 )

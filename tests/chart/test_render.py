@@ -11,6 +11,9 @@ from conftest import NAMESPACE, RELEASE, container, env_of, fixture_values, rend
 from scenarios import EVERYTHING
 
 GATEWAY_KINDS = {"Deployment", "Service"}
+POD_IP = {"fieldRef": {"fieldPath": "status.podIP"}}
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
 
 # ---- defaults ------------------------------------------------------------------------------
@@ -37,6 +40,7 @@ def test_gateway_env_defaults():
     assert env == {
         "EG_PORT": "8888",
         "EG_RESPONSE_PORT": "8877",
+        "EG_RESPONSE_IP": POD_IP,
         "EG_NAMESPACE": NAMESPACE,
         "EG_KERNEL_CLUSTER_ROLE": "kernel-controller",
         "EG_SHARED_NAMESPACE": "False",
@@ -62,16 +66,148 @@ def test_gateway_env_defaults():
         ),
         "EG_DEFAULT_KERNEL_NAME": "python_kubernetes",
         "EG_DEFAULT_KERNEL_SERVICE_ACCOUNT_NAME": "default",
+        "EG_ADMIN_ADDR": "0.0.0.0:9091",
+        "EG_SHUTDOWN_GRACE": "10",
         "EG_INHERITED_ENVS": "PATH",
     }
     spec = dep["spec"]["template"]["spec"]
     assert dep["spec"]["replicas"] == 1
     assert spec["terminationGracePeriodSeconds"] == 30
     assert spec["serviceAccountName"] == "enterprise-gateway-sa"
-    assert container(dep)["image"] == "elyra/enterprise-gateway:3.2.3"
+    assert container(dep)["image"] == "ghcr.io/kernel-image-puller/gateway:0.1.0"
     assert container(dep)["imagePullPolicy"] == "IfNotPresent"
-    assert [p["containerPort"] for p in container(dep)["ports"]] == [8888, 8877]
-    assert "volumes" not in spec and "initContainers" not in spec
+    assert [(p["name"], p["containerPort"]) for p in container(dep)["ports"]] == [
+        ("http", 8888), ("response", 8877), ("admin", 9091)
+    ]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert "initContainers" not in spec
+
+
+def test_gateway_probes_metrics_and_security_defaults():
+    dep = render().get("Deployment", "enterprise-gateway")
+    spec = dep["spec"]["template"]["spec"]
+    c = container(dep, "enterprise-gateway")
+    assert c["readinessProbe"] == {
+        "httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 10, "failureThreshold": 3
+    }
+    assert c["livenessProbe"] == {
+        "httpGet": {"path": "/livez", "port": "admin"},
+        "initialDelaySeconds": 10, "periodSeconds": 20, "failureThreshold": 6,
+    }
+    assert "startupProbe" not in c
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9091", "prometheus.io/path": "/metrics"
+    }
+    # The image's user; nothing to write outside /tmp.
+    assert c["securityContext"] == {
+        "runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert spec["terminationGracePeriodSeconds"] > int(env_of(c)["EG_SHUTDOWN_GRACE"])
+    # The Service stays the upstream chart's: the admin endpoint is scraped per pod.
+    assert [p["name"] for p in render().get("Service")["spec"]["ports"]] == ["http", "http-response"]
+
+
+def test_gateway_probe_and_admin_values():
+    m = render({"deployment": {
+        "adminPort": 9100,
+        "prometheusScrape": False,
+        "readinessProbe": {"periodSeconds": 3, "timeoutSeconds": 2},
+        "livenessProbe": {"enabled": False},
+        "shutdownGrace": 50,
+        "terminationGracePeriodSeconds": 60,
+    }})
+    dep = m.get("Deployment")
+    c = container(dep)
+    env = env_of(c)
+    assert env["EG_ADMIN_ADDR"] == "0.0.0.0:9100" and env["EG_SHUTDOWN_GRACE"] == "50"
+    assert ("admin", 9100) in [(p["name"], p["containerPort"]) for p in c["ports"]]
+    assert c["readinessProbe"] == {
+        "httpGet": {"path": "/readyz", "port": "admin"},
+        "periodSeconds": 3, "timeoutSeconds": 2, "failureThreshold": 3,
+    }
+    assert "livenessProbe" not in c
+    assert "annotations" not in dep["spec"]["template"]["metadata"]
+    # The auth token's checksum and the scrape annotations share the pod's annotations.
+    annotations = render({"authToken": "t"}).get("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert set(annotations) == {"checksum/auth-token", "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"image": "elyra/enterprise-gateway:3.2.3"},
+        {"image": "private.io/elyra/enterprise-gateway:dev"},
+        {"image": "registry.example/eg:3.3.0", "deployment": {"imageKind": "upstream"}},
+    ],
+)
+def test_upstream_image_gets_tcp_probes_and_its_own_user(values):
+    dep = render(values).get("Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    c = container(dep)
+    env = env_of(c)
+    assert c["image"] == values["image"]
+    assert "EG_ADMIN_ADDR" not in env and "EG_SHUTDOWN_GRACE" not in env
+    assert env["EG_RESPONSE_IP"] == POD_IP and env["EG_RESPONSE_PORT"] == "8877"
+    assert [p["name"] for p in c["ports"]] == ["http", "response"]
+    assert c["readinessProbe"] == {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert "annotations" not in dep["spec"]["template"]["metadata"]
+    assert "volumes" not in spec and "volumeMounts" not in c
+    # The admin port and shutdown-grace checks concern this project's gateway only.
+    render({**values, "deployment": {**values.get("deployment", {}), "adminPort": 8888, "shutdownGrace": 40}})
+
+
+def test_image_kind_gateway_overrides_the_name():
+    c = container(render({"image": "mirror.example/elyra/enterprise-gateway:rust",
+                          "deployment": {"imageKind": "gateway"}}).get("Deployment"))
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["securityContext"]["runAsUser"] == 65532
+
+
+def test_gateway_cluster_role_covers_the_kubernetes_launcher():
+    role = render().get("ClusterRole", "enterprise-gateway-controller")
+
+    def verbs(group: str, resource: str, name: str | None = None) -> set[str]:
+        found = set()
+        for rule in role["rules"]:
+            if group in rule["apiGroups"] and resource in rule["resources"]:
+                if name is None or name in rule.get("resourceNames", [name]):
+                    found |= set(rule["verbs"])
+        return found
+
+    assert verbs("", "pods") == {"get", "list", "watch", "create", "delete"}
+    assert verbs("", "pods/status") == {"get"}
+    assert verbs("", "namespaces") == {"get", "list", "create", "delete"}
+    for resource in ("services", "configmaps", "secrets", "persistentvolumeclaims", "persistentvolumes"):
+        assert verbs("", resource) == {"get", "list", "create", "delete"}, resource
+    assert verbs("", "events") == verbs("events.k8s.io", "events") == {"list", "watch"}
+    assert verbs("rbac.authorization.k8s.io", "rolebindings") == {"get", "list", "create", "delete"}
+    # `bind` on the kernel role only, so the RoleBinding to it needs no escalation.
+    assert verbs("rbac.authorization.k8s.io", "clusterroles", "kernel-controller") == {"bind"}
+    assert verbs("rbac.authorization.k8s.io", "clusterroles", "cluster-admin") == set()
+    bind = [r for r in role["rules"] if "bind" in r["verbs"]]
+    assert bind == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                     "resourceNames": ["kernel-controller"], "verbs": ["bind"]}]
+    assert verbs("sparkoperator.k8s.io", "sparkapplications") == {"get", "list", "watch", "create", "delete"}
+    # No wildcard anywhere.
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
+
+
+def test_kernel_cluster_role_is_unchanged():
+    role = render().get("ClusterRole", "kernel-controller")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "list", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "create"]},
+        {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": ["list"]},
+    ]
+    gateway = render().get("ClusterRoleBinding", "enterprise-gateway-controller")
+    assert gateway["roleRef"]["name"] == "enterprise-gateway-controller"
+    assert gateway["subjects"] == [{"kind": "ServiceAccount", "name": "enterprise-gateway-sa", "namespace": NAMESPACE}]
 
 
 def test_service_ports_type_and_affinity():
@@ -328,7 +464,8 @@ def test_response_port_follows_service_ports():
     c = container(m.get("Deployment"))
     env = env_of(c)
     assert (env["EG_PORT"], env["EG_RESPONSE_PORT"]) == ("9999", "7777")
-    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("web", 9999), ("resp", 7777)]
+    # Container ports keep fixed names (the probes name them); the Service's names are the values'.
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http", 9999), ("response", 7777), ("admin", 9091)]
     svc = m.get("Service")
     assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(80, 9999), (7777, 7777)]
 
@@ -390,18 +527,22 @@ def test_kernelspecs_from_an_image():
     init = spec["initContainers"][0]
     assert init["image"] == "reg/ks:1" and init["imagePullPolicy"] == "Always"
     assert init["command"] == ["cp", "-r", "/kernels", "/usr/local/share/jupyter"]
-    assert spec["volumes"] == [{"name": "image-kernelspecs", "emptyDir": {"medium": "Memory"}}]
+    assert spec["volumes"] == [TMP_VOLUME, {"name": "image-kernelspecs", "emptyDir": {"medium": "Memory"}}]
     mounts = spec["containers"][0]["volumeMounts"]
-    assert mounts == init["volumeMounts"] == [
-        {"name": "image-kernelspecs", "mountPath": "/usr/local/share/jupyter/kernels"}
+    assert mounts == init["volumeMounts"] + [TMP_MOUNT] == [
+        {"name": "image-kernelspecs", "mountPath": "/usr/local/share/jupyter/kernels"}, TMP_MOUNT
     ]
 
 
 def test_kernelspecs_from_nfs_and_pvc():
     spec = render({"nfs": {"enabled": True, "internalServerIPAddress": "10.0.0.5"}}).get("Deployment")["spec"]["template"]["spec"]
-    assert spec["volumes"] == [{"name": "kernelspecs", "nfs": {"server": "10.0.0.5", "path": "/usr/local/share/jupyter/kernels"}}]
+    assert spec["volumes"] == [TMP_VOLUME, {"name": "kernelspecs", "nfs": {"server": "10.0.0.5", "path": "/usr/local/share/jupyter/kernels"}}]
     assert "initContainers" not in spec
     spec = render({"kernelspecsPvc": {"enabled": True, "name": "ks"}}).get("Deployment")["spec"]["template"]["spec"]
+    assert spec["volumes"] == [TMP_VOLUME, {"name": "kernelspecs", "persistentVolumeClaim": {"claimName": "ks"}}]
+    assert spec["containers"][0]["volumeMounts"] == [{"name": "kernelspecs", "mountPath": "/usr/local/share/jupyter/kernels"}, TMP_MOUNT]
+    # Upstream's image: the kernelspec volume alone.
+    spec = render({"image": "elyra/enterprise-gateway:3.2.3", "kernelspecsPvc": {"enabled": True, "name": "ks"}}).get("Deployment")["spec"]["template"]["spec"]
     assert spec["volumes"] == [{"name": "kernelspecs", "persistentVolumeClaim": {"claimName": "ks"}}]
     assert spec["containers"][0]["volumeMounts"] == [{"name": "kernelspecs", "mountPath": "/usr/local/share/jupyter/kernels"}]
 
@@ -421,6 +562,10 @@ def test_kernelspecs_from_nfs_and_pvc():
         ({"kernel": {"defaultKernelName": "nope"}}, ["kernel.defaultKernelName", "nope"]),
         ({"kip": {"fetcher": "StaticListFetcher"}}, ["kip.images"]),
         ({"kip": {"shutdownGrace": 30}}, ["kip.shutdownGrace", "kip.terminationGracePeriodSeconds"]),
+        ({"deployment": {"shutdownGrace": 30}}, ["deployment.shutdownGrace", "deployment.terminationGracePeriodSeconds"]),
+        ({"deployment": {"adminPort": 8877}}, ["deployment.adminPort", "8877"]),
+        ({"deployment": {"imageKind": "python"}}, ["deployment/imageKind"]),
+        ({"deployment": {"readinessProbe": {"httpGet": {"port": 1}}}}, ["deployment/readinessProbe", "httpGet"]),
         ({"imagePullSecretsCreate": {"enabled": True, "secrets": ["only-a-name"]}},
          ["imagePullSecretsCreate.secrets[0].data", "only-a-name"]),
         ({"service": {"ports": [{"name": "http", "port": 8888, "nodePort": 30000},
@@ -488,8 +633,11 @@ def test_doc_values_full(option, service_type, ingress):
     assert m.get("Service")["spec"]["type"] == service_type
     assert m.has("Ingress") == ingress
     assert not m.has("DaemonSet")
+    if option != 3:
+        assert container(dep)["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     if option == 3:
         assert container(dep)["image"] == "private.io/elyra/enterprise-gateway:dev"
+        assert container(dep)["readinessProbe"]["tcpSocket"] == {"port": "http"}
         assert m.get("ServiceAccount", "enterprise-gateway-sa")["imagePullSecrets"] == [{"name": "private-registry-key"}]
         assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "private-registry-key"}]
         assert not m.has("Secret")

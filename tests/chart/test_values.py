@@ -97,8 +97,9 @@ def test_every_documented_value_has_its_default():
 def test_images_are_pinned():
     app_version = chart().metadata["appVersion"]
     assert lookup("kip.image").endswith(f":{app_version}"), "kip.image tag must be the appVersion"
-    repo, tag = lookup("image").rsplit(":", 1)
-    assert repo == "elyra/enterprise-gateway" and tag
+    # This project's gateway, from the same registry and at the same version as the KIP.
+    assert lookup("image") == lookup("kip.image").replace("/kip:", "/gateway:")
+    assert lookup("image") == f"ghcr.io/kernel-image-puller/gateway:{app_version}"
 
 
 def test_service_ports_default():

@@ -127,3 +127,14 @@ empty for none.
 {{- end -}}
 {{- $path -}}
 {{- end -}}
+
+{{/*
+Whether the gateway image is Enterprise Gateway's own ("true" or ""): deployment.imageKind, where
+`auto` means upstream's when the image reference contains `elyra/enterprise-gateway`.
+*/}}
+{{- define "eg.upstreamImage" -}}
+{{- $kind := .Values.deployment.imageKind | default "auto" -}}
+{{- if eq $kind "upstream" -}}true
+{{- else if and (eq $kind "auto") (contains "elyra/enterprise-gateway" (toString .Values.image)) -}}true
+{{- end -}}
+{{- end -}}

@@ -511,6 +511,13 @@ fn ensure_kernel_labels(pod: &mut Value, kernel_id: &str) {
 #[async_trait]
 impl Launcher for KubeLauncher {
     async fn launch(&self, req: &LaunchRequest) -> Result<Box<dyn KernelProcess>, LaunchError> {
+        if self.settings.run_argv {
+            return Err(LaunchError::Unsupported(format!(
+                "{}: EG_KUBERNETES_LAUNCHER=argv (running the kernelspec's own launch script) is \
+                 not built yet; `native` starts the same pods from the spec's kernel-pod.yaml.j2",
+                req.spec_name
+            )));
+        }
         let started = Instant::now();
         let deadline = started + req.launch_timeout;
         let listener = self.handshake.listener().await?;

@@ -407,3 +407,78 @@ async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
         .await;
     assert_eq!(status, 204);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_kernels_start_at_once_on_one_watch() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let gw = gateway(
+        &cluster,
+        &[
+            ("EG_SHARED_NAMESPACE", "True"),
+            ("EG_KERNEL_LAUNCH_TIMEOUT", "300"),
+        ],
+    );
+    let (status, _) = cluster.api(Method::DELETE, "/fake/stats").await;
+    assert!(status < 300, "reset the fake's counters");
+    let starts = (0..50).map(|i| {
+        let gw = &gw;
+        async move {
+            start(
+                gw,
+                "k8s_builtin",
+                json!({"KERNEL_USERNAME": format!("user{i}")}),
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(starts).await;
+    let mut ids = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}\n{}", gw.log());
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // One watch served all of them: pods were never listed or read one by one.
+    let stats = cluster.stats().await;
+    let text = stats.to_string();
+    let metrics = gw.metrics().await;
+    let count = |verb: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "gateway_kubernetes_api_requests_total{{verb=\"{verb}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(count("create"), 50.0, "one create per pod\n{text}");
+    assert_eq!(count("get"), 0.0, "no per-kernel reads\n{text}");
+    assert!(count("list") <= 1.0, "one listing at most\n{text}");
+    assert!(count("watch") <= 2.0, "one watch\n{text}");
+    let deletes = ids.iter().map(|id| {
+        let gw = &gw;
+        async move {
+            gw.request(Method::DELETE, &format!("/api/kernels/{id}"))
+                .await
+                .0
+        }
+    });
+    for status in futures_util::future::join_all(deletes).await {
+        assert_eq!(status, 204);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, pods) = cluster
+            .get("/api/v1/pods?labelSelector=component%3Dkernel")
+            .await;
+        if pods["items"].as_array().is_none_or(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pods left: {pods}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

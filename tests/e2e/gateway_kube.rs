@@ -482,3 +482,22 @@ async fn fifty_kernels_start_at_once_on_one_watch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_removes_every_kernel_pod_and_namespace() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let mut gw = gateway(&cluster, &[]);
+    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "gina"})).await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    cluster
+        .wait_gone(
+            &format!("/api/v1/namespaces/gina-{id}"),
+            Duration::from_secs(30),
+        )
+        .await;
+}

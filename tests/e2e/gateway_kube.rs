@@ -501,3 +501,72 @@ async fn sigterm_removes_every_kernel_pod_and_namespace() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let eg_venv =
+        std::env::var("KIP_TEST_EG_VENV").unwrap_or_else(|_| "/opt/kip-test/eg-venv".into());
+    let python = format!("{eg_venv}/bin/python");
+    let scripts = PathBuf::from(
+        std::env::var("KIP_TEST_EG_SRC").unwrap_or_else(|_| "/opt/kip-test/eg-src".into()),
+    )
+    .join("jupyter_enterprise_gateway-3.3.0/etc/kernel-launchers/kubernetes/scripts");
+    let mut spec = kube_spec(IMAGE);
+    spec["argv"] = json!([
+        python,
+        "{resource_dir}/scripts/launch_kubernetes.py",
+        "--RemoteProcessProxy.kernel-id",
+        "{kernel_id}",
+        "--RemoteProcessProxy.port-range",
+        "{port_range}",
+        "--RemoteProcessProxy.response-address",
+        "{response_address}",
+        "--RemoteProcessProxy.public-key",
+        "{public_key}"
+    ]);
+    let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
+    let gw = Gateway::start_with(
+        &[
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("EG_RESPONSE_IP", "127.0.0.1"),
+            ("EG_RESPONSE_PORT", "0"),
+            ("EG_KERNEL_CLUSTER_ROLE", "kernel-controller"),
+            ("EG_SOCKET_TIMEOUT", "2"),
+            ("EG_KUBERNETES_LAUNCHER", "argv"),
+        ],
+        &[("k8s_script", spec, None)],
+    );
+    let spec_scripts = gw.dir.path().join("kernels/k8s_script/scripts");
+    for file in ["launch_kubernetes.py", "kernel-pod.yaml.j2"] {
+        std::fs::copy(scripts.join(file), spec_scripts.join(file)).unwrap();
+    }
+    let (status, body) = start(&gw, "k8s_script", json!({"KERNEL_USERNAME": "hal"})).await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, pod) = cluster
+        .get(&format!("/api/v1/namespaces/hal-{id}/pods/hal-{id}"))
+        .await;
+    assert_eq!(status, 200, "{pod}");
+    assert_eq!(
+        pod["metadata"]["labels"]["source"], "kernel-pod.yaml",
+        "upstream's template made it"
+    );
+    let mut client = Client::connect(&gw, &id, "s", false).await;
+    assert_eq!(
+        client.execute("2**10").await.results[0]["text/plain"],
+        "1024"
+    );
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+    cluster
+        .wait_gone(
+            &format!("/api/v1/namespaces/hal-{id}"),
+            Duration::from_secs(20),
+        )
+        .await;
+}

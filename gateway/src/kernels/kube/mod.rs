@@ -143,6 +143,8 @@ pub struct KubeLauncher {
 /// What a launch creates, decided before anything is created.
 struct Plan {
     kernel_id: String,
+    /// The pod's environment (also the launch script's, when the spec's argv runs).
+    pod_env: BTreeMap<String, String>,
     pod_name: String,
     namespace: NamespacePlan,
     service_account: String,
@@ -285,10 +287,15 @@ impl KubeLauncher {
             k8s::pod_env(env, &inputs).map_err(|e| self.reject(e.status(), e.to_string()))?;
         let vars =
             TemplateVars::from_env(&pod_env).map_err(|e| self.reject(e.status(), e.to_string()))?;
-        let template = template_source(&req.spec.dir).map_err(LaunchError::Failed)?;
-        let manifest = k8s::render_manifest(&template, &vars)
-            .map_err(|e| self.reject(e.status(), e.to_string()))?;
-        let mut documents = manifest.documents;
+        // With EG_KUBERNETES_LAUNCHER=argv the spec's script renders its own template.
+        let mut documents = if self.settings.run_argv {
+            Vec::new()
+        } else {
+            let template = template_source(&req.spec.dir).map_err(LaunchError::Failed)?;
+            k8s::render_manifest(&template, &vars)
+                .map_err(|e| self.reject(e.status(), e.to_string()))?
+                .documents
+        };
         for doc in &mut documents {
             if doc.kind == Kind::Pod {
                 k8s::extend_container_env(&mut doc.body, &pod_env)
@@ -298,6 +305,7 @@ impl KubeLauncher {
         }
         Ok(Plan {
             kernel_id: req.kernel_id.clone(),
+            pod_env,
             pod_name,
             namespace,
             service_account,
@@ -476,6 +484,64 @@ impl KubeLauncher {
     }
 }
 
+/// Runs the spec's `argv` (e.g. upstream's `launch_kubernetes.py`) with the launch's values
+/// filled in and the pod's environment, its output going to the gateway's.
+fn spawn_script(
+    req: &LaunchRequest,
+    plan: &Plan,
+    listener: &ResponseListener,
+) -> Result<tokio::process::Child, LaunchError> {
+    let port_range = req.port_range.to_string();
+    let resource_dir = req.spec.dir.to_string_lossy().into_owned();
+    let value_of = |name: &str| -> Option<String> {
+        Some(match name {
+            "kernel_id" => req.kernel_id.clone(),
+            "response_address" => listener.response_address().to_owned(),
+            "public_key" => listener.public_key().to_owned(),
+            "port_range" => port_range.clone(),
+            "spark_context_initialization_mode" => plan
+                .pod_env
+                .get("KERNEL_SPARK_CONTEXT_INIT_MODE")
+                .cloned()
+                .unwrap_or_else(|| "none".into()),
+            "resource_dir" => resource_dir.clone(),
+            _ => return None,
+        })
+    };
+    let argv: Vec<String> = req
+        .spec
+        .spec
+        .argv
+        .iter()
+        .map(|a| gateway_core::argv::substitute(a, &value_of))
+        .collect();
+    let (program, args) = argv.split_first().ok_or_else(|| {
+        LaunchError::Failed(format!("kernelspec {} has an empty argv", req.spec_name))
+    })?;
+    info!(kernel_id = %req.kernel_id, program = %program, "running the kernelspec's launch script");
+    tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(&plan.pod_env)
+        .current_dir(&req.spec.dir)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| LaunchError::Failed(format!("{program}: {e}")))
+}
+
+/// The launch script's exit, once; never for a launch without one (or after it was seen).
+async fn wait_script(
+    script: &mut Option<tokio::process::Child>,
+) -> Option<std::process::ExitStatus> {
+    let Some(child) = script.as_mut() else {
+        return std::future::pending().await;
+    };
+    let status = child.wait().await.ok();
+    *script = None;
+    status
+}
+
 /// The spec's `scripts/kernel-pod.yaml.j2`, or the built-in template.
 fn template_source(spec_dir: &Path) -> Result<String, String> {
     let path = spec_dir.join("scripts").join("kernel-pod.yaml.j2");
@@ -511,13 +577,6 @@ fn ensure_kernel_labels(pod: &mut Value, kernel_id: &str) {
 #[async_trait]
 impl Launcher for KubeLauncher {
     async fn launch(&self, req: &LaunchRequest) -> Result<Box<dyn KernelProcess>, LaunchError> {
-        if self.settings.run_argv {
-            return Err(LaunchError::Unsupported(format!(
-                "{}: EG_KUBERNETES_LAUNCHER=argv (running the kernelspec's own launch script) is \
-                 not built yet; `native` starts the same pods from the spec's kernel-pod.yaml.j2",
-                req.spec_name
-            )));
-        }
         let started = Instant::now();
         let deadline = started + req.launch_timeout;
         let listener = self.handshake.listener().await?;
@@ -533,21 +592,47 @@ impl Launcher for KubeLauncher {
         };
         self.create_namespace(&plan, &mut cleanup).await?;
         let owns_namespace = cleanup.delete_namespace;
-        let pod_uid = self
-            .create_documents(&plan, &mut cleanup, &mut pod_rx, deadline)
-            .await?;
-        info!(kernel_id = %plan.kernel_id, namespace = plan.namespace.name(), pod = %plan.pod_name, "kernel pod created");
+        let mut script = None;
+        let mut pod_uid = if self.settings.run_argv {
+            script = Some(spawn_script(req, &plan, &listener)?);
+            String::new()
+        } else {
+            let uid = self
+                .create_documents(&plan, &mut cleanup, &mut pod_rx, deadline)
+                .await?;
+            info!(kernel_id = %plan.kernel_id, namespace = plan.namespace.name(), pod = %plan.pod_name, "kernel pod created");
+            uid
+        };
+        let mut pod_name = plan.pod_name.clone();
 
         // Running, with an IP.
         let mut seen = [false; 2];
         let pod_ip = loop {
             let state = pod_rx.borrow_and_update().clone();
+            if pod_uid.is_empty()
+                && let Some(pod) = state.as_ref()
+            {
+                // The launch script's pod, found by its kernel_id label.
+                pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+                pod_name = pod.metadata.name.clone().unwrap_or_default();
+                cleanup.created.push((Kind::Pod, pod_name.clone()));
+                info!(kernel_id = %plan.kernel_id, pod = %pod_name, "the launch script's pod appeared");
+            }
             if let Some(ip) = self.progress(&plan, &pod_uid, &state, started, &mut seen)? {
                 break ip;
             }
             tokio::select! {
                 r = pod_rx.changed() => if r.is_err() {
                     return Err(LaunchError::Failed("the kernel pod watch stopped".into()));
+                },
+                status = wait_script(&mut script) => {
+                    if !status.is_some_and(|s| s.success()) && pod_uid.is_empty() {
+                        self.metrics.record_launch_failure("PodFailed");
+                        return Err(LaunchError::Failed(format!(
+                            "the kernelspec's launch script exited with {status:?} before a pod \
+                             appeared. Check the gateway log for more information."
+                        )));
+                    }
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {
                     self.metrics.record_launch_failure("Timeout");
@@ -587,9 +672,15 @@ impl Launcher for KubeLauncher {
         let comm_port = payload.comm_port;
         let connection = into_connection_info(payload, ip);
         cleanup.armed = false;
+        if let Some(mut child) = script {
+            // A launch script still running is left to finish, and reaped.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
         let record = KernelRecord {
             kernel_id: plan.kernel_id.clone(),
-            pod_name: plan.pod_name.clone(),
+            pod_name,
             namespace: plan.namespace.name().to_owned(),
             owns_namespace,
             pod_uid,

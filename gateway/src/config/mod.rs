@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
+mod https;
 pub mod kube;
+mod remote;
 
 use clap::Parser;
 use gateway_core::policy::{ClientEnvs, PortRange};
@@ -25,6 +27,8 @@ use crate::{
     response::{ProhibitedIps, ResponseSettings},
     tls::{self, TlsFiles},
 };
+
+use self::{https::check_tls, remote::check_remote};
 
 /// Command line and environment of the `gateway` binary.
 #[derive(Debug, Clone, Parser)]
@@ -493,127 +497,6 @@ impl Config {
             comm,
             kube,
         })
-    }
-}
-
-/// The response listener's and the comm port's variables (upstream's names and defaults).
-fn check_remote(c: &mut Checker, args: &Args) -> (ResponseSettings, CommSettings) {
-    let defaults = ResponseSettings::default();
-    let port = c.parse("EG_RESPONSE_PORT", &args.response_port, |raw| {
-        raw.trim()
-            .parse::<u16>()
-            .map_err(|_| "expected a port number (0-65535)".to_owned())
-    });
-    let port_retries = c.parse(
-        "EG_RESPONSE_PORT_RETRIES",
-        &args.response_port_retries,
-        |raw| {
-            raw.trim()
-                .parse::<u16>()
-                .map_err(|_| "expected a whole number (0-65535)".to_owned())
-        },
-    );
-    let ip = match args.response_ip.as_deref().map(str::trim) {
-        Some(raw) if !raw.is_empty() => c.parse("EG_RESPONSE_IP", raw, |raw| {
-            raw.parse::<Ipv4Addr>().map_err(|_| {
-                "expected an IPv4 address (launchers split the response address at ':')".to_owned()
-            })
-        }),
-        _ => None,
-    };
-    let addr_any = c.parse("EG_RESPONSE_ADDR_ANY", &args.response_addr_any, parse_bool);
-    let prohibited = c.parse(
-        "EG_PROHIBITED_LOCAL_IPS",
-        args.prohibited_local_ips.as_deref().unwrap_or_default(),
-        ProhibitedIps::parse,
-    );
-    let timeout = c.parse(
-        "EG_SOCKET_TIMEOUT",
-        &args.socket_timeout,
-        parse_fractional_seconds,
-    );
-    let alternate_sigint = match args.alternate_sigint.as_deref().map(str::trim) {
-        Some(raw) if !raw.is_empty() => c.parse("EG_ALTERNATE_SIGINT", raw, |raw| {
-            signal_number(raw).map(Some).ok_or_else(|| {
-                "expected a signal name such as SIGUSR2 (or a number 1-64)".to_owned()
-            })
-        }),
-        _ => None,
-    }
-    .flatten();
-    let response = ResponseSettings {
-        ip,
-        addr_any: addr_any.unwrap_or(false),
-        port: port.unwrap_or(defaults.port),
-        port_retries: port_retries.unwrap_or(defaults.port_retries),
-        prohibited: prohibited.unwrap_or_default(),
-        ..defaults
-    };
-    let comm = CommSettings {
-        timeout: timeout.unwrap_or(crate::comm::DEFAULT_CONNECT_TIMEOUT),
-        alternate_sigint,
-    };
-    (response, comm)
-}
-
-/// HTTPS when a certificate and its key are given (both or neither; a client CA needs them).
-/// Files that cannot be read or parsed, or a key that does not fit the certificate, are errors
-/// against their variable. Empty values count as unset.
-fn check_tls(
-    c: &mut Checker,
-    cert: Option<String>,
-    key: Option<String>,
-    client_ca: Option<String>,
-) -> Option<Arc<rustls::ServerConfig>> {
-    let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
-    let (cert, key, client_ca) = (non_empty(cert), non_empty(key), non_empty(client_ca));
-    let (cert, key) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None) => {
-            if let Some(ca) = client_ca {
-                c.check::<()>(
-                    "EG_CLIENT_CA",
-                    &ca,
-                    Err("client certificates need HTTPS: set EG_CERTFILE and EG_KEYFILE".into()),
-                );
-            }
-            return None;
-        }
-        (Some(cert), None) => {
-            c.check::<()>(
-                "EG_CERTFILE",
-                &cert,
-                Err("EG_KEYFILE must be set as well".into()),
-            );
-            return None;
-        }
-        (None, Some(key)) => {
-            c.check::<()>(
-                "EG_KEYFILE",
-                &key,
-                Err("EG_CERTFILE must be set as well".into()),
-            );
-            return None;
-        }
-    };
-    let files = TlsFiles {
-        cert: PathBuf::from(&cert),
-        key: PathBuf::from(&key),
-        client_ca: client_ca.as_deref().map(PathBuf::from),
-    };
-    match tls::server_config(&files) {
-        Ok(config) => Some(config),
-        Err(errors) => {
-            for (var, problem) in errors {
-                let raw = match var {
-                    "EG_CERTFILE" => &cert,
-                    "EG_KEYFILE" => &key,
-                    _ => client_ca.as_deref().unwrap_or_default(),
-                };
-                c.check::<()>(var, raw, Err(problem));
-            }
-            None
-        }
     }
 }
 

@@ -1,0 +1,552 @@
+//! The bridge's I/O thread: owns the kernel's ZeroMQ sockets and the sessions, relays in both
+//! directions, nudges the kernel after each (re)connect and keeps what arrives for a detached
+//! session.
+
+use super::*;
+
+pub(super) struct Sockets {
+    iopub: zmq::Socket,
+    shell: zmq::Socket,
+    control: zmq::Socket,
+}
+
+pub(super) struct SessionSockets {
+    shell: zmq::Socket,
+    control: zmq::Socket,
+    stdin: zmq::Socket,
+}
+
+pub(super) struct Session {
+    sockets: Option<SessionSockets>,
+    sink: Option<ClientSink>,
+    buffer: VecDeque<Arc<Delivery>>,
+    buffered_bytes: usize,
+}
+
+pub(super) struct Nudge {
+    deadline: Instant,
+    next_send: Instant,
+    reply_seen: bool,
+    iopub_seen: bool,
+}
+
+pub(super) struct Io {
+    pub(super) ctx: zmq::Context,
+    pub(super) kernel_id: String,
+    pub(super) gateway_session: String,
+    pub(super) sockets: Option<Sockets>,
+    pub(super) info: ConnectionInfo,
+    pub(super) signer: Signer,
+    pub(super) sessions: HashMap<String, Session>,
+    pub(super) limits: Limits,
+    pub(super) activity: Arc<Activity>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) ready: watch::Sender<bool>,
+    pub(super) nudge: Option<Nudge>,
+    pub(super) nudge_ids: HashSet<String>,
+    pub(super) nudge_ids_expire: Option<Instant>,
+    /// Client messages that arrived during the nudge or a pause.
+    pub(super) held: Vec<(String, Channel, Message)>,
+    pub(super) paused: bool,
+    pub(super) wake_rx: UnixStream,
+    pub(super) rx: mpsc::Receiver<Command>,
+    pub(super) bad_frames: u64,
+}
+
+/// Where a readable socket belongs.
+#[derive(Clone)]
+pub(super) enum Source {
+    Iopub,
+    GatewayShell,
+    GatewayControl,
+    Session(String, Channel),
+}
+
+/// Messages read from one socket before the others get a turn.
+pub(super) const BATCH: usize = 512;
+
+impl Io {
+    pub(super) fn run(mut self) {
+        if let Err(e) = self.connect() {
+            warn!(kernel_id = %self.kernel_id, error = %e, "cannot open the kernel's sockets");
+        }
+        loop {
+            let timeout = self.poll_timeout();
+            let (wake, ready) = match self.poll(timeout) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(kernel_id = %self.kernel_id, error = %e, "zmq poll failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if wake && !self.drain_commands() {
+                break;
+            }
+            for source in ready {
+                self.drain(source);
+            }
+            self.tick_nudge();
+        }
+        debug!(kernel_id = %self.kernel_id, "bridge stopped");
+    }
+
+    pub(super) fn poll_timeout(&self) -> i64 {
+        let now = Instant::now();
+        let mut next: Option<Instant> = self.nudge.as_ref().map(|n| n.next_send.min(n.deadline));
+        if let Some(expire) = self.nudge_ids_expire {
+            next = Some(next.map_or(expire, |n| n.min(expire)));
+        }
+        match next {
+            Some(at) => at.saturating_duration_since(now).as_millis() as i64 + 1,
+            None => -1,
+        }
+    }
+
+    /// Polls the waker and every socket; returns whether commands arrived and which sockets are
+    /// readable.
+    pub(super) fn poll(&self, timeout: i64) -> zmq::Result<(bool, Vec<Source>)> {
+        let mut sources = Vec::with_capacity(3 + 3 * self.sessions.len());
+        let mut items = vec![zmq::PollItem::from_fd(
+            self.wake_rx.as_raw_fd(),
+            zmq::POLLIN,
+        )];
+        if let Some(s) = &self.sockets {
+            items.push(s.iopub.as_poll_item(zmq::POLLIN));
+            sources.push(Source::Iopub);
+            items.push(s.shell.as_poll_item(zmq::POLLIN));
+            sources.push(Source::GatewayShell);
+            items.push(s.control.as_poll_item(zmq::POLLIN));
+            sources.push(Source::GatewayControl);
+        }
+        for (id, session) in &self.sessions {
+            if let Some(s) = &session.sockets {
+                for (socket, channel) in [
+                    (&s.shell, Channel::Shell),
+                    (&s.control, Channel::Control),
+                    (&s.stdin, Channel::Stdin),
+                ] {
+                    items.push(socket.as_poll_item(zmq::POLLIN));
+                    sources.push(Source::Session(id.clone(), channel));
+                }
+            }
+        }
+        zmq::poll(&mut items, timeout)?;
+        let wake = items[0].is_readable();
+        let ready = items[1..]
+            .iter()
+            .zip(sources)
+            .filter(|(item, _)| item.is_readable())
+            .map(|(_, s)| s)
+            .collect();
+        Ok((wake, ready))
+    }
+
+    pub(super) fn dealer(&self, identity: Option<&[u8]>, port: u16) -> zmq::Result<zmq::Socket> {
+        let s = self.ctx.socket(zmq::DEALER)?;
+        s.set_linger(0)?;
+        s.set_sndhwm(0)?;
+        s.set_rcvhwm(0)?;
+        if let Some(id) = identity {
+            s.set_identity(id)?;
+        }
+        s.connect(&self.info.endpoint(port))?;
+        Ok(s)
+    }
+
+    pub(super) fn session_sockets(&self, session: &str) -> zmq::Result<SessionSockets> {
+        let id = session.as_bytes();
+        Ok(SessionSockets {
+            shell: self.dealer(Some(id), self.info.shell_port)?,
+            control: self.dealer(Some(id), self.info.control_port)?,
+            stdin: self.dealer(Some(id), self.info.stdin_port)?,
+        })
+    }
+
+    pub(super) fn connect(&mut self) -> zmq::Result<()> {
+        let iopub = self.ctx.socket(zmq::SUB)?;
+        iopub.set_linger(0)?;
+        // Never drop on our side: the kernel's own high-water mark is the only bound, and it is
+        // never reached because this socket is read continuously.
+        iopub.set_rcvhwm(0)?;
+        iopub.set_subscribe(b"")?;
+        iopub.connect(&self.info.endpoint(self.info.iopub_port))?;
+        let shell = self.dealer(None, self.info.shell_port)?;
+        let control = self.dealer(None, self.info.control_port)?;
+        self.sockets = Some(Sockets {
+            iopub,
+            shell,
+            control,
+        });
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            let sockets = self.session_sockets(&id)?;
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.sockets = Some(sockets);
+            }
+        }
+        let now = Instant::now();
+        self.ready.send_replace(false);
+        self.nudge = Some(Nudge {
+            deadline: now + self.limits.kernel_info_timeout,
+            next_send: now,
+            reply_seen: false,
+            iopub_seen: false,
+        });
+        Ok(())
+    }
+
+    pub(super) fn tick_nudge(&mut self) {
+        let now = Instant::now();
+        if let Some(expire) = self.nudge_ids_expire
+            && now >= expire
+        {
+            self.nudge_ids.clear();
+            self.nudge_ids_expire = None;
+        }
+        let Some(nudge) = &mut self.nudge else {
+            return;
+        };
+        if nudge.reply_seen && nudge.iopub_seen {
+            debug!(kernel_id = %self.kernel_id, "kernel answered the nudge");
+            self.finish_nudge();
+            return;
+        }
+        if now >= nudge.deadline {
+            warn!(
+                kernel_id = %self.kernel_id,
+                timeout_s = self.limits.kernel_info_timeout.as_secs_f64(),
+                "kernel did not answer kernel_info_request in time; relaying anyway"
+            );
+            self.finish_nudge();
+            return;
+        }
+        if now >= nudge.next_send {
+            nudge.next_send = now + Duration::from_millis(500);
+            for channel in [Channel::Shell, Channel::Control] {
+                let id = uuid::Uuid::new_v4().to_string();
+                let msg = wire::new_message(
+                    "kernel_info_request",
+                    &id,
+                    &self.gateway_session,
+                    &now_iso(),
+                    serde_json::json!({}),
+                );
+                self.nudge_ids.insert(id);
+                self.send_gateway(channel, &msg);
+            }
+        }
+    }
+
+    pub(super) fn finish_nudge(&mut self) {
+        self.nudge = None;
+        self.paused = false;
+        for (session, channel, msg) in std::mem::take(&mut self.held) {
+            self.handle(Command::Send {
+                session,
+                channel,
+                msg,
+            });
+        }
+        // Late replies to the nudge are still recognised for a while.
+        self.nudge_ids_expire = Some(Instant::now() + Duration::from_secs(5));
+        self.ready.send_replace(true);
+    }
+
+    /// Returns false on Stop.
+    pub(super) fn drain_commands(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Ok(cmd) => self.handle(cmd),
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Attach { session, sink } => self.attach(session, sink),
+            Command::Detach { session, conn_id } => self.detach(&session, conn_id),
+            Command::Send {
+                session,
+                channel,
+                msg,
+            } if self.nudge.is_some() || self.paused => {
+                // Held until the IOPub subscription is live, so no output of it is missed.
+                if self.held.len() >= self.limits.offline_messages.max(1000) {
+                    self.held.remove(0);
+                    self.metrics.dropped("offline_buffer_full");
+                }
+                self.held.push((session, channel, msg));
+            }
+            Command::Send {
+                session,
+                channel,
+                msg,
+            } => {
+                let frames = wire::encode(&msg, &self.signer);
+                let socket = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.sockets.as_ref())
+                    .map(|s| match channel {
+                        Channel::Control => &s.control,
+                        Channel::Stdin => &s.stdin,
+                        _ => &s.shell,
+                    });
+                match socket.map(|s| s.send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT))
+                {
+                    Some(Ok(())) => self.metrics.relayed(channel, "to_kernel"),
+                    Some(Err(e)) => {
+                        self.metrics.dropped("send_failed");
+                        warn!(kernel_id = %self.kernel_id, session = %session, channel = channel.as_str(), error = %e, "message to kernel dropped");
+                    }
+                    None => self.metrics.dropped("no_session"),
+                }
+            }
+            Command::Gateway { channel, msg } => self.send_gateway(channel, &msg),
+            Command::Pause => {
+                self.paused = true;
+                self.ready.send_replace(false);
+            }
+            Command::Notify(delivery) => self.broadcast(&delivery),
+            Command::Reconnect(info) => {
+                match Signer::new(&info.signature_scheme, info.key.as_bytes()) {
+                    Ok(signer) => self.signer = signer,
+                    Err(e) => {
+                        warn!(kernel_id = %self.kernel_id, error = %e, "new connection info unusable")
+                    }
+                }
+                self.info = *info;
+                self.sockets = None;
+                for s in self.sessions.values_mut() {
+                    s.sockets = None;
+                }
+                if let Err(e) = self.connect() {
+                    warn!(kernel_id = %self.kernel_id, error = %e, "cannot reconnect to the restarted kernel");
+                }
+            }
+            Command::Stop => {}
+        }
+    }
+
+    pub(super) fn send_gateway(&self, channel: Channel, msg: &Message) {
+        let Some(s) = &self.sockets else { return };
+        let socket = if channel == Channel::Control {
+            &s.control
+        } else {
+            &s.shell
+        };
+        let frames = wire::encode(msg, &self.signer);
+        if let Err(e) = socket.send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT) {
+            debug!(kernel_id = %self.kernel_id, error = %e, "gateway message not sent");
+        }
+    }
+
+    pub(super) fn attach(&mut self, id: String, sink: ClientSink) {
+        // Only one disconnected session's messages are kept: another session joining ends it.
+        let stale: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| **k != id && s.sink.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(s) = self.sessions.remove(&k)
+                && !s.buffer.is_empty()
+            {
+                self.metrics
+                    .dropped_n("offline_discarded", s.buffer.len() as u64);
+            }
+        }
+        if !self.sessions.contains_key(&id) {
+            let sockets = match self.session_sockets(&id) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(kernel_id = %self.kernel_id, session = %id, error = %e, "cannot open session sockets");
+                    None
+                }
+            };
+            self.sessions.insert(
+                id.clone(),
+                Session {
+                    sockets,
+                    sink: None,
+                    buffer: VecDeque::new(),
+                    buffered_bytes: 0,
+                },
+            );
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.sink.replace(sink).is_some() {
+            info!(kernel_id = %self.kernel_id, session = %id, "newer websocket for the same session replaces the older");
+        }
+        let replay: Vec<Arc<Delivery>> = session.buffer.drain(..).collect();
+        session.buffered_bytes = 0;
+        if !replay.is_empty() {
+            info!(kernel_id = %self.kernel_id, session = %id, messages = replay.len(), "replaying messages kept while disconnected");
+        }
+        for d in replay {
+            self.deliver(&id, d);
+        }
+    }
+
+    pub(super) fn detach(&mut self, id: &str, conn_id: u64) {
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if session.sink.as_ref().map(|s| s.conn_id) != Some(conn_id) {
+            return; // already replaced by a newer websocket
+        }
+        session.sink = None;
+        let others = self
+            .sessions
+            .iter()
+            .any(|(k, s)| k != id && s.sink.is_some());
+        if others || self.limits.offline_messages == 0 {
+            self.sessions.remove(id);
+        }
+    }
+
+    pub(super) fn deliver(&mut self, id: &str, d: Arc<Delivery>) {
+        if let Some(session) = self.sessions.get_mut(id) {
+            Self::deliver_to(session, d, &self.limits, &self.metrics);
+        }
+    }
+
+    /// One message for every session (IOPub, gateway notices), without copying it.
+    pub(super) fn broadcast(&mut self, d: &Arc<Delivery>) {
+        for session in self.sessions.values_mut() {
+            Self::deliver_to(session, d.clone(), &self.limits, &self.metrics);
+        }
+    }
+
+    /// Queues a message for a session's websocket, or keeps it (bounded) while none is attached.
+    pub(super) fn deliver_to(
+        session: &mut Session,
+        d: Arc<Delivery>,
+        limits: &Limits,
+        metrics: &Metrics,
+    ) {
+        let size = d.size();
+        match &session.sink {
+            Some(sink) => {
+                if sink.queued.load(Ordering::Relaxed) + size > limits.client_queue_bytes {
+                    metrics.dropped("client_queue_full");
+                    return;
+                }
+                sink.queued.fetch_add(size, Ordering::Relaxed);
+                if sink.tx.send(d).is_err() {
+                    sink.queued.fetch_sub(size, Ordering::Relaxed);
+                }
+            }
+            None => {
+                session.buffered_bytes += size;
+                session.buffer.push_back(d);
+                while session.buffer.len() > limits.offline_messages
+                    || (session.buffered_bytes > limits.offline_bytes && !session.buffer.is_empty())
+                {
+                    if let Some(old) = session.buffer.pop_front() {
+                        session.buffered_bytes -= old.size();
+                        metrics.dropped("offline_buffer_full");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn socket(&self, source: &Source) -> Option<&zmq::Socket> {
+        match source {
+            Source::Iopub => self.sockets.as_ref().map(|s| &s.iopub),
+            Source::GatewayShell => self.sockets.as_ref().map(|s| &s.shell),
+            Source::GatewayControl => self.sockets.as_ref().map(|s| &s.control),
+            Source::Session(id, channel) => {
+                let s = self.sessions.get(id)?.sockets.as_ref()?;
+                Some(match channel {
+                    Channel::Control => &s.control,
+                    Channel::Stdin => &s.stdin,
+                    _ => &s.shell,
+                })
+            }
+        }
+    }
+
+    pub(super) fn drain(&mut self, source: Source) {
+        for _ in 0..BATCH {
+            let Some(socket) = self.socket(&source) else {
+                return;
+            };
+            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    debug!(kernel_id = %self.kernel_id, error = %e, "recv failed");
+                    return;
+                }
+            };
+            let frames: Vec<Bytes> = frames.into_iter().map(Bytes::from).collect();
+            let msg = match wire::decode(frames, &self.signer) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    self.bad_frames += 1;
+                    self.metrics.dropped("bad_kernel_message");
+                    if self.bad_frames.is_power_of_two() {
+                        warn!(kernel_id = %self.kernel_id, error = %e, count = self.bad_frames, "message from kernel dropped");
+                    }
+                    continue;
+                }
+            };
+            self.received(&source, msg);
+        }
+    }
+
+    pub(super) fn received(&mut self, source: &Source, msg: Message) {
+        let info = HeaderInfo::parse(&msg.header).unwrap_or_default();
+        match source {
+            Source::Iopub => {
+                let state = (info.msg_type == "status")
+                    .then(|| wire::execution_state(&msg.content))
+                    .flatten();
+                self.activity.touch(state.as_deref());
+                if let Some(n) = &mut self.nudge {
+                    n.iopub_seen = true;
+                }
+                if !self.nudge_ids.is_empty()
+                    && wire::parent_msg_id(&msg.parent_header)
+                        .is_some_and(|p| self.nudge_ids.contains(&p))
+                {
+                    return;
+                }
+                self.metrics.relayed(Channel::Iopub, "to_client");
+                let d = Arc::new(Delivery {
+                    channel: Channel::Iopub,
+                    msg,
+                    info,
+                });
+                self.broadcast(&d);
+            }
+            Source::GatewayShell | Source::GatewayControl => {
+                if info.msg_type == "kernel_info_reply"
+                    && let Some(n) = &mut self.nudge
+                {
+                    n.reply_seen = true;
+                }
+            }
+            Source::Session(id, channel) => {
+                self.metrics.relayed(*channel, "to_client");
+                let id = id.clone();
+                let d = Arc::new(Delivery {
+                    channel: *channel,
+                    msg,
+                    info,
+                });
+                self.deliver(&id, d);
+            }
+        }
+    }
+}

@@ -1016,7 +1016,7 @@ async fn kernel_routes_match_upstream_enterprise_gateway() {
             r#"{"name": "python_kubernetes", "env": {"KERNEL_USERNAME": "alice"}}"#.to_owned(),
             "ConfigException",
             501,
-            "KubernetesProcessProxy",
+            "no Kubernetes API configuration",
         ),
         (
             "a JSON array",

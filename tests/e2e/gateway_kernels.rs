@@ -449,7 +449,7 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
             json!({"name": "python_kubernetes", "env": {}}),
             501,
             "message",
-            "KubernetesProcessProxy",
+            "no Kubernetes API configuration",
         ),
         (
             json!({"env": {"KERNEL_ID": "not-a-uuid"}}),

@@ -35,10 +35,12 @@ use self::{https::check_tls, remote::check_remote};
 #[command(
     name = "gateway",
     version,
-    about = "Enterprise-Gateway-compatible kernelspec service",
-    long_about = "Serves the kernelspecs found in the Jupyter data path with Enterprise Gateway's \
-REST API (/api, /api/kernelspecs, /api/kernelspecs/{name}, /kernelspecs/{name}/{file}), plus a \
-watch: GET /api/kernelspecs?wait=SECONDS with If-None-Match is held until the listing changes.\n\n\
+    about = "Enterprise-Gateway-compatible kernel gateway: kernelspecs, kernels, kernel pods",
+    long_about = "Serves Enterprise Gateway's REST and websocket API: the kernelspecs found in the \
+Jupyter data path (with a watch: GET /api/kernelspecs?wait=SECONDS with If-None-Match is held until \
+the listing changes), /api/kernels and /api/sessions, and each kernel's websocket \
+(/api/kernels/{id}/channels). Local kernelspecs run as local processes; KubernetesProcessProxy \
+kernelspecs run as pods through the Kubernetes API (in-cluster service account or KUBECONFIG).\n\n\
 Every option can also be set through the environment variable shown beside it; a flag wins over \
 its variable."
 )]

@@ -353,6 +353,28 @@ async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
     }
     let _ = namespaces;
 
+    // A pod no node can take: a 500 naming Unschedulable, at once.
+    let t0 = Instant::now();
+    let (status, body) = start(
+        &gw,
+        "k8s_stock",
+        json!({"KERNEL_USERNAME": "dave", "KERNEL_GPUS": "1"}),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Unschedulable"),
+        "{body}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+
     // UID 0 is refused with upstream's 403.
     let (status, body) = start(
         &gw,

@@ -592,3 +592,64 @@ async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
         )
         .await;
 }
+
+/// Pids of the fake node's in-pod launcher of kernel `id` (its environment names the kernel).
+fn launcher_pids(id: &str) -> Vec<u32> {
+    let needle = format!("KERNEL_ID={id}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("kernel_launcher.py")
+            && environ.split(|b| *b == 0).any(|v| v == needle.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupt_the_comm_port_cannot_take_is_an_error() {
+    let Some(cluster) = FakeCluster::start() else {
+        return;
+    };
+    let gw = gateway(&cluster, &[]);
+    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "ivy"})).await;
+    assert_eq!(status, 201, "{body}\n{}", gw.log());
+    let id = body["id"].as_str().unwrap().to_owned();
+    let pids = launcher_pids(&id);
+    assert_eq!(pids.len(), 1, "one in-pod launcher for {id}: {pids:?}");
+    // The launcher's comm listener is told to stop (launcher and kernel keep running): nothing
+    // takes the next interrupt.
+    let ss = Command::new("ss").args(["-ltnpH"]).output().unwrap();
+    let listening = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let comm = listening
+        .lines()
+        .find(|l| l.contains(&format!("pid={},", pids[0])))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("no comm listener of pid {} in:\n{listening}", pids[0]))
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&comm).unwrap();
+    std::io::Write::write_all(&mut conn, b"{\"shutdown\": 1}").unwrap();
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = gw
+        .request(Method::POST, &format!("/api/kernels/{id}/interrupt"))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("comm port"),
+        "{body}"
+    );
+    let (status, _) = gw
+        .request(Method::DELETE, &format!("/api/kernels/{id}"))
+        .await;
+    assert_eq!(status, 204);
+}

@@ -19,6 +19,7 @@ PKGS=(
   python3-ipykernel   # real Python kernels for the gateway's kernel tests and benchmark
   python3-jinja2 python3-yaml  # Jinja2 renders kernel-pod templates beside minijinja in the template tables
   python3-pycryptodome         # the in-pod launchers of the fake cluster encrypt their connection info
+  iproute2                     # ss: the Kubernetes tests find an in-pod launcher's comm port
 )
 
 missing=()

@@ -142,22 +142,29 @@ impl Cluster {
         &self.client
     }
 
-    pub async fn create_namespace(&self, body: &Value) -> Result<(), ApiError> {
-        let ns: Namespace = serde_json::from_value(body.clone())
-            .map_err(|e| ApiError::Transport(format!("namespace body: {e}")))?;
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
+    /// Creates a typed object from its JSON body.
+    async fn create_typed<K>(&self, api: Api<K>, body: &Value) -> Result<(), ApiError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_json::from_value(body.clone())
+            .map_err(|e| ApiError::Transport(format!("{} body: {e}", K::kind(&()))))?;
+        api.create(&PostParams::default(), &obj).await?;
         Ok(())
     }
 
+    pub async fn create_namespace(&self, body: &Value) -> Result<(), ApiError> {
+        self.create_typed(Api::<Namespace>::all(self.client.clone()), body)
+            .await
+    }
+
     pub async fn create_role_binding(&self, namespace: &str, body: &Value) -> Result<(), ApiError> {
-        let rb: RoleBinding = serde_json::from_value(body.clone())
-            .map_err(|e| ApiError::Transport(format!("role binding body: {e}")))?;
-        Api::<RoleBinding>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &rb)
-            .await?;
-        Ok(())
+        let api = Api::<RoleBinding>::namespaced(self.client.clone(), namespace);
+        self.create_typed(api, body).await
     }
 
     /// Creates one rendered document; returns the created object (with its uid).

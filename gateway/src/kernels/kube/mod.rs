@@ -406,6 +406,14 @@ impl KubeLauncher {
         ))
     }
 
+    /// Records a launch phase the first time it is reached.
+    fn phase(&self, seen: &mut bool, phase: &'static str, started: Instant) {
+        if !std::mem::replace(seen, true) {
+            self.metrics
+                .record_launch_phase(phase, started.elapsed().as_secs_f64());
+        }
+    }
+
     /// What the pod's current state means for a launch still waiting: `Ok(Some(ip))` once it
     /// runs, `Ok(None)` while it may still get there.
     fn progress(
@@ -425,24 +433,12 @@ impl KubeLauncher {
         match k8s::classify(&pod) {
             PodProgress::Pending => Ok(None),
             PodProgress::Scheduled => {
-                if !seen[0] {
-                    seen[0] = true;
-                    self.metrics
-                        .record_launch_phase("scheduled", started.elapsed().as_secs_f64());
-                }
+                self.phase(&mut seen[0], "scheduled", started);
                 Ok(None)
             }
             PodProgress::Running { pod_ip, .. } => {
-                if !seen[0] {
-                    seen[0] = true;
-                    self.metrics
-                        .record_launch_phase("scheduled", started.elapsed().as_secs_f64());
-                }
-                if !seen[1] {
-                    seen[1] = true;
-                    self.metrics
-                        .record_launch_phase("running", started.elapsed().as_secs_f64());
-                }
+                self.phase(&mut seen[0], "scheduled", started);
+                self.phase(&mut seen[1], "running", started);
                 Ok(Some(pod_ip))
             }
             PodProgress::Failed { reason, message } => Err(self.failed(plan, &reason, &message)),

@@ -96,6 +96,19 @@ impl FakeCluster {
         }
     }
 
+    /// Waits until the list at `path` has no items.
+    async fn wait_empty(&self, path: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, list) = self.get(path).await;
+            if list["items"].as_array().is_none_or(Vec::is_empty) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "left behind at {path}: {list}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn stats(&self) -> Value {
         self.get("/fake/stats").await.1
     }
@@ -337,21 +350,12 @@ async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
         + body["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("ErrImagePull"), "{body}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    let (_, namespaces) = cluster
-        .get("/api/v1/namespaces?labelSelector=component%3Dkernel")
+    cluster
+        .wait_empty(
+            "/api/v1/namespaces?labelSelector=component%3Dkernel",
+            Duration::from_secs(20),
+        )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, namespaces) = cluster
-            .get("/api/v1/namespaces?labelSelector=component%3Dkernel")
-            .await;
-        if namespaces["items"].as_array().is_none_or(Vec::is_empty) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left behind: {namespaces}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let _ = namespaces;
 
     // A pod no node can take: a 500 naming Unschedulable, at once.
     let t0 = Instant::now();
@@ -492,17 +496,12 @@ async fn fifty_kernels_start_at_once_on_one_watch() {
     for status in futures_util::future::join_all(deletes).await {
         assert_eq!(status, 204);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, pods) = cluster
-            .get("/api/v1/pods?labelSelector=component%3Dkernel")
-            .await;
-        if pods["items"].as_array().is_none_or(Vec::is_empty) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "pods left: {pods}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .wait_empty(
+            "/api/v1/pods?labelSelector=component%3Dkernel",
+            Duration::from_secs(60),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

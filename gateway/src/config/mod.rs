@@ -464,6 +464,7 @@ impl Config {
             cull_interval: cull_interval.unwrap_or(Duration::from_secs(60)),
             cull_connected: cull_connected.unwrap_or(false),
             restart_limit: 5,
+            comm,
             shutdown_wait: Duration::from_secs(5),
             bridge: Limits {
                 client_queue_bytes: client_queue.unwrap_or(256 << 20),

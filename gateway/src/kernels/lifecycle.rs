@@ -136,7 +136,7 @@ impl KernelManager {
     }
 
     /// `POST /api/kernels/{id}/interrupt`: `interrupt_request` on control for
-    /// `interrupt_mode: message`, otherwise SIGINT (or the spec's `EG_ALTERNATE_SIGINT`) to the
+    /// `interrupt_mode: message`, otherwise SIGINT (or `EG_ALTERNATE_SIGINT`, the spec's before the gateway's) to the
     /// kernel's process group.
     pub async fn interrupt(&self, id: &str) -> Result<(), KernelError> {
         let kernel = self.existing(id)?;
@@ -147,13 +147,14 @@ impl KernelManager {
             );
             return Ok(());
         }
-        let signum = kernel
-            .spec
-            .spec
-            .env
-            .get("EG_ALTERNATE_SIGINT")
-            .and_then(|name| signal_number(name))
-            .unwrap_or(2);
+        let signum = self.settings.comm.interrupt_signal(
+            kernel
+                .spec
+                .spec
+                .env
+                .get("EG_ALTERNATE_SIGINT")
+                .map(String::as_str),
+        );
         kernel
             .process
             .lock()

@@ -53,6 +53,8 @@ pub struct KernelSettings {
     pub cull_interval: Duration,
     pub cull_connected: bool,
     pub restart_limit: u32,
+    /// Which signal an interrupt sends (`EG_ALTERNATE_SIGINT`, the spec's own first).
+    pub comm: crate::comm::CommSettings,
     /// How long a kernel has after `shutdown_request` before it is terminated.
     pub shutdown_wait: Duration,
     pub bridge: Limits,
@@ -77,6 +79,7 @@ impl Default for KernelSettings {
             cull_interval: Duration::from_secs(60),
             cull_connected: false,
             restart_limit: 5,
+            comm: crate::comm::CommSettings::default(),
             shutdown_wait: Duration::from_secs(5),
             bridge: Limits {
                 client_queue_bytes: 256 << 20,
@@ -353,21 +356,6 @@ fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
         let name = fields.next()?;
         let id: u32 = fields.nth(1)?.parse().ok()?;
         (id == uid).then(|| name.to_owned())
-    })
-}
-
-/// A signal name as `EG_ALTERNATE_SIGINT` gives it (`SIGUSR2`, `USR2`) -> its number here.
-pub fn signal_number(name: &str) -> Option<i32> {
-    let name = name.trim().to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    Some(match name {
-        "INT" => 2,
-        "HUP" => 1,
-        "QUIT" => 3,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        _ => return name.parse().ok(),
     })
 }
 

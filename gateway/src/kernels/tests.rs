@@ -18,6 +18,7 @@ fn users_as_getpass_finds_them() {
 
 #[test]
 fn alternate_sigint_names() {
+    use crate::comm::signal_number;
     assert_eq!(signal_number("SIGUSR2"), Some(12));
     assert_eq!(signal_number("usr1"), Some(10));
     assert_eq!(signal_number("2"), Some(2));

@@ -1,5 +1,8 @@
-//! The websocket-to-ZeroMQ bridge of one kernel: one I/O thread owns every ZeroMQ socket of the
-//! kernel (libzmq sockets are not thread-safe) and is driven by commands from async tasks.
+//! The websocket-to-ZeroMQ bridge of one kernel: one task owns every ZeroMQ socket of the kernel
+//! (libzmq sockets are not thread-safe), waits on libzmq's notification descriptors through
+//! tokio's reactor and is driven by commands from the websocket tasks. No thread of its own: a
+//! message from the kernel goes from libzmq's I/O thread to the runtime and on to the websocket
+//! writer without another hand-off.
 //!
 //! - IOPub is read by one SUB socket per kernel, continuously, whatever the clients do; each
 //!   message is verified, parsed once (header; `status` content) and handed to every session as
@@ -16,12 +19,9 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    io::{Read, Write},
-    os::{fd::AsRawFd, unix::net::UnixStream},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
-        mpsc,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -173,16 +173,14 @@ enum Command {
     Stop,
 }
 
-/// The async side of a kernel's bridge. Dropping it stops the I/O thread.
+/// The handle of a kernel's bridge. Dropping it stops the bridge's task.
 pub struct Bridge {
-    tx: mpsc::Sender<Command>,
-    waker: UnixStream,
+    tx: tmpsc::UnboundedSender<Command>,
     ready: watch::Receiver<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Bridge {
-    /// Starts the I/O thread and connects to the kernel.
+    /// Starts the bridge's task (on the current tokio runtime) and connects to the kernel.
     pub fn start(
         ctx: &zmq::Context,
         kernel_id: &str,
@@ -191,15 +189,11 @@ impl Bridge {
         activity: Arc<Activity>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let (waker, wake_rx) = UnixStream::pair()?;
-        waker.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
+        let (tx, rx) = tmpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let signer = Signer::new(&info.signature_scheme, info.key.as_bytes())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let io = Io {
-            ctx: ctx.clone(),
             kernel_id: kernel_id.to_owned(),
             gateway_session: uuid::Uuid::new_v4().to_string(),
             sockets: None,
@@ -215,26 +209,16 @@ impl Bridge {
             nudge_ids_expire: None,
             held: Vec::new(),
             paused: false,
-            wake_rx,
-            rx,
             bad_frames: 0,
+            ctx: ctx.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("kernel-{}", &kernel_id[..kernel_id.len().min(8)]))
-            .spawn(move || io.run())?;
-        Ok(Self {
-            tx,
-            waker,
-            ready,
-            thread: Some(thread),
-        })
+        tokio::spawn(io.run(rx));
+        Ok(Self { tx, ready })
     }
 
     fn command(&self, cmd: Command) {
-        if self.tx.send(cmd).is_ok() {
-            // A full pipe already holds a wake-up.
-            let _ = (&self.waker).write(&[1]);
-        }
+        // A closed channel means the task has stopped: nothing is listening any more.
+        let _ = self.tx.send(cmd);
     }
 
     /// A websocket joins as `session` (replacing an older websocket of the same session, and
@@ -285,7 +269,7 @@ impl Bridge {
         self.command(Command::Pause);
     }
 
-    /// Stops the I/O thread: sockets close and every attached websocket is let go.
+    /// Stops the bridge: sockets close and every attached websocket is let go.
     pub fn stop(&self) {
         self.command(Command::Stop);
     }
@@ -303,11 +287,8 @@ impl Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
+        // The task closes every socket as soon as it reads this (or sees the channel closed).
         self.command(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            // The thread exits at once on Stop; joining keeps sockets from outliving the kernel.
-            let _ = t.join();
-        }
     }
 }
 

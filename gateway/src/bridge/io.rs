@@ -1,19 +1,87 @@
-//! The bridge's I/O thread: owns the kernel's ZeroMQ sockets and the sessions, relays in both
+//! The bridge's task: owns the kernel's ZeroMQ sockets and the sessions, relays in both
 //! directions, nudges the kernel after each (re)connect and keeps what arrives for a detached
 //! session.
 
+use std::{
+    cell::Cell,
+    task::{Context, Poll},
+};
+
+use tokio::io::{Interest, unix::AsyncFd};
+
 use super::*;
 
+/// A ZeroMQ socket watched by tokio's reactor through libzmq's notification descriptor
+/// (`ZMQ_FD`), which turns readable when the socket has commands to process; whether messages
+/// wait is then asked with `ZMQ_EVENTS`. The registration owns the socket, so the descriptor
+/// stays open for as long as it is registered.
+///
+/// Sending processes the socket's pending commands too, and so can consume the signal of a
+/// message that arrived meanwhile: epoll then never reports it (it re-checks the descriptor).
+/// A socket that was sent on is therefore asked once without waiting for a signal.
+pub(super) struct ZSocket {
+    notify: AsyncFd<zmq::Socket>,
+    sent: Cell<bool>,
+}
+
+impl ZSocket {
+    pub(super) fn new(socket: zmq::Socket) -> std::io::Result<Self> {
+        // `with_interest` is deprecated only for inner types that may close their descriptor
+        // early; a zmq::Socket holds `ZMQ_FD` open until it is dropped, after deregistration.
+        #[allow(deprecated)]
+        let notify = AsyncFd::with_interest(socket, Interest::READABLE)?;
+        Ok(Self {
+            notify,
+            sent: Cell::new(false),
+        })
+    }
+
+    pub(super) fn socket(&self) -> &zmq::Socket {
+        self.notify.get_ref()
+    }
+
+    /// Sends a message's frames without blocking.
+    pub(super) fn send(&self, frames: &[Bytes]) -> zmq::Result<()> {
+        self.sent.set(true);
+        self.socket()
+            .send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT)
+    }
+
+    /// Ready while messages wait. The descriptor's readiness is cleared only once `ZMQ_EVENTS`
+    /// says none do: libzmq signals again only after the socket has been read empty, so a
+    /// socket left with messages (a batch cut short) stays ready instead of going silent.
+    pub(super) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.sent.replace(false)
+            && self
+                .socket()
+                .get_events()
+                .is_ok_and(|e| e.contains(zmq::POLLIN))
+        {
+            return Poll::Ready(());
+        }
+        loop {
+            let Poll::Ready(Ok(mut guard)) = self.notify.poll_read_ready(cx) else {
+                return Poll::Pending;
+            };
+            match self.socket().get_events() {
+                Ok(events) if events.contains(zmq::POLLIN) => return Poll::Ready(()),
+                // Not readable (or closing): wait for the next signal.
+                _ => guard.clear_ready(),
+            }
+        }
+    }
+}
+
 pub(super) struct Sockets {
-    iopub: zmq::Socket,
-    shell: zmq::Socket,
-    control: zmq::Socket,
+    iopub: ZSocket,
+    shell: ZSocket,
+    control: ZSocket,
 }
 
 pub(super) struct SessionSockets {
-    shell: zmq::Socket,
-    control: zmq::Socket,
-    stdin: zmq::Socket,
+    shell: ZSocket,
+    control: ZSocket,
+    stdin: ZSocket,
 }
 
 pub(super) struct Session {
@@ -31,7 +99,6 @@ pub(super) struct Nudge {
 }
 
 pub(super) struct Io {
-    pub(super) ctx: zmq::Context,
     pub(super) kernel_id: String,
     pub(super) gateway_session: String,
     pub(super) sockets: Option<Sockets>,
@@ -48,9 +115,10 @@ pub(super) struct Io {
     /// Client messages that arrived during the nudge or a pause.
     pub(super) held: Vec<(String, Channel, Message)>,
     pub(super) paused: bool,
-    pub(super) wake_rx: UnixStream,
-    pub(super) rx: mpsc::Receiver<Command>,
     pub(super) bad_frames: u64,
+    /// Last: the context outlives every socket of this bridge (terminating a context waits for
+    /// its sockets to close).
+    pub(super) ctx: zmq::Context,
 }
 
 /// Where a readable socket belongs.
@@ -65,59 +133,77 @@ pub(super) enum Source {
 /// Messages read from one socket before the others get a turn.
 pub(super) const BATCH: usize = 512;
 
+enum Event {
+    Command(Option<Command>),
+    Ready(Vec<Source>),
+    Tick,
+}
+
 impl Io {
-    pub(super) fn run(mut self) {
+    pub(super) async fn run(mut self, mut rx: tmpsc::UnboundedReceiver<Command>) {
         if let Err(e) = self.connect() {
             warn!(kernel_id = %self.kernel_id, error = %e, "cannot open the kernel's sockets");
         }
-        loop {
-            let timeout = self.poll_timeout();
-            let (wake, ready) = match self.poll(timeout) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(kernel_id = %self.kernel_id, error = %e, "zmq poll failed");
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
+        'run: loop {
+            let deadline = self.next_deadline();
+            // A unique borrow keeps the future `Send` (the sockets are not `Sync`).
+            let this = &mut self;
+            let event = tokio::select! {
+                cmd = rx.recv() => Event::Command(cmd),
+                ready = std::future::poll_fn(move |cx| this.poll_sources(cx)) => Event::Ready(ready),
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()),
+                    if deadline.is_some() => Event::Tick,
             };
-            if wake && !self.drain_commands() {
-                break;
-            }
-            for source in ready {
-                self.drain(source);
+            match event {
+                Event::Command(None | Some(Command::Stop)) => break,
+                Event::Command(Some(cmd)) => {
+                    self.handle(cmd);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Command::Stop) | Err(tmpsc::error::TryRecvError::Disconnected) => {
+                                break 'run;
+                            }
+                            Ok(cmd) => self.handle(cmd),
+                            Err(tmpsc::error::TryRecvError::Empty) => break,
+                        }
+                    }
+                }
+                Event::Ready(sources) => {
+                    for source in sources {
+                        self.drain(source);
+                    }
+                }
+                Event::Tick => {}
             }
             self.tick_nudge();
+            // A flood keeps some socket ready at every turn: let the websocket writers run.
+            tokio::task::consume_budget().await;
         }
         debug!(kernel_id = %self.kernel_id, "bridge stopped");
     }
 
-    pub(super) fn poll_timeout(&self) -> i64 {
-        let now = Instant::now();
-        let mut next: Option<Instant> = self.nudge.as_ref().map(|n| n.next_send.min(n.deadline));
-        if let Some(expire) = self.nudge_ids_expire {
-            next = Some(next.map_or(expire, |n| n.min(expire)));
-        }
-        match next {
-            Some(at) => at.saturating_duration_since(now).as_millis() as i64 + 1,
-            None => -1,
+    /// When the nudge next needs a turn, if it does.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let next = self.nudge.as_ref().map(|n| n.next_send.min(n.deadline));
+        match (next, self.nudge_ids_expire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Polls the waker and every socket; returns whether commands arrived and which sockets are
-    /// readable.
-    pub(super) fn poll(&self, timeout: i64) -> zmq::Result<(bool, Vec<Source>)> {
-        let mut sources = Vec::with_capacity(3 + 3 * self.sessions.len());
-        let mut items = vec![zmq::PollItem::from_fd(
-            self.wake_rx.as_raw_fd(),
-            zmq::POLLIN,
-        )];
+    /// Every socket with messages waiting, or pending (with wake-ups registered) if none.
+    pub(super) fn poll_sources(&self, cx: &mut Context<'_>) -> Poll<Vec<Source>> {
+        let mut ready = Vec::new();
         if let Some(s) = &self.sockets {
-            items.push(s.iopub.as_poll_item(zmq::POLLIN));
-            sources.push(Source::Iopub);
-            items.push(s.shell.as_poll_item(zmq::POLLIN));
-            sources.push(Source::GatewayShell);
-            items.push(s.control.as_poll_item(zmq::POLLIN));
-            sources.push(Source::GatewayControl);
+            for (socket, source) in [
+                (&s.iopub, Source::Iopub),
+                (&s.shell, Source::GatewayShell),
+                (&s.control, Source::GatewayControl),
+            ] {
+                if socket.poll_readable(cx).is_ready() {
+                    ready.push(source);
+                }
+            }
         }
         for (id, session) in &self.sessions {
             if let Some(s) = &session.sockets {
@@ -126,23 +212,20 @@ impl Io {
                     (&s.control, Channel::Control),
                     (&s.stdin, Channel::Stdin),
                 ] {
-                    items.push(socket.as_poll_item(zmq::POLLIN));
-                    sources.push(Source::Session(id.clone(), channel));
+                    if socket.poll_readable(cx).is_ready() {
+                        ready.push(Source::Session(id.clone(), channel));
+                    }
                 }
             }
         }
-        zmq::poll(&mut items, timeout)?;
-        let wake = items[0].is_readable();
-        let ready = items[1..]
-            .iter()
-            .zip(sources)
-            .filter(|(item, _)| item.is_readable())
-            .map(|(_, s)| s)
-            .collect();
-        Ok((wake, ready))
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ready)
+        }
     }
 
-    pub(super) fn dealer(&self, identity: Option<&[u8]>, port: u16) -> zmq::Result<zmq::Socket> {
+    pub(super) fn dealer(&self, identity: Option<&[u8]>, port: u16) -> std::io::Result<ZSocket> {
         let s = self.ctx.socket(zmq::DEALER)?;
         s.set_linger(0)?;
         s.set_sndhwm(0)?;
@@ -151,10 +234,10 @@ impl Io {
             s.set_identity(id)?;
         }
         s.connect(&self.info.endpoint(port))?;
-        Ok(s)
+        ZSocket::new(s)
     }
 
-    pub(super) fn session_sockets(&self, session: &str) -> zmq::Result<SessionSockets> {
+    pub(super) fn session_sockets(&self, session: &str) -> std::io::Result<SessionSockets> {
         let id = session.as_bytes();
         Ok(SessionSockets {
             shell: self.dealer(Some(id), self.info.shell_port)?,
@@ -163,7 +246,7 @@ impl Io {
         })
     }
 
-    pub(super) fn connect(&mut self) -> zmq::Result<()> {
+    pub(super) fn connect(&mut self) -> std::io::Result<()> {
         let iopub = self.ctx.socket(zmq::SUB)?;
         iopub.set_linger(0)?;
         // Never drop on our side: the kernel's own high-water mark is the only bound, and it is
@@ -171,6 +254,7 @@ impl Io {
         iopub.set_rcvhwm(0)?;
         iopub.set_subscribe(b"")?;
         iopub.connect(&self.info.endpoint(self.info.iopub_port))?;
+        let iopub = ZSocket::new(iopub)?;
         let shell = self.dealer(None, self.info.shell_port)?;
         let control = self.dealer(None, self.info.control_port)?;
         self.sockets = Some(Sockets {
@@ -253,19 +337,6 @@ impl Io {
         self.ready.send_replace(true);
     }
 
-    /// Returns false on Stop.
-    pub(super) fn drain_commands(&mut self) -> bool {
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
-        loop {
-            match self.rx.try_recv() {
-                Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
-                Err(mpsc::TryRecvError::Empty) => return true,
-                Ok(cmd) => self.handle(cmd),
-            }
-        }
-    }
-
     pub(super) fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Attach { session, sink } => self.attach(session, sink),
@@ -297,8 +368,7 @@ impl Io {
                         Channel::Stdin => &s.stdin,
                         _ => &s.shell,
                     });
-                match socket.map(|s| s.send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT))
-                {
+                match socket.map(|s| s.send(&frames)) {
                     Some(Ok(())) => self.metrics.relayed(channel, "to_kernel"),
                     Some(Err(e)) => {
                         self.metrics.dropped("send_failed");
@@ -341,7 +411,7 @@ impl Io {
             &s.shell
         };
         let frames = wire::encode(msg, &self.signer);
-        if let Err(e) = socket.send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT) {
+        if let Err(e) = socket.send(&frames) {
             debug!(kernel_id = %self.kernel_id, error = %e, "gateway message not sent");
         }
     }
@@ -462,15 +532,15 @@ impl Io {
 
     pub(super) fn socket(&self, source: &Source) -> Option<&zmq::Socket> {
         match source {
-            Source::Iopub => self.sockets.as_ref().map(|s| &s.iopub),
-            Source::GatewayShell => self.sockets.as_ref().map(|s| &s.shell),
-            Source::GatewayControl => self.sockets.as_ref().map(|s| &s.control),
+            Source::Iopub => self.sockets.as_ref().map(|s| s.iopub.socket()),
+            Source::GatewayShell => self.sockets.as_ref().map(|s| s.shell.socket()),
+            Source::GatewayControl => self.sockets.as_ref().map(|s| s.control.socket()),
             Source::Session(id, channel) => {
                 let s = self.sessions.get(id)?.sockets.as_ref()?;
                 Some(match channel {
-                    Channel::Control => &s.control,
-                    Channel::Stdin => &s.stdin,
-                    _ => &s.shell,
+                    Channel::Control => s.control.socket(),
+                    Channel::Stdin => s.stdin.socket(),
+                    _ => s.shell.socket(),
                 })
             }
         }

@@ -4,16 +4,7 @@ use minijinja::context;
 use serde_json::json;
 
 use super::*;
-
-/// Variable names and values.
-type Pairs<'a> = Vec<(&'a str, &'a str)>;
-
-fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::k8s::test_support::{Pairs, env_of};
 
 fn vars(pairs: &[(&str, &str)]) -> TemplateVars {
     TemplateVars::from_env(&env_of(pairs)).unwrap()
@@ -182,26 +173,25 @@ fn template_variables() {
     .unwrap();
     assert_eq!(rendered, "c");
 
-    for (name, raw, detail) in [
-        ("KERNEL_VOLUMES", "{}", "got a mapping"),
-        ("KERNEL_VOLUMES", "", "got null"),
-        ("KERNEL_VOLUME_MOUNTS", "[1]", "item 0 is a number"),
-        ("KERNEL_VOLUME_MOUNTS", "[{a: 1}, x]", "item 1 is a string"),
-        ("KERNEL_VOLUMES", "[{", ""),
-        (
-            "KERNEL_VOLUMES",
-            "- !custom {a: 1}",
-            "tagged values are not supported",
-        ),
+    // Both YAML variables are held to the same shape.
+    for (raw, detail) in [
+        ("{}", "got a mapping"),
+        ("", "got null"),
+        ("[1]", "item 0 is a number"),
+        ("[{a: 1}, x]", "item 1 is a string"),
+        ("[{", ""),
+        ("- !custom {a: 1}", "tagged values are not supported"),
     ] {
-        let err = TemplateVars::from_env(&env_of(&[(name, raw)])).unwrap_err();
-        assert_eq!(err.status(), 400);
-        let text = err.to_string();
-        assert!(
-            text.starts_with(&format!("{name} must be a YAML list of mappings")),
-            "{text}"
-        );
-        assert!(text.contains(detail), "{text}");
+        for name in YAML_VARIABLES {
+            let err = TemplateVars::from_env(&env_of(&[(name, raw)])).unwrap_err();
+            assert_eq!(err.status(), 400);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{name} must be a YAML list of mappings")),
+                "{text}"
+            );
+            assert!(text.contains(detail), "{text}");
+        }
     }
 }
 

@@ -309,17 +309,33 @@ fn builtin_template_renders_the_stock_templates_objects() {
     let Some(stock) = stock_template() else {
         return;
     };
-    let sets: Vec<Vec<(&'static str, String)>> = vec![
-        pod_vars(&[]),
-        pod_vars(&[
-            ("KERNEL_CPUS", "500m"),
-            ("KERNEL_MEMORY", "1Gi"),
-            ("KERNEL_GPUS", "1"),
-            ("KERNEL_CPUS_LIMIT", "2"),
-            ("KERNEL_MEMORY_LIMIT", "4Gi"),
-            ("KERNEL_GPUS_LIMIT", "1"),
-        ]),
-        pod_vars(&[("KERNEL_CPUS_LIMIT", "2")]),
+    // Every combination of the resource variables: (resource, request, limit).
+    let quantities = [
+        ("CPUS", "500m", "2"),
+        ("MEMORY", "1Gi", "4Gi"),
+        ("GPUS", "1", "1"),
+    ];
+    let resources: Vec<(String, &str)> = quantities
+        .iter()
+        .flat_map(|(r, request, limit)| {
+            [
+                (format!("KERNEL_{r}"), *request),
+                (format!("KERNEL_{r}_LIMIT"), *limit),
+            ]
+        })
+        .collect();
+    let mut sets: Vec<Vec<(&'static str, String)>> = (0..1 << resources.len())
+        .map(|combination: u32| {
+            let chosen: Vec<(&str, &str)> = resources
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| combination & (1 << i) != 0)
+                .map(|(_, (name, quantity))| (name.as_str(), *quantity))
+                .collect();
+            pod_vars(&chosen)
+        })
+        .collect();
+    sets.extend([
         pod_vars(&[("KERNEL_MEMORY", "1Gi"), ("KERNEL_GPUS_LIMIT", "")]),
         pod_vars(&[
             ("KERNEL_WORKING_DIR", "/home/alice/a b"),
@@ -352,7 +368,7 @@ fn builtin_template_renders_the_stock_templates_objects() {
             uid_only.retain(|(k, _)| *k != "KERNEL_GID");
             uid_only
         },
-    ];
+    ]);
     for set in sets {
         let v = to_vars(&set);
         let ours = documents(&render(BUILTIN_POD_TEMPLATE, &v).unwrap()).unwrap();

@@ -17,7 +17,7 @@ use std::{
 
 use gateway::{
     comm,
-    response::{ResponseKey, ResponseListener, ResponseSettings, into_connection_info},
+    response::{ResponseKey, ResponseListener, ResponseSettings, Waiter, into_connection_info},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
@@ -60,7 +60,18 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-async fn listener() -> ResponseListener {
+/// A fixture launcher running against a fresh listener that waits for its kernel.
+struct Launcher {
+    /// Kept: without it the waiter ends.
+    _listener: ResponseListener,
+    waiter: Waiter,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+/// Runs the fixture `script` with `args`, then the response address, the public key and
+/// `kernel_id`.
+async fn start(python: &Path, script: &str, args: &[&str], kernel_id: &str) -> Launcher {
     let key = tokio::task::spawn_blocking(ResponseKey::generate)
         .await
         .unwrap()
@@ -70,14 +81,14 @@ async fn listener() -> ResponseListener {
         port: 0,
         ..ResponseSettings::default()
     };
-    ResponseListener::bind(&settings, Arc::new(key))
+    let l = ResponseListener::bind(&settings, Arc::new(key))
         .await
-        .unwrap()
-}
-
-fn spawn(python: &Path, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+        .unwrap();
+    let waiter = l.register(kernel_id);
     let mut child = Command::new(python)
+        .arg(fixture(script))
         .args(args)
+        .args([l.response_address(), l.public_key(), kernel_id])
         // Upstream's launcher logs every payload at DEBUG by default.
         .env("LOG_LEVEL", "WARNING")
         .stdout(Stdio::piped())
@@ -85,15 +96,23 @@ fn spawn(python: &Path, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>)
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    Launcher {
+        _listener: l,
+        waiter,
+        child,
+        lines,
+    }
 }
 
-async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
-    tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("the launcher said nothing in time")
-        .unwrap()
-        .expect("the launcher ended early")
+impl Launcher {
+    /// The launcher's next line on stdout.
+    async fn next_line(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("the launcher said nothing in time")
+            .unwrap()
+            .expect("the launcher ended early")
+    }
 }
 
 #[tokio::test]
@@ -101,46 +120,33 @@ async fn handshake_and_comm_port_with_a_pycryptodome_launcher() {
     let Some(python) = python("Cryptodome") else {
         return;
     };
-    let l = listener().await;
     let kernel_id = "5f0e6f7a-2b1c-4d3e-8f9a-0b1c2d3e4f5a";
-    let mut waiter = l.register(kernel_id);
-    let script = fixture("fake_launcher.py");
-    let (mut child, mut lines) = spawn(
-        &python,
-        &[
-            script.to_str().unwrap(),
-            l.response_address(),
-            l.public_key(),
-            kernel_id,
-        ],
-    );
-    let payload = waiter.recv(WAIT).await.unwrap();
+    let mut launcher = start(&python, "fake_launcher.py", &[], kernel_id).await;
+    let payload = launcher.waiter.recv(WAIT).await.unwrap();
     assert_eq!(payload.kernel_id, kernel_id);
-    assert_eq!(payload.pid, child.id().map(i64::from));
+    assert_eq!(payload.pid, launcher.child.id().map(i64::from));
     assert_eq!(payload.ip.as_deref(), Some("0.0.0.0"));
     let comm_port = payload.comm_port.expect("comm_port");
-    assert_eq!(next_line(&mut lines).await, format!("comm {comm_port}"));
+    assert_eq!(launcher.next_line().await, format!("comm {comm_port}"));
+    // The connection file, with the pod's address.
     let info = into_connection_info(payload, Ipv4Addr::LOCALHOST.into());
-    assert_eq!(
-        (
-            info.shell_port,
-            info.iopub_port,
-            info.stdin_port,
-            info.control_port,
-            info.hb_port
-        ),
-        (52001, 52002, 52003, 52004, 52005)
-    );
-    assert_eq!(info.ip, "127.0.0.1");
     assert_eq!(info.key.len(), 36, "a UUID string");
+    assert_eq!(
+        serde_json::to_value(&info).unwrap(),
+        serde_json::json!({
+            "ip": "127.0.0.1", "transport": "tcp", "shell_port": 52001, "iopub_port": 52002,
+            "stdin_port": 52003, "control_port": 52004, "hb_port": 52005, "key": info.key,
+            "signature_scheme": "hmac-sha256", "kernel_name": ""
+        })
+    );
 
     let comm_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, comm_port));
     comm::send_signal(comm_addr, 2, WAIT).await.unwrap();
-    assert_eq!(next_line(&mut lines).await, r#"{"signum": 2}"#);
+    assert_eq!(launcher.next_line().await, r#"{"signum": 2}"#);
     comm::shutdown(comm_addr, WAIT).await.unwrap();
-    assert_eq!(next_line(&mut lines).await, r#"{"shutdown": 1}"#);
-    assert_eq!(next_line(&mut lines).await, "done");
-    assert!(child.wait().await.unwrap().success());
+    assert_eq!(launcher.next_line().await, r#"{"shutdown": 1}"#);
+    assert_eq!(launcher.next_line().await, "done");
+    assert!(launcher.child.wait().await.unwrap().success());
     // The listener is gone now: the next request is refused, and says so.
     let err = comm::send_signal(comm_addr, 2, WAIT).await.unwrap_err();
     assert!(matches!(err, comm::CommError::Refused { .. }), "{err}");
@@ -164,22 +170,11 @@ async fn handshake_and_comm_port_with_upstreams_launcher_functions() {
     ) else {
         return;
     };
-    let l = listener().await;
     let kernel_id = "a1b2c3d4-0000-4000-8000-00000000beef";
-    let mut waiter = l.register(kernel_id);
-    let script = fixture("upstream_launcher.py");
-    let (mut child, mut lines) = spawn(
-        &python,
-        &[
-            script.to_str().unwrap(),
-            scripts.to_str().unwrap(),
-            l.response_address(),
-            l.public_key(),
-            kernel_id,
-        ],
-    );
-    let payload = waiter.recv(WAIT).await.unwrap();
-    let ports = next_line(&mut lines).await;
+    let scripts = scripts.to_str().unwrap();
+    let mut launcher = start(&python, "upstream_launcher.py", &[scripts], kernel_id).await;
+    let payload = launcher.waiter.recv(WAIT).await.unwrap();
+    let ports = launcher.next_line().await;
     assert_eq!(
         ports,
         format!(
@@ -192,7 +187,7 @@ async fn handshake_and_comm_port_with_upstreams_launcher_functions() {
         )
     );
     assert_eq!(payload.kernel_id, kernel_id);
-    assert_eq!(payload.pid, child.id().map(i64::from));
+    assert_eq!(payload.pid, launcher.child.id().map(i64::from));
     assert!(payload.pgid.is_some());
     assert_eq!(payload.signature_scheme, "hmac-sha256");
     let comm_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, payload.comm_port.expect("comm_port")));
@@ -200,10 +195,10 @@ async fn handshake_and_comm_port_with_upstreams_launcher_functions() {
     // SIGUSR1 (10) as an alternate interrupt, then SIGINT: upstream's listener signals its
     // kernel process, which here is the script itself.
     comm::send_signal(comm_addr, 10, WAIT).await.unwrap();
-    assert_eq!(next_line(&mut lines).await, "signal 10");
+    assert_eq!(launcher.next_line().await, "signal 10");
     comm::send_signal(comm_addr, 2, WAIT).await.unwrap();
-    assert_eq!(next_line(&mut lines).await, "signal 2");
+    assert_eq!(launcher.next_line().await, "signal 2");
     comm::shutdown(comm_addr, WAIT).await.unwrap();
-    assert_eq!(next_line(&mut lines).await, "done");
-    assert!(child.wait().await.unwrap().success());
+    assert_eq!(launcher.next_line().await, "done");
+    assert!(launcher.child.wait().await.unwrap().success());
 }

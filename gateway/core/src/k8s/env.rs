@@ -257,15 +257,9 @@ pub fn extend_container_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::test_support::env_of;
 
     const ID: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn placement(namespace: NamespacePlan) -> Placement {
         Placement {
@@ -308,7 +302,7 @@ mod tests {
 
     #[test]
     fn the_whole_pod_environment() {
-        let gateway = map(&[
+        let gateway = env_of(&[
             ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
             ("KUBERNETES_SERVICE_PORT", "443"),
             ("KUBECONFIG", "/k"),
@@ -319,7 +313,7 @@ mod tests {
         let place = placement(NamespacePlan::PerKernel {
             name: "alice-6f1c".into(),
         });
-        let env = map(&[
+        let env = env_of(&[
             ("KERNEL_USERNAME", "alice"),
             ("KERNEL_WORKING_DIR", "/home/alice"),
             ("KERNEL_UID", " 1_001"),
@@ -331,7 +325,7 @@ mod tests {
             ("PATH", "/usr/bin"),
         ]);
         let got = pod_env(env, &inputs(&gateway, &ids, &place)).unwrap();
-        let expected = map(&[
+        let expected = env_of(&[
             ("EG_IMPERSONATION_ENABLED", "False"),
             ("EG_MAX_PORT_RANGE_RETRIES", "5"),
             ("EG_MIN_PORT_RANGE_SIZE", "1000"),
@@ -454,7 +448,7 @@ mod tests {
         for (place, vars, adjust, check) in cases {
             let mut i = inputs(&gateway, &ids, place);
             adjust(&mut i);
-            check(&pod_env(map(&vars), &i).unwrap());
+            check(&pod_env(env_of(&vars), &i).unwrap());
         }
     }
 
@@ -469,7 +463,7 @@ mod tests {
         assert_eq!(err, PodEnvError::NoImage);
         assert_eq!(err.status(), 500);
         let i = inputs(&gateway, &ids, &place);
-        let err = pod_env(map(&[("KERNEL_UID", "0")]), &i).unwrap_err();
+        let err = pod_env(env_of(&[("KERNEL_UID", "0")]), &i).unwrap_err();
         assert_eq!(err.status(), 403);
         assert_eq!(
             err.to_string(),
@@ -479,7 +473,7 @@ mod tests {
 
     #[test]
     fn container_env_extension() {
-        let env = map(&[("A", "1"), ("B", "2"), ("C", "3")]);
+        let env = env_of(&[("A", "1"), ("B", "2"), ("C", "3")]);
         let cases = [
             (
                 json!(null),

@@ -21,6 +21,8 @@ mod python;
 mod pyyaml;
 pub mod status;
 pub mod template;
+#[cfg(test)]
+mod test_support;
 
 pub use env::{
     ContainerEnvError, ImageDefaults, LauncherArgs, Placement, PodEnvError, PodEnvInputs,

@@ -78,6 +78,20 @@ struct Analysis {
     allow_single_quoted: bool,
 }
 
+/// Whether `ch` is a flow indicator and whether a block indicator where it stands (first in the
+/// scalar or not, after and before white space or not).
+fn indicators(ch: char, first: bool, preceded_by_ws: bool, followed_by_ws: bool) -> (bool, bool) {
+    match ch {
+        _ if first && "#,[]{}&*!|>'\"%@`".contains(ch) => (true, true),
+        '?' if first => (true, followed_by_ws),
+        '-' if first && followed_by_ws => (true, true),
+        ',' | '?' | '[' | ']' | '{' | '}' if !first => (true, false),
+        ':' => (true, followed_by_ws),
+        '#' if !first && preceded_by_ws => (true, true),
+        _ => (false, false),
+    }
+}
+
 fn analyze(s: &[char]) -> Analysis {
     if s.is_empty() {
         return Analysis {
@@ -103,36 +117,9 @@ fn analyze(s: &[char]) -> Analysis {
     let mut followed_by_ws = s.len() == 1 || is_space_or_break(s[1]);
     let (mut previous_space, mut previous_break) = (false, false);
     for (index, &ch) in s.iter().enumerate() {
-        if index == 0 {
-            if "#,[]{}&*!|>'\"%@`".contains(ch) {
-                flow_indicators = true;
-                block_indicators = true;
-            }
-            if ch == '?' || ch == ':' {
-                flow_indicators = true;
-                if followed_by_ws {
-                    block_indicators = true;
-                }
-            }
-            if ch == '-' && followed_by_ws {
-                flow_indicators = true;
-                block_indicators = true;
-            }
-        } else {
-            if ",?[]{}".contains(ch) {
-                flow_indicators = true;
-            }
-            if ch == ':' {
-                flow_indicators = true;
-                if followed_by_ws {
-                    block_indicators = true;
-                }
-            }
-            if ch == '#' && preceded_by_ws {
-                flow_indicators = true;
-                block_indicators = true;
-            }
-        }
+        let (flow, block) = indicators(ch, index == 0, preceded_by_ws, followed_by_ws);
+        flow_indicators |= flow;
+        block_indicators |= block;
         if BREAKS.contains(&ch) {
             line_breaks = true;
         }

@@ -80,30 +80,16 @@ spec:
    or kernel_gpus_limit is defined %}
 {% if has_requests or has_limits %}
     resources:
-{% if has_requests %}
-      requests:
-{% if kernel_cpus is defined %}
-        cpu: {{ kernel_cpus | yaml_safe }}
-{% endif %}
-{% if kernel_memory is defined %}
-        memory: {{ kernel_memory | yaml_safe }}
-{% endif %}
-{% if kernel_gpus is defined %}
-        nvidia.com/gpu: {{ kernel_gpus | yaml_safe }}
-{% endif %}
-{% endif %}
-{% if has_limits %}
-      limits:
-{% if kernel_cpus_limit is defined %}
-        cpu: {{ kernel_cpus_limit | yaml_safe }}
-{% endif %}
-{% if kernel_memory_limit is defined %}
-        memory: {{ kernel_memory_limit | yaml_safe }}
-{% endif %}
-{% if kernel_gpus_limit is defined %}
-        nvidia.com/gpu: {{ kernel_gpus_limit | yaml_safe }}
-{% endif %}
-{% endif %}
+{% for section, wanted, cpu, memory, gpu in [
+     ("requests", has_requests, kernel_cpus, kernel_memory, kernel_gpus),
+     ("limits", has_limits, kernel_cpus_limit, kernel_memory_limit, kernel_gpus_limit)]
+   if wanted %}
+      {{ section }}:
+{% for key, quantity in [("cpu", cpu), ("memory", memory), ("nvidia.com/gpu", gpu)]
+   if quantity is defined %}
+        {{ key }}: {{ quantity | yaml_safe }}
+{% endfor %}
+{% endfor %}
 {% endif %}
 {% if kernel_working_dir %}
     workingDir: {{ kernel_working_dir | yaml_safe }}

@@ -115,17 +115,31 @@ fn legacy_needs_the_right_kernel_id() {
 
 /// The launcher's encryption, in Rust (PKCS#1 v1.5 around a random AES key).
 fn encode(public: &PublicKey, conn: &Value) -> Vec<u8> {
-    encode_raw(public, &serde_json::to_vec(conn).unwrap(), json!(1))
+    encode_raw(public, &serde_json::to_vec(conn).unwrap())
 }
 
-fn encode_raw(public: &PublicKey, plaintext: &[u8], version: Value) -> Vec<u8> {
-    let payload = encode_payload(public, plaintext, &rand::random(), &mut rand::rng());
-    if version == json!(1) {
-        return payload;
+fn encode_raw(public: &PublicKey, plaintext: &[u8]) -> Vec<u8> {
+    encode_payload(public, plaintext, &rand::random(), &mut rand::rng())
+}
+
+/// `object` with `field` set to `value`, or removed (`None`).
+fn edited(mut object: Value, field: &str, value: Option<Value>) -> Value {
+    match value {
+        Some(value) => object[field] = value,
+        None => {
+            object.as_object_mut().unwrap().remove(field);
+        }
     }
-    let mut outer: Value = serde_json::from_slice(&STANDARD.decode(payload).unwrap()).unwrap();
-    outer["version"] = version;
-    STANDARD.encode(outer.to_string()).into_bytes()
+    object
+}
+
+/// Decoding `payload` fails naming `field`, with `text` in the message.
+fn assert_refused(key: &PrivateKey, name: &str, payload: &[u8], field: &str, text: &str) {
+    let err = decode_payload(payload, key).expect_err(name);
+    assert_eq!(err.field(), field, "{name}: {err}");
+    let msg = err.to_string();
+    assert!(msg.starts_with(field), "{name}: {msg}");
+    assert!(msg.contains(text), "{name}: {msg} lacks {text:?}");
 }
 
 fn conn() -> Value {
@@ -158,181 +172,70 @@ fn round_trip_with_a_rust_encoder() {
 fn errors_name_the_field() {
     let key = gateway_key();
     let public = key.to_public_key();
-    let without = |field: &str| {
-        let mut c = conn();
-        c.as_object_mut().unwrap().remove(field);
-        encode(&public, &c)
-    };
-    let with = |field: &str, value: Value| {
-        let mut c = conn();
-        c[field] = value;
-        encode(&public, &c)
-    };
-    let outer = |v: Value| STANDARD.encode(v.to_string()).into_bytes();
+    let b64 = |bytes: &[u8]| STANDARD.encode(bytes).into_bytes();
     let good = serde_json::from_slice::<Value>(&STANDARD.decode(encode(&public, &conn())).unwrap())
         .unwrap();
-    let replaced = |field: &str, value: Value| {
-        let mut o = good.clone();
-        o[field] = value;
-        outer(o)
-    };
-    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+    let conn_info = STANDARD
+        .decode(good["conn_info"].as_str().unwrap())
+        .unwrap();
+    let truncated = STANDARD.encode(&conn_info[..conn_info.len() - 3]);
+    // The outer layers.
+    for (name, payload, field, text) in [
         ("empty", vec![], "payload", "empty"),
         ("bad base64", b"not base64!".to_vec(), "payload", "base64"),
-        (
-            "bad JSON",
-            STANDARD.encode("{nope").into_bytes(),
-            "payload",
-            "JSON",
-        ),
-        ("not an object", outer(json!([1])), "payload", "object"),
-        (
-            "no version",
-            outer(json!({"key": "a", "conn_info": "b"})),
-            "version",
-            "missing",
-        ),
-        (
-            "version 2",
-            replaced("version", json!(2)),
-            "version",
-            "2 is not supported",
-        ),
-        (
-            "version \"1\"",
-            replaced("version", json!("1")),
-            "version",
-            "\"1\"",
-        ),
-        (
-            "no key",
-            outer(json!({"version": 1, "conn_info": "b"})),
-            "key",
-            "missing",
-        ),
-        (
-            "key not base64",
-            replaced("key", json!("%%%")),
-            "key",
-            "base64",
-        ),
-        (
-            "key not a string",
-            replaced("key", json!(5)),
-            "key",
-            "string",
-        ),
-        (
-            "key garbage",
-            replaced("key", json!(STANDARD.encode([7u8; 128]))),
-            "key",
-            "RSA",
-        ),
-        (
-            "key short",
-            replaced("key", json!(STANDARD.encode([7u8; 5]))),
-            "key",
-            "RSA",
-        ),
-        (
-            "conn_info not base64",
-            replaced("conn_info", json!("@@")),
-            "conn_info",
-            "base64",
-        ),
-        (
-            "conn_info truncated",
-            {
-                let ci = STANDARD
-                    .decode(good["conn_info"].as_str().unwrap())
-                    .unwrap();
-                replaced("conn_info", json!(STANDARD.encode(&ci[..ci.len() - 3])))
-            },
-            "conn_info",
-            "padding",
-        ),
+        ("bad JSON", b64(b"{nope"), "payload", "JSON"),
+        ("not an object", b64(b"[1]"), "payload", "object"),
         (
             "conn_info not JSON",
-            encode_raw(&public, b"{not json", json!(1)),
+            encode_raw(&public, b"{not json"),
             "conn_info",
             "JSON",
         ),
         (
             "conn_info an array",
-            encode_raw(&public, b"[1,2]", json!(1)),
+            encode_raw(&public, b"[1,2]"),
             "conn_info",
             "object",
         ),
-        ("no kernel_id", without("kernel_id"), "kernel_id", "missing"),
-        (
-            "empty kernel_id",
-            with("kernel_id", json!(" ")),
-            "kernel_id",
-            "empty",
-        ),
-        (
-            "kernel_id a number",
-            with("kernel_id", json!(7)),
-            "kernel_id",
-            "string",
-        ),
-        (
-            "no iopub_port",
-            without("iopub_port"),
-            "iopub_port",
-            "missing",
-        ),
-        (
-            "hb_port a string",
-            with("hb_port", json!("50005")),
-            "hb_port",
-            "integer",
-        ),
-        (
-            "shell_port too big",
-            with("shell_port", json!(70000)),
-            "shell_port",
-            "70000",
-        ),
-        (
-            "stdin_port 0",
-            with("stdin_port", json!(0)),
-            "stdin_port",
-            "not a port",
-        ),
-        (
-            "control_port null",
-            with("control_port", Value::Null),
-            "control_port",
-            "missing",
-        ),
-        ("no key field", without("key"), "key", "missing"),
-        ("key an object", with("key", json!({})), "key", "string"),
-        (
-            "comm_port words",
-            with("comm_port", json!("x")),
-            "comm_port",
-            "integer",
-        ),
-        (
-            "comm_port negative",
-            with("comm_port", json!(-4)),
-            "comm_port",
-            "-4",
-        ),
-        (
-            "transport a number",
-            with("transport", json!(1)),
-            "transport",
-            "string",
-        ),
-    ];
-    for (name, payload, field, text) in cases {
-        let err = decode_payload(&payload, &key).expect_err(name);
-        assert_eq!(err.field(), field, "{name}: {err}");
-        let msg = err.to_string();
-        assert!(msg.starts_with(field), "{name}: {msg}");
-        assert!(msg.contains(text), "{name}: {msg} lacks {text:?}");
+    ] {
+        assert_refused(&key, name, &payload, field, text);
+    }
+    // A field of the outer JSON object set to a value (or removed: None).
+    for (field, value, text) in [
+        ("version", None, "missing"),
+        ("version", Some(json!(2)), "2 is not supported"),
+        ("version", Some(json!("1")), "\"1\""),
+        ("key", None, "missing"),
+        ("key", Some(json!("%%%")), "base64"),
+        ("key", Some(json!(5)), "string"),
+        ("key", Some(json!(STANDARD.encode([7u8; 128]))), "RSA"),
+        ("key", Some(json!(STANDARD.encode([7u8; 5]))), "RSA"),
+        ("conn_info", Some(json!("@@")), "base64"),
+        ("conn_info", Some(json!(truncated)), "padding"),
+    ] {
+        let name = format!("outer {field} = {value:?}");
+        let payload = b64(edited(good.clone(), field, value).to_string().as_bytes());
+        assert_refused(&key, &name, &payload, field, text);
+    }
+    // A connection field set to a value (or removed: None).
+    for (field, value, text) in [
+        ("kernel_id", None, "missing"),
+        ("kernel_id", Some(json!(" ")), "empty"),
+        ("kernel_id", Some(json!(7)), "string"),
+        ("iopub_port", None, "missing"),
+        ("hb_port", Some(json!("50005")), "integer"),
+        ("shell_port", Some(json!(70000)), "70000"),
+        ("stdin_port", Some(json!(0)), "not a port"),
+        ("control_port", Some(Value::Null), "missing"),
+        ("key", None, "missing"),
+        ("key", Some(json!({})), "string"),
+        ("comm_port", Some(json!("x")), "integer"),
+        ("comm_port", Some(json!(-4)), "-4"),
+        ("transport", Some(json!(1)), "string"),
+    ] {
+        let name = format!("connection {field} = {value:?}");
+        let payload = encode(&public, &edited(conn(), field, value));
+        assert_refused(&key, &name, &payload, field, text);
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn from_environment(
             return None;
         }
     };
-    let settings = config.kube.clone();
+    let settings = &config.kube;
     let watched = settings
         .shared_namespace
         .then_some(settings.namespace.as_str());
@@ -123,11 +123,7 @@ pub async fn from_environment(
     Some(Arc::new(KubeLauncher::new(
         Cluster::new(client),
         pods,
-        Arc::new(Handshake::new(config.response.clone())),
-        settings,
-        config.comm,
-        config.kernels.min_port_range_size,
-        config.kernels.impersonation,
+        config,
         metrics,
     )))
 }
@@ -167,25 +163,22 @@ fn pod_json(pod: &PodState) -> Option<(Value, String)> {
 }
 
 impl KubeLauncher {
-    #[allow(clippy::too_many_arguments)]
+    /// A launcher with the gateway's Kubernetes, response-address, comm-port and kernel
+    /// settings, and its own process environment as the gateway environment kernels see.
     pub fn new(
         cluster: Cluster,
         pods: PodWatch,
-        handshake: Arc<Handshake>,
-        settings: KubeSettings,
-        comm: CommSettings,
-        min_port_range_size: u32,
-        impersonation: bool,
+        config: &crate::config::Config,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             cluster,
             pods,
-            handshake,
-            settings,
-            comm,
-            min_port_range_size,
-            impersonation,
+            handshake: Arc::new(Handshake::new(config.response.clone())),
+            settings: config.kube.clone(),
+            comm: config.comm,
+            min_port_range_size: config.kernels.min_port_range_size,
+            impersonation: config.kernels.impersonation,
             gateway_env: std::env::vars().collect(),
             metrics,
         }

@@ -1,15 +1,7 @@
 use super::*;
+use crate::k8s::test_support::{Pairs, env_of};
 
 const ID: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
-
-type Pairs<'a> = Vec<(&'a str, &'a str)>;
-
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 #[test]
 fn pod_names() {
@@ -96,7 +88,7 @@ fn pod_names() {
         ),
     ];
     for (vars, expected, fallback) in cases {
-        let e = env(&vars);
+        let e = env_of(&vars);
         assert_eq!(pod_name_decision(&e, ID), (expected, fallback), "{vars:?}");
     }
 }
@@ -104,14 +96,14 @@ fn pod_names() {
 #[test]
 fn long_pod_names_are_shortened_to_a_dns_label() {
     let long_user = "a".repeat(40);
-    let e = env(&[("KERNEL_USERNAME", &long_user)]);
+    let e = env_of(&[("KERNEL_USERNAME", &long_user)]);
     let name = pod_name(&e, ID);
     let full = format!("{long_user}-{ID}");
     let digest = hex::encode(Sha256::digest(full.as_bytes()));
     assert_eq!(name.len(), 63);
     assert_eq!(name, format!("{}-{}", &full[..54], &digest[..8]));
     // A '-' at the cut is trimmed rather than doubled.
-    let e = env(&[(
+    let e = env_of(&[(
         "KERNEL_POD_NAME",
         &format!("{}-{}", "b".repeat(53), "c".repeat(20)),
     )]);
@@ -120,7 +112,7 @@ fn long_pod_names_are_shortened_to_a_dns_label() {
     assert!(!name.contains("--"));
     assert_eq!(name.len(), 62);
     // Exactly 63 stays as is.
-    let e = env(&[("KERNEL_POD_NAME", &"d".repeat(63))]);
+    let e = env_of(&[("KERNEL_POD_NAME", &"d".repeat(63))]);
     assert_eq!(pod_name(&e, ID), "d".repeat(63));
 }
 
@@ -128,14 +120,14 @@ fn long_pod_names_are_shortened_to_a_dns_label() {
 fn namespace_plans() {
     let pod = "alice-1";
     assert_eq!(
-        NamespacePlan::decide(&env(&[("KERNEL_NAMESPACE", "Team_A")]), Some("eg"), pod),
+        NamespacePlan::decide(&env_of(&[("KERNEL_NAMESPACE", "Team_A")]), Some("eg"), pod),
         NamespacePlan::Client("Team_A".into())
     );
     assert_eq!(
-        NamespacePlan::decide(&env(&[]), Some("eg"), pod),
+        NamespacePlan::decide(&env_of(&[]), Some("eg"), pod),
         NamespacePlan::Shared("eg".into())
     );
-    let own = NamespacePlan::decide(&env(&[]), None, pod);
+    let own = NamespacePlan::decide(&env_of(&[]), None, pod);
     assert_eq!(own, NamespacePlan::PerKernel { name: pod.into() });
     assert!(own.owned());
     assert_eq!(own.name(), pod);
@@ -165,88 +157,68 @@ fn namespace_and_role_binding_bodies() {
 
 #[test]
 fn service_accounts() {
-    assert_eq!(service_account(&env(&[]), "default"), "default");
+    assert_eq!(service_account(&env_of(&[]), "default"), "default");
     assert_eq!(
-        service_account(&env(&[("KERNEL_SERVICE_ACCOUNT_NAME", "spark")]), "default"),
+        service_account(
+            &env_of(&[("KERNEL_SERVICE_ACCOUNT_NAME", "spark")]),
+            "default"
+        ),
         "spark"
     );
 }
 
 #[test]
 fn uid_gid_table() {
-    let policy = IdPolicy::default();
-    let ok: Vec<(Pairs<'_>, (u32, u32))> = vec![
-        (vec![], (1000, 100)),
-        (
-            vec![("KERNEL_UID", " +1_001 "), ("KERNEL_GID", "0100")],
-            (1001, 100),
-        ),
-        (
-            vec![("KERNEL_UID", "4294967295"), ("KERNEL_GID", "-0_0\t")],
-            (4294967295, 0),
-        ),
-    ];
+    // KERNEL_UID and KERNEL_GID as the request sets them (None: unset).
+    let ids = |uid: Option<&str>, gid: Option<&str>| {
+        let set: Pairs<'_> = [("KERNEL_UID", uid), ("KERNEL_GID", gid)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+        env_of(&set)
+    };
     // GID 0 is prohibited by default; the third case uses a policy allowing it.
     let open = IdPolicy::parse(Some("0"), Some("")).unwrap();
-    for (vars, expected) in ok {
-        assert_eq!(open.check(&env(&vars)), Ok(expected), "{vars:?}");
+    for (uid, gid, expected) in [
+        (None, None, (1000, 100)),
+        (Some(" +1_001 "), Some("0100"), (1001, 100)),
+        (Some("4294967295"), Some("-0_0\t"), (4294967295, 0)),
+    ] {
+        assert_eq!(open.check(&ids(uid, gid)), Ok(expected), "{uid:?} {gid:?}");
     }
-    let cases: Vec<(Pairs<'_>, &str, &str)> = vec![
-        (
-            vec![("KERNEL_UID", "abc"), ("KERNEL_GID", "x")],
-            "Invalid KERNEL_UID value 'abc': not a valid integer!",
-            "KERNEL_UID",
-        ),
-        (
-            vec![("KERNEL_UID", "1000"), ("KERNEL_GID", "1 0")],
-            "Invalid KERNEL_GID value '1 0': not a valid integer!",
-            "KERNEL_GID",
-        ),
-        (
-            vec![("KERNEL_UID", "-1"), ("KERNEL_GID", "x")],
-            "Invalid KERNEL_GID value 'x': not a valid integer!",
-            "KERNEL_GID",
-        ),
-        (
-            vec![("KERNEL_UID", "-1")],
-            "Invalid KERNEL_UID value '-1': must be in range 0-4294967295!",
-            "KERNEL_UID",
-        ),
-        (
-            vec![("KERNEL_UID", "4294967296")],
-            "Invalid KERNEL_UID value '4294967296': must be in range 0-4294967295!",
-            "KERNEL_UID",
-        ),
-        (
-            vec![("KERNEL_GID", "99999999999999999999999999999999999999999")],
-            "Invalid KERNEL_GID value '99999999999999999999999999999999999999999': must be in range 0-4294967295!",
-            "KERNEL_GID",
-        ),
-        (
-            vec![("KERNEL_UID", "0"), ("KERNEL_GID", "-5")],
-            "Invalid KERNEL_GID value '-5': must be in range 0-4294967295!",
-            "KERNEL_GID",
-        ),
-        (
-            vec![("KERNEL_UID", " 00 ")],
-            "Kernel's UID value of ' 00 ' has been denied via EG_PROHIBITED_UIDS!",
-            "KERNEL_UID",
-        ),
-        (
-            vec![("KERNEL_GID", "0")],
-            "Kernel's GID value of '0' has been denied via EG_PROHIBITED_GIDS!",
-            "KERNEL_GID",
-        ),
-    ];
-    for (vars, message, variable) in cases {
-        let err = policy.check(&env(&vars)).unwrap_err();
-        assert_eq!(err.to_string(), message);
-        assert_eq!(err.variable(), variable);
-        assert_eq!(err.status(), 403);
+    // Refusals under the default policy: the ID at fault and what upstream says of its value.
+    let policy = IdPolicy::default();
+    const NOT_INT: &str = "not a valid integer!";
+    const RANGE: &str = "must be in range 0-4294967295!";
+    const DENIED: &str = "denied";
+    let huge = "9".repeat(41);
+    for (uid, gid, which, complaint) in [
+        (Some("abc"), Some("x"), "UID", NOT_INT),
+        (Some("1000"), Some("1 0"), "GID", NOT_INT),
+        (Some("-1"), Some("x"), "GID", NOT_INT),
+        (Some("-1"), None, "UID", RANGE),
+        (Some("4294967296"), None, "UID", RANGE),
+        (None, Some(huge.as_str()), "GID", RANGE),
+        (Some("0"), Some("-5"), "GID", RANGE),
+        (Some(" 00 "), None, "UID", DENIED),
+        (None, Some("0"), "GID", DENIED),
+    ] {
+        let variable = format!("KERNEL_{which}");
+        let value = if which == "UID" { uid } else { gid }.unwrap();
+        let message = match complaint {
+            DENIED => format!(
+                "Kernel's {which} value of '{value}' has been denied via EG_PROHIBITED_{which}S!"
+            ),
+            _ => format!("Invalid {variable} value '{value}': {complaint}"),
+        };
+        let err = policy.check(&ids(uid, gid)).unwrap_err();
+        assert_eq!(err.to_string(), message, "{uid:?} {gid:?}");
+        assert_eq!(err.variable(), variable, "{uid:?} {gid:?}");
+        assert_eq!(err.status(), 403, "{uid:?} {gid:?}");
     }
     let strict = IdPolicy::parse(Some("0, 1000,,"), Some("0,5")).unwrap();
     assert!(matches!(
-        strict.check(&env(&[])),
+        strict.check(&env_of(&[])),
         Err(IdError::Prohibited {
             which: IdKind::Uid,
             ..

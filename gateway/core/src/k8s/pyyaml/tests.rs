@@ -136,3 +136,17 @@ fn implicit_resolution() {
         assert!(!resolves_implicitly(string), "{string:?}");
     }
 }
+
+#[test]
+fn indicator_characters_quote_like_pyyaml() {
+    // Python: yaml.dump(items, default_flow_style=True, width=10000).strip()
+    let items = [
+        "?x", "? x", "?", "-x", "- x", "-", ":x", ": x", "a:b", "a: b", "a:", "a#b", "a #b", "#a",
+        ",x", "x,y", "x?y", "[x", "x[y", "x]", "{x", "x}y", "&x", "x&y", "*x", "!x", "|x", "x|y",
+        ">x", "x>", "%x", "@x", "`x", "x`", "'x", "x's", "\"x", "x\"y",
+    ];
+    assert_eq!(
+        dump_flow(&Node::Seq(items.into_iter().map(s).collect())),
+        r#"['?x', '? x', '?', -x, '- x', '-', ':x', ': x', 'a:b', 'a: b', 'a:', a#b, 'a #b', '#a', ',x', 'x,y', 'x?y', '[x', 'x[y', 'x]', '{x', 'x}y', '&x', x&y, '*x', '!x', '|x', x|y, '>x', x>, '%x', '@x', '`x', x`, '''x', x's, '"x', x"y]"#
+    );
+}

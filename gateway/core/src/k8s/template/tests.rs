@@ -4,16 +4,7 @@ use minijinja::context;
 use serde_json::json;
 
 use super::*;
-
-/// Variable names and values.
-type Pairs<'a> = Vec<(&'a str, &'a str)>;
-
-fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::k8s::test_support::{Pairs, env_of};
 
 fn vars(pairs: &[(&str, &str)]) -> TemplateVars {
     TemplateVars::from_env(&env_of(pairs)).unwrap()
@@ -182,26 +173,25 @@ fn template_variables() {
     .unwrap();
     assert_eq!(rendered, "c");
 
-    for (name, raw, detail) in [
-        ("KERNEL_VOLUMES", "{}", "got a mapping"),
-        ("KERNEL_VOLUMES", "", "got null"),
-        ("KERNEL_VOLUME_MOUNTS", "[1]", "item 0 is a number"),
-        ("KERNEL_VOLUME_MOUNTS", "[{a: 1}, x]", "item 1 is a string"),
-        ("KERNEL_VOLUMES", "[{", ""),
-        (
-            "KERNEL_VOLUMES",
-            "- !custom {a: 1}",
-            "tagged values are not supported",
-        ),
+    // Both YAML variables are held to the same shape.
+    for (raw, detail) in [
+        ("{}", "got a mapping"),
+        ("", "got null"),
+        ("[1]", "item 0 is a number"),
+        ("[{a: 1}, x]", "item 1 is a string"),
+        ("[{", ""),
+        ("- !custom {a: 1}", "tagged values are not supported"),
     ] {
-        let err = TemplateVars::from_env(&env_of(&[(name, raw)])).unwrap_err();
-        assert_eq!(err.status(), 400);
-        let text = err.to_string();
-        assert!(
-            text.starts_with(&format!("{name} must be a YAML list of mappings")),
-            "{text}"
-        );
-        assert!(text.contains(detail), "{text}");
+        for name in YAML_VARIABLES {
+            let err = TemplateVars::from_env(&env_of(&[(name, raw)])).unwrap_err();
+            assert_eq!(err.status(), 400);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{name} must be a YAML list of mappings")),
+                "{text}"
+            );
+            assert!(text.contains(detail), "{text}");
+        }
     }
 }
 
@@ -319,17 +309,33 @@ fn builtin_template_renders_the_stock_templates_objects() {
     let Some(stock) = stock_template() else {
         return;
     };
-    let sets: Vec<Vec<(&'static str, String)>> = vec![
-        pod_vars(&[]),
-        pod_vars(&[
-            ("KERNEL_CPUS", "500m"),
-            ("KERNEL_MEMORY", "1Gi"),
-            ("KERNEL_GPUS", "1"),
-            ("KERNEL_CPUS_LIMIT", "2"),
-            ("KERNEL_MEMORY_LIMIT", "4Gi"),
-            ("KERNEL_GPUS_LIMIT", "1"),
-        ]),
-        pod_vars(&[("KERNEL_CPUS_LIMIT", "2")]),
+    // Every combination of the resource variables: (resource, request, limit).
+    let quantities = [
+        ("CPUS", "500m", "2"),
+        ("MEMORY", "1Gi", "4Gi"),
+        ("GPUS", "1", "1"),
+    ];
+    let resources: Vec<(String, &str)> = quantities
+        .iter()
+        .flat_map(|(r, request, limit)| {
+            [
+                (format!("KERNEL_{r}"), *request),
+                (format!("KERNEL_{r}_LIMIT"), *limit),
+            ]
+        })
+        .collect();
+    let mut sets: Vec<Vec<(&'static str, String)>> = (0..1 << resources.len())
+        .map(|combination: u32| {
+            let chosen: Vec<(&str, &str)> = resources
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| combination & (1 << i) != 0)
+                .map(|(_, (name, quantity))| (name.as_str(), *quantity))
+                .collect();
+            pod_vars(&chosen)
+        })
+        .collect();
+    sets.extend([
         pod_vars(&[("KERNEL_MEMORY", "1Gi"), ("KERNEL_GPUS_LIMIT", "")]),
         pod_vars(&[
             ("KERNEL_WORKING_DIR", "/home/alice/a b"),
@@ -362,7 +368,7 @@ fn builtin_template_renders_the_stock_templates_objects() {
             uid_only.retain(|(k, _)| *k != "KERNEL_GID");
             uid_only
         },
-    ];
+    ]);
     for set in sets {
         let v = to_vars(&set);
         let ours = documents(&render(BUILTIN_POD_TEMPLATE, &v).unwrap()).unwrap();

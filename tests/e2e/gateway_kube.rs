@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, repo_root};
+use e2e::{ChildGuard, kubernetes_kernel_json, repo_root};
 use kernels::{Client, Gateway, have_ipykernel};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -120,19 +120,33 @@ impl FakeCluster {
     }
 }
 
+/// A Kubernetes kernelspec for `image` whose argv runs upstream's launch script as EG's does.
 fn kube_spec(image: &str) -> Value {
-    json!({
-        "argv": ["python", "/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py",
-                 "--RemoteProcessProxy.kernel-id", "{kernel_id}",
-                 "--RemoteProcessProxy.port-range", "{port_range}",
-                 "--RemoteProcessProxy.response-address", "{response_address}",
-                 "--RemoteProcessProxy.public-key", "{public_key}"],
-        "display_name": "Python on Kubernetes",
-        "language": "python",
-        "metadata": {"process_proxy": {
-            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
-            "config": {"image_name": image}}},
-    })
+    kube_spec_running(
+        "python",
+        "/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py",
+        image,
+    )
+}
+
+/// As [`kube_spec`], the launch script `script` run by `python`.
+fn kube_spec_running(python: &str, script: &str, image: &str) -> Value {
+    kubernetes_kernel_json(
+        "Python on Kubernetes",
+        json!([
+            python,
+            script,
+            "--RemoteProcessProxy.kernel-id",
+            "{kernel_id}",
+            "--RemoteProcessProxy.port-range",
+            "{port_range}",
+            "--RemoteProcessProxy.response-address",
+            "{response_address}",
+            "--RemoteProcessProxy.public-key",
+            "{public_key}"
+        ]),
+        json!({"image_name": image}),
+    )
 }
 
 /// The stock template of upstream's kernelspecs, from its source distribution (read at run
@@ -493,19 +507,11 @@ async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
         std::env::var("KIP_TEST_EG_SRC").unwrap_or_else(|_| "/opt/kip-test/eg-src".into()),
     )
     .join("jupyter_enterprise_gateway-3.3.0/etc/kernel-launchers/kubernetes/scripts");
-    let mut spec = kube_spec(IMAGE);
-    spec["argv"] = json!([
-        python,
+    let spec = kube_spec_running(
+        &python,
         "{resource_dir}/scripts/launch_kubernetes.py",
-        "--RemoteProcessProxy.kernel-id",
-        "{kernel_id}",
-        "--RemoteProcessProxy.port-range",
-        "{port_range}",
-        "--RemoteProcessProxy.response-address",
-        "{response_address}",
-        "--RemoteProcessProxy.public-key",
-        "{public_key}"
-    ]);
+        IMAGE,
+    );
     let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
     let gw = Gateway::start_with(
         &[

@@ -16,8 +16,11 @@
 # temporary directory (logs, per-side JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH=kernel-bench
 SIDES=${SIDES:-upstream,gateway,direct}
 TOKEN=bench-token
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 bash tests/scripts/install-deps.sh >&2
 PY=${KIP_TEST_CLIENT_VENV:-/opt/kip-test/client-venv}/bin/python
@@ -29,62 +32,16 @@ mkdir -p "$DIR/jupyter"
 cp -r tests/fixtures/kernels "$DIR/jupyter/"
 GW_PIDS=()
 
-# Processes of this run: the gateways, their descendants, and any kernel whose command line names
-# this run's directory (kernels run in their own sessions, so a process group does not hold them).
-descendants() {
-  local p
-  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$p"
-    descendants "$p"
-  done
-}
-run_pids() {
-  local f p
-  for f in /proc/[0-9]*/cmdline; do
-    p=${f#/proc/}
-    p=${p%/cmdline}
-    [[ $p == "$$" ]] && continue
-    tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "$DIR/" && echo "$p"
-  done
-}
-delete_kernels() { # URL: DELETE every kernel the gateway lists
-  local id
-  for id in $(curl -s -m 10 -H "Authorization: token $TOKEN" "$1/api/kernels" | jq -r '.[]?.id' 2>/dev/null); do
-    curl -s -m 30 -o /dev/null -X DELETE -H "Authorization: token $TOKEN" "$1/api/kernels/$id" || true
-  done
-}
-stop_gateway() { # PID URL
-  local pid=$1 kids
-  kill -0 "$pid" 2>/dev/null || return 0
-  delete_kernels "$2"
-  kids=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL "$pid" $kids 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local p
   for p in "${GW_PIDS[@]}"; do stop_gateway "${p%%=*}" "${p#*=}"; done
-  for p in $(run_pids); do kill -KILL "$p" 2>/dev/null || true; done
-  if [[ ${KEEP:-0} == 1 ]]; then echo "kernel-bench: kept $DIR" >&2; else rm -rf "$DIR"; fi
+  finish_run
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { # PORT PID NAME LOG
-  for _ in $(seq 1 150); do
-    curl -s -o /dev/null -m 2 "http://127.0.0.1:$1/api" && return 0
-    if ! kill -0 "$2" 2>/dev/null; then
-      echo "kernel-bench: $3 exited while starting; its log:" >&2
-      tail -20 "$4" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  echo "kernel-bench: $3 does not answer on port $1" >&2
-  return 1
+  wait_until "$2" "$3" "$4" curl -s -o /dev/null -m 2 "http://127.0.0.1:$1/api"
 }
 unavailable() { # SIDE REASON
   echo "kernel-bench: $1 unavailable: $2" >&2

@@ -23,41 +23,17 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "clients"))
+from benchlib import cpu_s, knobs, pct, rss_mib  # noqa: E402
 from kernel_ws import ClientError, Gateway, KernelSocket  # noqa: E402
 
-KERNEL = os.environ.get("KERNEL", "python3_local")
-N = int(os.environ.get("N", "500"))
-FLOOD_MIB = float(os.environ.get("FLOOD_MIB", "50"))
-FLOOD_CHUNK = int(os.environ.get("FLOOD_CHUNK", "80"))
-CONC = int(os.environ.get("CONC", "8"))
-DURATION = float(os.environ.get("DURATION", "10"))
-IDLE_KERNELS = int(os.environ.get("IDLE_KERNELS", "20"))
-TIMEOUT = float(os.environ.get("TIMEOUT", "120"))
-TICK = os.sysconf("SC_CLK_TCK")
+KERNEL, N, FLOOD_MIB, FLOOD_CHUNK, CONC, DURATION, IDLE_KERNELS, TIMEOUT = knobs(
+    KERNEL="python3_local", N=500, FLOOD_MIB=50.0, FLOOD_CHUNK=80, CONC=8, DURATION=10.0, IDLE_KERNELS=20,
+    TIMEOUT=120.0)
 LINE = 100  # bytes per flood line, newline included
 FLOOD_LINES = int(FLOOD_MIB * 1024 * 1024 // LINE)
 FLOOD_CODE = (f"import sys\nline = 'x' * {LINE - 1} + '\\n'\nw = sys.stdout.write\nf = sys.stdout.flush\n"
               f"for i in range({FLOOD_LINES}):\n    w(line)\n    if i % {FLOOD_CHUNK} == {FLOOD_CHUNK - 1}:\n"
               f"        f()\nf()\n")
-
-
-def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 class FloodCounter:

@@ -17,10 +17,13 @@
 # RESULTS_JSON=PATH copies the results JSON there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH=kube-bench
 TOKEN=bench-token
 KUBE_TOKEN=bench-kube-token
 IMAGE=docker.io/elyra/kernel-py:3.3.0
 UNPULLABLE=docker.io/nobody/no-such-image:1
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 FAKE_PY=${KIP_CHART_VENV:-/opt/kip-test/venv}/bin/python
 PY=${KIP_TEST_CLIENT_VENV:-/opt/kip-test/client-venv}/bin/python
@@ -34,56 +37,17 @@ done
 DIR=$(mktemp -d /tmp/kube-bench.XXXXXX)
 FAKE_PID='' GW_PID='' GW_URL='' BENCH_PID=''
 
-descendants() {
-  local p
-  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$p"
-    descendants "$p"
-  done
-}
-# Processes of this run other than this shell: anything whose command line names the run's
-# directory, and every pod process (the fake's node gives each FAKE_POD_DIR under it).
-run_pids() {
-  local d p
-  for d in /proc/[0-9]*; do
-    p=${d#/proc/}
-    [[ $p == "$$" ]] && continue
-    if { tr '\0' '\n' <"$d/cmdline"; } 2>/dev/null | grep -qF "$DIR/" ||
-      { tr '\0' '\n' <"$d/environ"; } 2>/dev/null | grep -qF "FAKE_POD_DIR=$DIR/"; then
-      echo "$p"
-    fi
-  done
-}
-stop() { # PID: TERM, up to 10 s, then KILL with its descendants
-  local pid=$1 kids
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  # shellcheck disable=SC2086
-  kill -KILL "$pid" $kids 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-  local id p
   if [[ -n $BENCH_PID ]]; then
     kill -KILL "$BENCH_PID" 2>/dev/null || true
     wait "$BENCH_PID" 2>/dev/null || true
   fi
-  if [[ -n $GW_PID ]] && kill -0 "$GW_PID" 2>/dev/null; then
-    for id in $(curl -s -m 10 -H "Authorization: token $TOKEN" "$GW_URL/api/kernels" | jq -r '.[]?.id' 2>/dev/null); do
-      curl -s -m 30 -o /dev/null -X DELETE -H "Authorization: token $TOKEN" "$GW_URL/api/kernels/$id" || true
-    done
-  fi
-  stop "$GW_PID"
-  stop "$FAKE_PID" # its node kills every pod's process group on the way out
-  for p in $(run_pids); do kill -KILL "$p" 2>/dev/null || true; done
-  if [[ ${KEEP:-0} == 1 ]]; then echo "kube-bench: kept $DIR" >&2; else rm -rf "$DIR"; fi
+  stop_gateway "$GW_PID" "$GW_URL"
+  stop_pid "$FAKE_PID" # its node kills every pod's process group on the way out
+  finish_run
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cargo build --release -p gateway >&2
 
@@ -91,11 +55,7 @@ cargo build --release -p gateway >&2
 "$FAKE_PY" tests/fake-k8s/apiserver.py --port 0 --token "$KUBE_TOKEN" --state-dir "$DIR/state" \
   --kubeconfig-out "$DIR/kubeconfig" --ready-file "$DIR/fake.url" >"$DIR/fake.out" 2>"$DIR/fake.log" &
 FAKE_PID=$!
-for _ in $(seq 1 150); do
-  [[ -s $DIR/fake.url ]] && break
-  kill -0 "$FAKE_PID" 2>/dev/null || { echo "kube-bench: the fake API server exited:" >&2; tail -20 "$DIR/fake.log" >&2; exit 1; }
-  sleep 0.2
-done
+wait_until "$FAKE_PID" "the fake API server" "$DIR/fake.log" test -s "$DIR/fake.url" || exit 1
 FAKE_URL=$(head -1 "$DIR/fake.url")
 [[ $FAKE_URL == http://* ]] || { echo "kube-bench: the fake API server did not start" >&2; exit 1; }
 echo "kube-bench: fake API server at $FAKE_URL (pid $FAKE_PID)" >&2
@@ -131,11 +91,7 @@ env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$DIR/home" LANG=C.UTF-8 \
   EG_IP=127.0.0.1 EG_PORT="$port" EG_ADMIN_ADDR="127.0.0.1:$admin" RUST_LOG=info \
   "$GATEWAY" >"$DIR/gateway.log" 2>&1 &
 GW_PID=$!
-for _ in $(seq 1 150); do
-  curl -s -o /dev/null -m 2 "$GW_URL/api" && break
-  kill -0 "$GW_PID" 2>/dev/null || { echo "kube-bench: the gateway exited:" >&2; tail -20 "$DIR/gateway.log" >&2; exit 1; }
-  sleep 0.2
-done
+wait_until "$GW_PID" "the gateway" "$DIR/gateway.log" curl -s -o /dev/null -m 2 "$GW_URL/api" || exit 1
 echo "kube-bench: gateway at $GW_URL (pid $GW_PID, admin 127.0.0.1:$admin)" >&2
 
 $PY bench/kube_bench.py run --gateway "$GW_URL" --admin "http://127.0.0.1:$admin" --fake "$FAKE_URL" \

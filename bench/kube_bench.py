@@ -37,25 +37,18 @@ import time
 import urllib.error
 import urllib.request
 
-N = int(os.environ.get("N", "10"))
-IDLE_KERNELS = int(os.environ.get("IDLE_KERNELS", "10"))
-IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "30"))
-FAIL_RUNS = int(os.environ.get("FAIL_RUNS", "3"))
-CONC = int(os.environ.get("CONC", "100"))
-CONC_TIMEOUT = int(os.environ.get("CONC_TIMEOUT", "300"))
-TIMEOUT = float(os.environ.get("TIMEOUT", "120"))
-PARTS = os.environ.get("PARTS", "latency,idle,fail,concurrent").split(",")
+import benchlib
+from benchlib import TICK, knobs, pct, proc_mib
+
+N, IDLE_KERNELS, IDLE_SECONDS, FAIL_RUNS, CONC, CONC_TIMEOUT, TIMEOUT, PARTS = knobs(
+    N=10, IDLE_KERNELS=10, IDLE_SECONDS=30.0, FAIL_RUNS=3, CONC=100, CONC_TIMEOUT=300, TIMEOUT=120.0,
+    PARTS="latency,idle,fail,concurrent")
+PARTS = PARTS.split(",")
 USER = "bench"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg):
     print(f"kube-bench: {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def http(method, url, body=None, headers=None, timeout=TIMEOUT):
@@ -164,20 +157,10 @@ class Bench:
         return out
 
     def rss_mib(self):
-        if not self.pid:
-            return None
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return None
+        return benchlib.rss_mib(self.pid) if self.pid else None
 
     def cpu_s(self):
-        if not self.pid:
-            return None
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return benchlib.cpu_s(self.pid) if self.pid else None
 
     @staticmethod
     def ns_of(kid):
@@ -339,11 +322,7 @@ def machine_busy_s():
 
 
 def mem_available_mib():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return proc_mib("/proc/meminfo", "MemAvailable:") or 0.0
 
 
 def run(a):

@@ -2,7 +2,6 @@
 //! loopback TCP for the watch (held requests, hot reload, many concurrent watchers).
 
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -11,6 +10,7 @@ use axum::{
     body::Body,
     http::{Request, StatusCode},
 };
+use e2e::{kubernetes_kernel_json, write_file};
 use eg_common::kernelspec::WATCH_HEADER;
 use gateway::{
     api::{self, AppState},
@@ -29,21 +29,12 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret";
 
-fn write(dir: &Path, rel: &str, content: &str) {
-    let path = dir.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
 fn spec_json(image: &str) -> String {
-    json!({
-        "argv": ["python", "launch.py", "{kernel_id}"],
-        "display_name": "Python on Kubernetes",
-        "language": "python",
-        "metadata": {"process_proxy": {
-            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
-            "config": {"image_name": image}}}
-    })
+    kubernetes_kernel_json(
+        "Python on Kubernetes",
+        json!(["python", "launch.py", "{kernel_id}"]),
+        json!({"image_name": image}),
+    )
     .to_string()
 }
 
@@ -54,11 +45,11 @@ struct Fixture {
 
 fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "Python_K8s/kernel.json", &spec_json("py:1"));
-    write(dir.path(), "Python_K8s/logo-64x64.png", "PNGDATA");
-    write(dir.path(), "Python_K8s/scripts/launch.py", "print(1)");
-    write(dir.path(), "r_k8s/kernel.json", &spec_json("r:1"));
-    write(dir.path(), "secret.txt", "outside");
+    write_file(dir.path(), "Python_K8s/kernel.json", &spec_json("py:1"));
+    write_file(dir.path(), "Python_K8s/logo-64x64.png", "PNGDATA");
+    write_file(dir.path(), "Python_K8s/scripts/launch.py", "print(1)");
+    write_file(dir.path(), "r_k8s/kernel.json", &spec_json("r:1"));
+    write_file(dir.path(), "secret.txt", "outside");
     let metrics = Arc::new(Metrics::default());
     let store = Store::new(
         vec![dir.path().to_path_buf()],
@@ -476,10 +467,10 @@ async fn etag_and_304() {
     assert!(r.json()["message"].as_str().unwrap().starts_with("wait:"));
 
     // The ETag changes exactly when the listing does.
-    write(f.dir.path(), "Python_K8s/notes.txt", "not a resource");
+    write_file(f.dir.path(), "Python_K8s/notes.txt", "not a resource");
     assert!(!f.state.store.rescan());
     assert_eq!(f.state.store.current().etag, etag);
-    write(f.dir.path(), "Python_K8s/kernel.json", &spec_json("py:2"));
+    write_file(f.dir.path(), "Python_K8s/kernel.json", &spec_json("py:2"));
     assert!(f.state.store.rescan());
     assert_ne!(f.state.store.current().etag, etag);
 }
@@ -568,7 +559,7 @@ async fn watch_returns_within_a_second_of_a_change_and_304_when_the_wait_ends() 
     assert!(!held.is_finished(), "the watch must be held until a change");
     assert_eq!(s.fixture.state.metrics.watchers(), 1);
     let changed_at = Instant::now();
-    write(
+    write_file(
         s.fixture.dir.path(),
         "new_spec/kernel.json",
         &spec_json("new:1"),
@@ -604,21 +595,21 @@ async fn wait_for(addr: std::net::SocketAddr, what: &str, pred: impl Fn(&Value) 
 async fn hot_reload_add_edit_remove_and_malformed() {
     let s = serve(Duration::from_secs(3600)).await;
     let dir = s.fixture.dir.path().to_path_buf();
-    write(&dir, "added/kernel.json", &spec_json("added:1"));
+    write_file(&dir, "added/kernel.json", &spec_json("added:1"));
     wait_for(s.addr, "added", |b| b["kernelspecs"]["added"].is_object()).await;
-    write(&dir, "added/kernel.json", &spec_json("added:2"));
+    write_file(&dir, "added/kernel.json", &spec_json("added:2"));
     wait_for(s.addr, "edited", |b| {
         b["kernelspecs"]["added"]["spec"]["metadata"]["process_proxy"]["config"]["image_name"]
             == "added:2"
     })
     .await;
-    write(&dir, "added/logo-32x32.png", "png");
+    write_file(&dir, "added/logo-32x32.png", "png");
     wait_for(s.addr, "new logo", |b| {
         b["kernelspecs"]["added"]["resources"]["logo-32x32"] == "/kernelspecs/added/logo-32x32.png"
     })
     .await;
     // A malformed kernel.json drops that spec only; the others stay served.
-    write(&dir, "added/kernel.json", "{\"argv\": [");
+    write_file(&dir, "added/kernel.json", "{\"argv\": [");
     let body = wait_for(s.addr, "malformed", |b| b["kernelspecs"]["added"].is_null()).await;
     assert!(body["kernelspecs"]["python_k8s"].is_object());
     assert!(body["kernelspecs"]["r_k8s"].is_object());
@@ -645,7 +636,7 @@ async fn periodic_rescan_sees_a_directory_created_after_start() {
         Duration::from_millis(200),
         cancel.clone(),
     ));
-    write(&late, "python_k8s/kernel.json", &spec_json("late:1"));
+    write_file(&late, "python_k8s/kernel.json", &spec_json("late:1"));
     let deadline = Instant::now() + Duration::from_secs(3);
     while store.current().specs["python_k8s"].dir != late.join("python_k8s") {
         assert!(Instant::now() < deadline, "late dir not picked up");
@@ -677,7 +668,7 @@ async fn a_thousand_watchers_are_held_and_all_answered_on_one_change() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let changed_at = Instant::now();
-    write(
+    write_file(
         s.fixture.dir.path(),
         "burst/kernel.json",
         &spec_json("burst:1"),

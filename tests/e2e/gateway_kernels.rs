@@ -179,11 +179,7 @@ async fn interrupt_stops_a_running_sleep_in_both_modes() {
     };
     let gw = Gateway::start(&[]);
     for spec in ["python3_local", "python3_message"] {
-        let (status, body) = gw
-            .post("/api/kernels", json!({"name": spec, "env": {}}))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let id = body["id"].as_str().unwrap().to_owned();
+        let (id, _) = gw.start_spec(spec, json!({})).await;
         let mut c = Client::connect(&gw, &id, "int", false).await;
         let exec = c
             .execute_request("import time\ntime.sleep(60)", false)
@@ -419,58 +415,60 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
         assert!(body["reason"].as_str().unwrap().contains("User 'root'"));
     }
     let gw = Gateway::start(&[]);
-    for (body, status, field, text) in [
+    // Refused requests, grouped by the answer: its status, the field that names the reason, and
+    // per request body the text it must hold.
+    let refusals = [
         (
-            json!({"name": "nope", "env": {}}),
+            400,
+            "message",
+            vec![
+                (json!({"env": {"KERNEL_X": 1}}), "KERNEL_X"),
+                (json!({"env": {"KERNEL_X": "a$b"}}), "prohibited characters"),
+                (json!({"env": {"KERNEL_ID": "not-a-uuid"}}), "KERNEL_ID"),
+                (
+                    json!({"env": {"KERNEL_LAUNCH_TIMEOUT": "soon"}}),
+                    "KERNEL_LAUNCH_TIMEOUT",
+                ),
+                (json!({"env": []}), "env"),
+            ],
+        ),
+        (
+            403,
+            "reason",
+            vec![
+                (
+                    json!({"env": {"KERNEL_USERNAME": "root"}}),
+                    "User 'root' is not authorized",
+                ),
+                (
+                    json!({"name": "restricted", "env": {"KERNEL_USERNAME": "bob"}}),
+                    "not authorized",
+                ),
+            ],
+        ),
+        (
             500,
             "traceback",
-            "NoSuchKernel",
-        ),
-        (json!({"env": {"KERNEL_X": 1}}), 400, "message", "KERNEL_X"),
-        (
-            json!({"env": {"KERNEL_X": "a$b"}}),
-            400,
-            "message",
-            "prohibited characters",
+            vec![(json!({"name": "nope", "env": {}}), "NoSuchKernel")],
         ),
         (
-            json!({"env": {"KERNEL_USERNAME": "root"}}),
-            403,
-            "reason",
-            "User 'root' is not authorized",
-        ),
-        (
-            json!({"name": "restricted", "env": {"KERNEL_USERNAME": "bob"}}),
-            403,
-            "reason",
-            "not authorized",
-        ),
-        (
-            json!({"name": "python_kubernetes", "env": {}}),
             501,
             "message",
-            "no Kubernetes API configuration",
+            vec![(
+                json!({"name": "python_kubernetes", "env": {}}),
+                "no Kubernetes API configuration",
+            )],
         ),
-        (
-            json!({"env": {"KERNEL_ID": "not-a-uuid"}}),
-            400,
-            "message",
-            "KERNEL_ID",
-        ),
-        (
-            json!({"env": {"KERNEL_LAUNCH_TIMEOUT": "soon"}}),
-            400,
-            "message",
-            "KERNEL_LAUNCH_TIMEOUT",
-        ),
-        (json!({"env": []}), 400, "message", "env"),
-    ] {
-        let (got, answer) = gw.post("/api/kernels", body.clone()).await;
-        assert_eq!(got, status, "{body}: {answer}");
-        assert!(
-            answer[field].as_str().unwrap_or("").contains(text),
-            "{body}: {answer}"
-        );
+    ];
+    for (status, field, cases) in refusals {
+        for (body, text) in cases {
+            let (got, answer) = gw.post("/api/kernels", body.clone()).await;
+            assert_eq!(got, status, "{body}: {answer}");
+            assert!(
+                answer[field].as_str().unwrap_or("").contains(text),
+                "{body}: {answer}"
+            );
+        }
     }
     let id = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
     let (status, body) = gw
@@ -494,10 +492,7 @@ async fn limits_users_and_bad_requests_answer_as_upstream() {
     // No token: 401 on every kernel route.
     let r = reqwest::get(gw.url("/api/kernels")).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
+    gw.delete_kernel(id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

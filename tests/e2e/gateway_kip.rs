@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, free_ports, gateway_command, push_images, wait_http};
+use e2e::{
+    ChildGuard, free_ports, gateway_command, kubernetes_kernel_json, push_images, wait_http,
+};
 use serde_json::json;
 
 const TOKEN: &str = "e2e-gw-token-7d1c";
@@ -21,14 +23,16 @@ const TOKEN: &str = "e2e-gw-token-7d1c";
 fn write_spec(kernels: &Path, name: &str, image: &str) {
     let dir = kernels.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let spec = json!({
-        "display_name": format!("{name} on Kubernetes"),
-        "language": "python",
-        "argv": ["python", "launch_kubernetes.py", "--RemoteProcessProxy.kernel-id", "{kernel_id}"],
-        "metadata": {"process_proxy": {
-            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
-            "config": {"image_name": image}}}
-    });
+    let spec = kubernetes_kernel_json(
+        &format!("{name} on Kubernetes"),
+        json!([
+            "python",
+            "launch_kubernetes.py",
+            "--RemoteProcessProxy.kernel-id",
+            "{kernel_id}"
+        ]),
+        json!({"image_name": image}),
+    );
     // Written to a temporary name and renamed, as a kernelspec installer would.
     let tmp = dir.join(".kernel.json.tmp");
     std::fs::write(&tmp, spec.to_string()).unwrap();

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{ChildGuard, repo_root};
+use e2e::{ChildGuard, kubernetes_kernel_json, repo_root};
 use kernels::{Client, Gateway, have_ipykernel};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -109,24 +109,44 @@ impl FakeCluster {
         }
     }
 
+    /// Deletes kernel `id` through `gw` and waits until `gone` (its pod or namespace) answers 404.
+    async fn delete_kernel(&self, gw: &Gateway, id: &str, gone: &str) {
+        gw.delete_kernel(id).await;
+        self.wait_gone(gone, Duration::from_secs(20)).await;
+    }
+
     async fn stats(&self) -> Value {
         self.get("/fake/stats").await.1
     }
 }
 
+/// A Kubernetes kernelspec for `image` whose argv runs upstream's launch script as EG's does.
 fn kube_spec(image: &str) -> Value {
-    json!({
-        "argv": ["python", "/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py",
-                 "--RemoteProcessProxy.kernel-id", "{kernel_id}",
-                 "--RemoteProcessProxy.port-range", "{port_range}",
-                 "--RemoteProcessProxy.response-address", "{response_address}",
-                 "--RemoteProcessProxy.public-key", "{public_key}"],
-        "display_name": "Python on Kubernetes",
-        "language": "python",
-        "metadata": {"process_proxy": {
-            "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
-            "config": {"image_name": image}}},
-    })
+    kube_spec_running(
+        "python",
+        "/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py",
+        image,
+    )
+}
+
+/// As [`kube_spec`], the launch script `script` run by `python`.
+fn kube_spec_running(python: &str, script: &str, image: &str) -> Value {
+    kubernetes_kernel_json(
+        "Python on Kubernetes",
+        json!([
+            python,
+            script,
+            "--RemoteProcessProxy.kernel-id",
+            "{kernel_id}",
+            "--RemoteProcessProxy.port-range",
+            "{port_range}",
+            "--RemoteProcessProxy.response-address",
+            "{response_address}",
+            "--RemoteProcessProxy.public-key",
+            "{public_key}"
+        ]),
+        json!({"image_name": image}),
+    )
 }
 
 /// The stock template of upstream's kernelspecs, from its source distribution (read at run
@@ -169,15 +189,20 @@ async fn start(gw: &Gateway, spec: &str, env: Value) -> (u16, Value) {
         .await
 }
 
+/// The fake cluster, a gateway on it with the defaults, and a kernel of `spec` started for
+/// `user`; `None` when the fake cluster cannot run.
+async fn one_kernel(spec: &str, user: &str) -> Option<(FakeCluster, Gateway, String)> {
+    let cluster = FakeCluster::start()?;
+    let gw = gateway(&cluster, &[]);
+    let (id, _) = gw.start_spec(spec, json!({"KERNEL_USERNAME": user})).await;
+    Some((cluster, gw, id))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kernel_pod_runs_code_is_interrupted_restarted_and_removed() {
-    let Some(cluster) = FakeCluster::start() else {
+    let Some((cluster, gw, id)) = one_kernel("k8s_stock", "Alice.Smith").await else {
         return;
     };
-    let gw = gateway(&cluster, &[]);
-    let (status, body) = start(&gw, "k8s_stock", json!({"KERNEL_USERNAME": "Alice.Smith"})).await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
     let ns = format!("alice-smith-{id}");
 
     // Namespace, RoleBinding and pod as upstream makes them.
@@ -258,12 +283,8 @@ async fn a_kernel_pod_runs_code_is_interrupted_restarted_and_removed() {
     assert_eq!(out.results[0]["text/plain"], "False");
 
     // Delete: pod and namespace go.
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
     cluster
-        .wait_gone(&format!("/api/v1/namespaces/{ns}"), Duration::from_secs(20))
+        .delete_kernel(&gw, &id, &format!("/api/v1/namespaces/{ns}"))
         .await;
     // No per-kernel polling: pods were watched, never listed per kernel.
     let stats = cluster.stats().await;
@@ -290,28 +311,16 @@ async fn shared_and_client_namespaces_are_used_and_never_deleted() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let gw = gateway(&cluster, &[]);
-    let (status, body) = start(
-        &gw,
-        "k8s_builtin",
-        json!({"KERNEL_USERNAME": "bob", "KERNEL_NAMESPACE": "team-a"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
-    let (status, _) = cluster
-        .get(&format!("/api/v1/namespaces/team-a/pods/bob-{id}"))
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
-    cluster
-        .wait_gone(
-            &format!("/api/v1/namespaces/team-a/pods/bob-{id}"),
-            Duration::from_secs(20),
+    let (id, _) = gw
+        .start_spec(
+            "k8s_builtin",
+            json!({"KERNEL_USERNAME": "bob", "KERNEL_NAMESPACE": "team-a"}),
         )
         .await;
+    let pod = format!("/api/v1/namespaces/team-a/pods/bob-{id}");
+    let (status, _) = cluster.get(&pod).await;
+    assert_eq!(status, 200);
+    cluster.delete_kernel(&gw, &id, &pod).await;
     let (status, _) = cluster.get("/api/v1/namespaces/team-a").await;
     assert_eq!(status, 200, "a client's namespace is never deleted");
     drop(gw);
@@ -321,15 +330,12 @@ async fn shared_and_client_namespaces_are_used_and_never_deleted() {
         &cluster,
         &[("EG_SHARED_NAMESPACE", "True"), ("EG_NAMESPACE", "team-a")],
     );
-    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "carol"})).await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
+    let (id, _) = gw
+        .start_spec("k8s_builtin", json!({"KERNEL_USERNAME": "carol"}))
+        .await;
     let mut client = Client::connect(&gw, &id, "s", false).await;
     assert_eq!(client.execute("1+1").await.results[0]["text/plain"], "2");
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
+    gw.delete_kernel(&id).await;
     let (status, _) = cluster.get("/api/v1/namespaces/team-a").await;
     assert_eq!(status, 200, "the shared namespace is never deleted");
 }
@@ -341,84 +347,73 @@ async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
     };
     let gw = gateway(&cluster, &[]);
 
-    // An image that cannot be pulled: a 500 naming ErrImagePull within seconds, not the timeout.
-    let t0 = Instant::now();
-    let (status, body) = start(&gw, "k8s_unpullable", json!({"KERNEL_USERNAME": "dave"})).await;
-    let took = t0.elapsed();
-    assert_eq!(status, 500, "{body}");
-    let reason = body["message"].as_str().unwrap_or_default().to_owned()
-        + body["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("ErrImagePull"), "{body}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
-    cluster
-        .wait_empty(
-            "/api/v1/namespaces?labelSelector=component%3Dkernel",
-            Duration::from_secs(20),
-        )
-        .await;
-
-    // A pod no node can take: a 500 naming Unschedulable, at once.
-    let t0 = Instant::now();
-    let (status, body) = start(
-        &gw,
-        "k8s_stock",
-        json!({"KERNEL_USERNAME": "dave", "KERNEL_GPUS": "1"}),
-    )
-    .await;
-    assert_eq!(status, 500, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Unschedulable"),
-        "{body}"
-    );
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t0.elapsed()
-    );
-
-    // UID 0 is refused with upstream's 403.
-    let (status, body) = start(
-        &gw,
-        "k8s_stock",
-        json!({"KERNEL_USERNAME": "eve", "KERNEL_UID": "0"}),
-    )
-    .await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("EG_PROHIBITED_UIDS"),
-        "{body}"
-    );
-
-    // Values that would change the pod's structure never reach the cluster.
-    let (status, body) = start(
-        &gw,
-        "k8s_stock",
-        json!({"KERNEL_USERNAME": "eve", "KERNEL_VOLUMES": "not: [a, list"}),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("KERNEL_VOLUMES"),
-        "{body}"
-    );
+    // Each refusal: the kernelspec and variables, the status, the answer's fields that name the
+    // reason, and the reason; always within seconds (not the launch timeout), leaving no
+    // kernel namespace behind.
+    for (spec, env, status, fields, reason) in [
+        // An image that cannot be pulled.
+        (
+            "k8s_unpullable",
+            json!({"KERNEL_USERNAME": "dave"}),
+            500,
+            &["message", "reason"][..],
+            "ErrImagePull",
+        ),
+        // A pod no node can take.
+        (
+            "k8s_stock",
+            json!({"KERNEL_USERNAME": "dave", "KERNEL_GPUS": "1"}),
+            500,
+            &["message"],
+            "Unschedulable",
+        ),
+        // UID 0, with upstream's 403.
+        (
+            "k8s_stock",
+            json!({"KERNEL_USERNAME": "eve", "KERNEL_UID": "0"}),
+            403,
+            &["message"],
+            "EG_PROHIBITED_UIDS",
+        ),
+        // Values that would change the pod's structure never reach the cluster.
+        (
+            "k8s_stock",
+            json!({"KERNEL_USERNAME": "eve", "KERNEL_VOLUMES": "not: [a, list"}),
+            400,
+            &["message"],
+            "KERNEL_VOLUMES",
+        ),
+    ] {
+        let t0 = Instant::now();
+        let (got, body) = start(&gw, spec, env.clone()).await;
+        let took = t0.elapsed();
+        assert_eq!(got, status, "{spec} {env}: {body}");
+        let named: String = fields
+            .iter()
+            .map(|f| body[f].as_str().unwrap_or_default())
+            .collect();
+        assert!(named.contains(reason), "{spec} {env}: {body}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{spec} {env}: took {took:?}"
+        );
+        cluster
+            .wait_empty(
+                "/api/v1/namespaces?labelSelector=component%3Dkernel",
+                Duration::from_secs(20),
+            )
+            .await;
+    }
 
     // Volumes and resources are rendered into the pod.
-    let (status, body) = start(
-        &gw,
-        "k8s_stock",
-        json!({"KERNEL_USERNAME": "frank", "KERNEL_CPUS": "500m", "KERNEL_MEMORY": "256Mi",
-               "KERNEL_VOLUMES": "[{\"name\": \"scratch\", \"emptyDir\": {}}]",
-               "KERNEL_VOLUME_MOUNTS": "[{\"name\": \"scratch\", \"mountPath\": \"/scratch\"}]"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
+    let (id, _) = gw
+        .start_spec(
+            "k8s_stock",
+            json!({"KERNEL_USERNAME": "frank", "KERNEL_CPUS": "500m", "KERNEL_MEMORY": "256Mi",
+                   "KERNEL_VOLUMES": "[{\"name\": \"scratch\", \"emptyDir\": {}}]",
+                   "KERNEL_VOLUME_MOUNTS": "[{\"name\": \"scratch\", \"mountPath\": \"/scratch\"}]"}),
+        )
+        .await;
     let ns = format!("frank-{id}");
     let (_, pod) = cluster
         .get(&format!("/api/v1/namespaces/{ns}/pods/{ns}"))
@@ -428,10 +423,7 @@ async fn bad_launches_fail_fast_with_the_reason_and_leave_nothing() {
     assert_eq!(c["resources"]["requests"]["memory"], "256Mi");
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/scratch");
     assert_eq!(pod["spec"]["volumes"][0]["name"], "scratch");
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
+    gw.delete_kernel(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -449,22 +441,16 @@ async fn fifty_kernels_start_at_once_on_one_watch() {
     let (status, _) = cluster.api(Method::DELETE, "/fake/stats").await;
     assert!(status < 300, "reset the fake's counters");
     let starts = (0..50).map(|i| {
-        let gw = &gw;
-        async move {
-            start(
-                gw,
-                "k8s_builtin",
-                json!({"KERNEL_USERNAME": format!("user{i}")}),
-            )
-            .await
-        }
+        gw.start_spec(
+            "k8s_builtin",
+            json!({"KERNEL_USERNAME": format!("user{i}")}),
+        )
     });
-    let answers = futures_util::future::join_all(starts).await;
-    let mut ids = Vec::new();
-    for (status, body) in &answers {
-        assert_eq!(*status, 201, "{body}\n{}", gw.log());
-        ids.push(body["id"].as_str().unwrap().to_owned());
-    }
+    let ids: Vec<String> = futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     // One watch served all of them: pods were never listed or read one by one.
     let stats = cluster.stats().await;
     let text = stats.to_string();
@@ -485,17 +471,7 @@ async fn fifty_kernels_start_at_once_on_one_watch() {
     assert_eq!(count("get"), 0.0, "no per-kernel reads\n{text}");
     assert!(count("list") <= 1.0, "one listing at most\n{text}");
     assert!(count("watch") <= 2.0, "one watch\n{text}");
-    let deletes = ids.iter().map(|id| {
-        let gw = &gw;
-        async move {
-            gw.request(Method::DELETE, &format!("/api/kernels/{id}"))
-                .await
-                .0
-        }
-    });
-    for status in futures_util::future::join_all(deletes).await {
-        assert_eq!(status, 204);
-    }
+    futures_util::future::join_all(ids.iter().map(|id| gw.delete_kernel(id))).await;
     cluster
         .wait_empty(
             "/api/v1/pods?labelSelector=component%3Dkernel",
@@ -506,13 +482,9 @@ async fn fifty_kernels_start_at_once_on_one_watch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_removes_every_kernel_pod_and_namespace() {
-    let Some(cluster) = FakeCluster::start() else {
+    let Some((cluster, mut gw, id)) = one_kernel("k8s_builtin", "gina").await else {
         return;
     };
-    let mut gw = gateway(&cluster, &[]);
-    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "gina"})).await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
     let status = gw.terminate();
     assert!(status.success(), "{status:?}\n{}", gw.log());
     cluster
@@ -535,19 +507,11 @@ async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
         std::env::var("KIP_TEST_EG_SRC").unwrap_or_else(|_| "/opt/kip-test/eg-src".into()),
     )
     .join("jupyter_enterprise_gateway-3.3.0/etc/kernel-launchers/kubernetes/scripts");
-    let mut spec = kube_spec(IMAGE);
-    spec["argv"] = json!([
-        python,
+    let spec = kube_spec_running(
+        &python,
         "{resource_dir}/scripts/launch_kubernetes.py",
-        "--RemoteProcessProxy.kernel-id",
-        "{kernel_id}",
-        "--RemoteProcessProxy.port-range",
-        "{port_range}",
-        "--RemoteProcessProxy.response-address",
-        "{response_address}",
-        "--RemoteProcessProxy.public-key",
-        "{public_key}"
-    ]);
+        IMAGE,
+    );
     let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
     let gw = Gateway::start_with(
         &[
@@ -564,9 +528,9 @@ async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
     for file in ["launch_kubernetes.py", "kernel-pod.yaml.j2"] {
         std::fs::copy(scripts.join(file), spec_scripts.join(file)).unwrap();
     }
-    let (status, body) = start(&gw, "k8s_script", json!({"KERNEL_USERNAME": "hal"})).await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
+    let (id, _) = gw
+        .start_spec("k8s_script", json!({"KERNEL_USERNAME": "hal"}))
+        .await;
     let (status, pod) = cluster
         .get(&format!("/api/v1/namespaces/hal-{id}/pods/hal-{id}"))
         .await;
@@ -580,15 +544,8 @@ async fn upstreams_launch_script_runs_with_eg_kubernetes_launcher_argv() {
         client.execute("2**10").await.results[0]["text/plain"],
         "1024"
     );
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
     cluster
-        .wait_gone(
-            &format!("/api/v1/namespaces/hal-{id}"),
-            Duration::from_secs(20),
-        )
+        .delete_kernel(&gw, &id, &format!("/api/v1/namespaces/hal-{id}"))
         .await;
 }
 
@@ -613,13 +570,9 @@ fn launcher_pids(id: &str) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupt_the_comm_port_cannot_take_is_an_error() {
-    let Some(cluster) = FakeCluster::start() else {
+    let Some((_cluster, gw, id)) = one_kernel("k8s_builtin", "ivy").await else {
         return;
     };
-    let gw = gateway(&cluster, &[]);
-    let (status, body) = start(&gw, "k8s_builtin", json!({"KERNEL_USERNAME": "ivy"})).await;
-    assert_eq!(status, 201, "{body}\n{}", gw.log());
-    let id = body["id"].as_str().unwrap().to_owned();
     let pids = launcher_pids(&id);
     assert_eq!(pids.len(), 1, "one in-pod launcher for {id}: {pids:?}");
     // The launcher's comm listener is told to stop (launcher and kernel keep running): nothing
@@ -647,8 +600,5 @@ async fn an_interrupt_the_comm_port_cannot_take_is_an_error() {
             .contains("comm port"),
         "{body}"
     );
-    let (status, _) = gw
-        .request(Method::DELETE, &format!("/api/kernels/{id}"))
-        .await;
-    assert_eq!(status, 204);
+    gw.delete_kernel(&id).await;
 }

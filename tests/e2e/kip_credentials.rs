@@ -24,6 +24,25 @@ fn pull_secret_entry(backend: Backend, user: &str, password: &str) -> (serde_jso
     }
 }
 
+/// The test registries' user and password (`KIP_TEST_AUTH_USER`, `KIP_TEST_AUTH_PASSWORD`).
+fn registry_user() -> Option<(String, String)> {
+    let (user, password) = (
+        component("KIP_TEST_AUTH_USER"),
+        component("KIP_TEST_AUTH_PASSWORD"),
+    );
+    Some((user?, password?))
+}
+
+/// The HTTPS registry whose CA no system store holds, and the CA's file
+/// (`KIP_TEST_TLS_REGISTRY`, `KIP_TEST_TLS_REGISTRY_CA`).
+fn tls_registry() -> Option<(String, String)> {
+    let (registry, ca) = (
+        component("KIP_TEST_TLS_REGISTRY"),
+        component("KIP_TEST_TLS_REGISTRY_CA"),
+    );
+    Some((registry?, ca?))
+}
+
 /// A pull secret for one registry, written where KIP_DOCKER_CONFIG can name it.
 struct Secret {
     backend: Backend,
@@ -83,10 +102,9 @@ fn log_lines(path: &str, matches: impl Fn(&str) -> bool) -> usize {
 /// A registry behind htpasswd (Basic challenge): refused without credentials (not retried),
 /// pulled with a pull secret given through KIP_DOCKER_CONFIG, which never shows in the output.
 fn credentials_from_pull_secret(backend: Backend) {
-    let (Some(registry), Some(user), Some(password), Some(_)) = (
+    let (Some(registry), Some((user, password)), Some(_)) = (
         component("KIP_TEST_AUTH_REGISTRY"),
-        component("KIP_TEST_AUTH_USER"),
-        component("KIP_TEST_AUTH_PASSWORD"),
+        registry_user(),
         backend.socket(),
     ) else {
         return;
@@ -134,11 +152,10 @@ fn credentials_from_a_pull_secret() {
 /// `public/` image pulls anonymously through the issuer; a private one is refused without
 /// credentials (not retried) and pulls with the pull secret's, which never show in the output.
 fn token_registry(backend: Backend) {
-    let (Some(registry), Some(issuer_log), Some(user), Some(password), Some(_)) = (
+    let (Some(registry), Some(issuer_log), Some((user, password)), Some(_)) = (
         component("KIP_TEST_TOKEN_REGISTRY"),
         component("KIP_TEST_TOKEN_ISSUER_LOG"),
-        component("KIP_TEST_AUTH_USER"),
-        component("KIP_TEST_AUTH_PASSWORD"),
+        registry_user(),
         backend.socket(),
     ) else {
         return;
@@ -182,9 +199,8 @@ fn token_registry_with_and_without_credentials() {
 /// A registry serving HTTPS with a certificate from a CA no system store holds: refused (a
 /// certificate error, no fallback to plain HTTP) until `KIP_REGISTRY_CA_FILE` names the CA.
 fn registry_ca_file(backend: Backend) {
-    let (Some(registry), Some(ca), Some(log), Some(_)) = (
-        component("KIP_TEST_TLS_REGISTRY"),
-        component("KIP_TEST_TLS_REGISTRY_CA"),
+    let (Some((registry, ca)), Some(log), Some(_)) = (
+        tls_registry(),
         component("KIP_TEST_TLS_REGISTRY_LOG"),
         backend.socket(),
     ) else {
@@ -304,11 +320,7 @@ fn containerd2_transfer_pulls_through_hosts_dir_mirror() {
 #[test]
 fn containerd2_transfer_trusts_hosts_dir_ca() {
     let backend = Backend::Containerd(Daemon::V2, PullPath::Auto);
-    let (Some(registry), Some(ca), Some(_)) = (
-        component("KIP_TEST_TLS_REGISTRY"),
-        component("KIP_TEST_TLS_REGISTRY_CA"),
-        backend.socket(),
-    ) else {
+    let (Some((registry, ca)), Some(_)) = (tls_registry(), backend.socket()) else {
         return;
     };
     let images = push_images(&registry, "test/cd2-hostsdir-tls", 1);

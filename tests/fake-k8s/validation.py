@@ -116,31 +116,26 @@ def _render(value) -> str:
 # --- names --------------------------------------------------------------------------------
 
 
-def dns1123_label(value: str) -> list[str]:
+def _name_errors(value: str, max_len: int, pattern: str, err: str, part: str = "") -> list[str]:
+    """A name's length and pattern errors; `part` prefixes the length message ("name part ")."""
     errs = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not re.fullmatch(DNS1123_LABEL, value):
-        errs.append(LABEL_ERR)
+    if len(value) > max_len:
+        errs.append(f"{part}must be no more than {max_len} characters")
+    if not re.fullmatch(pattern, value):
+        errs.append(err)
     return errs
+
+
+def dns1123_label(value: str) -> list[str]:
+    return _name_errors(value, 63, DNS1123_LABEL, LABEL_ERR)
 
 
 def dns1123_subdomain(value: str) -> list[str]:
-    errs = []
-    if len(value) > 253:
-        errs.append("must be no more than 253 characters")
-    if not re.fullmatch(DNS1123_SUBDOMAIN, value):
-        errs.append(SUBDOMAIN_ERR)
-    return errs
+    return _name_errors(value, 253, DNS1123_SUBDOMAIN, SUBDOMAIN_ERR)
 
 
 def dns1035_label(value: str) -> list[str]:
-    errs = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not re.fullmatch(DNS1035_LABEL, value):
-        errs.append(DNS1035_ERR)
-    return errs
+    return _name_errors(value, 63, DNS1035_LABEL, DNS1035_ERR)
 
 
 def path_segment(value: str) -> list[str]:
@@ -184,21 +179,11 @@ def qualified_name(value: str) -> list[str]:
         ]
     if not name:
         return ["name part must be non-empty"]
-    errs = []
-    if len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not re.fullmatch(QUALIFIED_NAME, name):
-        errs.append(QUALIFIED_NAME_ERR)
-    return errs
+    return _name_errors(name, 63, QUALIFIED_NAME, QUALIFIED_NAME_ERR, part="name part ")
 
 
 def label_value(value: str) -> list[str]:
-    errs = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not re.fullmatch(LABEL_VALUE, value):
-        errs.append(LABEL_VALUE_ERR)
-    return errs
+    return _name_errors(value, 63, LABEL_VALUE, LABEL_VALUE_ERR)
 
 
 # --- quantities ---------------------------------------------------------------------------
@@ -364,6 +349,36 @@ def _field_path(parts) -> str:
 # --- field rules --------------------------------------------------------------------------
 
 
+def _invalid(field: str, value, messages: list[str]) -> list[FieldError]:
+    """One Invalid error per message a name rule gave for `value`."""
+    return [FieldError("Invalid", field, value, msg) for msg in messages]
+
+
+def _unsupported(field: str, value, supported: tuple[str, ...]) -> list[FieldError]:
+    """An Unsupported error unless `value` is one of `supported` (listed in the message in the
+    order given, as the real server lists them)."""
+    if value in supported:
+        return []
+    listed = ", ".join(json.dumps(v) for v in supported)
+    return [FieldError("Unsupported", field, value, f"supported values: {listed}")]
+
+
+def _out_of_range(field: str, value, low: int, high: int) -> FieldError:
+    return FieldError("Invalid", field, value, f"must be between {low} and {high}, inclusive")
+
+
+def _unique_label(field: str, name: str, seen: set) -> list[FieldError]:
+    """A list member's name (container, volume): required, a DNS label, unique among `seen`,
+    which it joins."""
+    if not name:
+        return [FieldError("Required", field)]
+    errs = _invalid(field, name, dns1123_label(name))
+    if name in seen:
+        errs.append(FieldError("Duplicate", field, name))
+    seen.add(name)
+    return errs
+
+
 def validate_metadata(resource: str, obj: dict) -> list[FieldError]:
     meta = obj.get("metadata") or {}
     errs = []
@@ -371,17 +386,13 @@ def validate_metadata(resource: str, obj: dict) -> list[FieldError]:
     if not name:
         errs.append(FieldError("Required", "metadata.name", detail="name or generateName is required"))
     else:
-        for msg in NAME_RULES.get(resource, dns1123_subdomain)(name):
-            errs.append(FieldError("Invalid", "metadata.name", name, msg))
+        errs += _invalid("metadata.name", name, NAME_RULES.get(resource, dns1123_subdomain)(name))
     for key, value in (meta.get("labels") or {}).items():
-        for msg in qualified_name(key):
-            errs.append(FieldError("Invalid", "metadata.labels", key, msg))
+        errs += _invalid("metadata.labels", key, qualified_name(key))
         if isinstance(value, str):
-            for msg in label_value(value):
-                errs.append(FieldError("Invalid", "metadata.labels", value, msg))
+            errs += _invalid("metadata.labels", value, label_value(value))
     for key in meta.get("annotations") or {}:
-        for msg in qualified_name(key.lower()):
-            errs.append(FieldError("Invalid", "metadata.annotations", key, msg))
+        errs += _invalid("metadata.annotations", key, qualified_name(key.lower()))
     total = sum(len(k) + len(v or "") for k, v in (meta.get("annotations") or {}).items())
     if total > 256 * 1024:
         errs.append(FieldError("TooLong", "metadata.annotations", detail="may not be more than 262144 bytes"))
@@ -427,9 +438,7 @@ def _validate_security_context(path: str, sc: dict) -> list[FieldError]:
     for key in ("runAsUser", "runAsGroup", "fsGroup"):
         v = sc.get(key)
         if isinstance(v, int) and not 0 <= v <= 2147483647:
-            errs.append(
-                FieldError("Invalid", f"{path}.{key}", v, "must be between 0 and 2147483647, inclusive")
-            )
+            errs.append(_out_of_range(f"{path}.{key}", v, 0, 2147483647))
     return errs
 
 
@@ -443,15 +452,7 @@ def validate_pod(pod: dict) -> list[FieldError]:
     for kind in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(kind) or []):
             path = f"spec.{kind}[{i}]"
-            name = c.get("name") or ""
-            if not name:
-                errs.append(FieldError("Required", f"{path}.name"))
-            else:
-                for msg in dns1123_label(name):
-                    errs.append(FieldError("Invalid", f"{path}.name", name, msg))
-                if name in names:
-                    errs.append(FieldError("Duplicate", f"{path}.name", name))
-                names.add(name)
+            errs += _unique_label(f"{path}.name", c.get("name") or "", names)
             if not c.get("image"):
                 errs.append(FieldError("Required", f"{path}.image"))
             for j, env in enumerate(c.get("env") or []):
@@ -465,36 +466,14 @@ def validate_pod(pod: dict) -> list[FieldError]:
             for j, port in enumerate(c.get("ports") or []):
                 p = port.get("containerPort")
                 if isinstance(p, int) and not 1 <= p <= 65535:
-                    errs.append(
-                        FieldError(
-                            "Invalid",
-                            f"{path}.ports[{j}].containerPort",
-                            p,
-                            "must be between 1 and 65535, inclusive",
-                        )
-                    )
+                    errs.append(_out_of_range(f"{path}.ports[{j}].containerPort", p, 1, 65535))
     policy = spec.get("restartPolicy")
-    if policy is not None and policy not in ("Always", "OnFailure", "Never"):
-        errs.append(
-            FieldError(
-                "Unsupported",
-                "spec.restartPolicy",
-                policy,
-                'supported values: "Always", "OnFailure", "Never"',
-            )
-        )
+    if policy is not None:
+        errs += _unsupported("spec.restartPolicy", policy, ("Always", "OnFailure", "Never"))
     errs += _validate_security_context("spec.securityContext", spec.get("securityContext") or {})
     volumes = set()
     for i, v in enumerate(spec.get("volumes") or []):
-        vname = v.get("name") or ""
-        if not vname:
-            errs.append(FieldError("Required", f"spec.volumes[{i}].name"))
-            continue
-        for msg in dns1123_label(vname):
-            errs.append(FieldError("Invalid", f"spec.volumes[{i}].name", vname, msg))
-        if vname in volumes:
-            errs.append(FieldError("Duplicate", f"spec.volumes[{i}].name", vname))
-        volumes.add(vname)
+        errs += _unique_label(f"spec.volumes[{i}].name", v.get("name") or "", volumes)
     for i, c in enumerate(containers):
         for j, m in enumerate(c.get("volumeMounts") or []):
             if m.get("name") not in volumes:
@@ -506,29 +485,17 @@ def validate_pod(pod: dict) -> list[FieldError]:
     return errs
 
 
+RBAC_GROUP = ("rbac.authorization.k8s.io",)
+
+
 def validate_rolebinding(rb: dict) -> list[FieldError]:
-    errs = []
     ref = rb.get("roleRef") or {}
-    if ref.get("kind") not in ("Role", "ClusterRole"):
-        errs.append(
-            FieldError(
-                "Unsupported", "roleRef.kind", ref.get("kind", ""), 'supported values: "Role", "ClusterRole"'
-            )
-        )
-    if ref.get("apiGroup") != "rbac.authorization.k8s.io":
-        errs.append(
-            FieldError(
-                "Unsupported",
-                "roleRef.apiGroup",
-                ref.get("apiGroup", ""),
-                'supported values: "rbac.authorization.k8s.io"',
-            )
-        )
+    errs = _unsupported("roleRef.kind", ref.get("kind", ""), ("Role", "ClusterRole"))
+    errs += _unsupported("roleRef.apiGroup", ref.get("apiGroup", ""), RBAC_GROUP)
     if not ref.get("name"):
         errs.append(FieldError("Required", "roleRef.name"))
     else:
-        for msg in path_segment(ref["name"]):
-            errs.append(FieldError("Invalid", "roleRef.name", ref["name"], msg))
+        errs += _invalid("roleRef.name", ref["name"], path_segment(ref["name"]))
     for i, s in enumerate(rb.get("subjects") or []):
         path = f"subjects[{i}]"
         if not s.get("name"):
@@ -536,56 +503,27 @@ def validate_rolebinding(rb: dict) -> list[FieldError]:
         kind = s.get("kind")
         if kind == "ServiceAccount":
             if s.get("apiGroup", ""):
-                errs.append(
-                    FieldError("Unsupported", f"{path}.apiGroup", s["apiGroup"], 'supported values: ""')
-                )
+                errs += _unsupported(f"{path}.apiGroup", s["apiGroup"], ("",))
             if s.get("name"):
-                for msg in dns1123_subdomain(s["name"]):
-                    errs.append(FieldError("Invalid", f"{path}.name", s["name"], msg))
+                errs += _invalid(f"{path}.name", s["name"], dns1123_subdomain(s["name"]))
         elif kind in ("User", "Group"):
-            if s.get("apiGroup") != "rbac.authorization.k8s.io":
-                errs.append(
-                    FieldError(
-                        "Unsupported",
-                        f"{path}.apiGroup",
-                        s.get("apiGroup", ""),
-                        'supported values: "rbac.authorization.k8s.io"',
-                    )
-                )
+            errs += _unsupported(f"{path}.apiGroup", s.get("apiGroup", ""), RBAC_GROUP)
         else:
-            errs.append(
-                FieldError(
-                    "Unsupported",
-                    f"{path}.kind",
-                    kind or "",
-                    'supported values: "ServiceAccount", "User", "Group"',
-                )
-            )
+            errs += _unsupported(f"{path}.kind", kind or "", ("ServiceAccount", "User", "Group"))
     return errs
 
 
 def validate_service(svc: dict) -> list[FieldError]:
     spec = svc.get("spec") or {}
-    errs = []
     stype = spec.get("type", "ClusterIP")
-    if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        errs.append(
-            FieldError(
-                "Unsupported",
-                "spec.type",
-                stype,
-                'supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort"',
-            )
-        )
+    errs = _unsupported("spec.type", stype, ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"))
     ports = spec.get("ports") or []
     if stype != "ExternalName" and spec.get("clusterIP") != "None" and not ports:
         errs.append(FieldError("Required", "spec.ports"))
     for i, p in enumerate(ports):
         port = p.get("port")
         if not isinstance(port, int) or not 1 <= port <= 65535:
-            errs.append(
-                FieldError("Invalid", f"spec.ports[{i}].port", port, "must be between 1 and 65535, inclusive")
-            )
+            errs.append(_out_of_range(f"spec.ports[{i}].port", port, 1, 65535))
         if len(ports) > 1 and not p.get("name"):
             errs.append(FieldError("Required", f"spec.ports[{i}].name"))
     return errs

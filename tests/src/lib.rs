@@ -214,27 +214,49 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// A Kubernetes kernelspec's `kernel.json`: a python kernel started by `argv` through upstream's
+/// KubernetesProcessProxy with `config` (e.g. `{"image_name": ...}`).
+pub fn kubernetes_kernel_json(display_name: &str, argv: Value, config: Value) -> Value {
+    json!({
+        "argv": argv,
+        "display_name": display_name,
+        "language": "python",
+        "metadata": {
+            "process_proxy": {
+                "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
+                "config": config
+            }
+        }
+    })
+}
+
 /// A kernelspec entry as upstream's `GET /api/kernelspecs` serves it.
 pub fn kernelspec_entry(name: &str, config: Value) -> Value {
+    let mut spec = kubernetes_kernel_json(
+        &format!("{name} on Kubernetes"),
+        json!([
+            "python",
+            "/usr/local/share/jupyter/kernels/{name}/scripts/launch_kubernetes.py",
+            "--RemoteProcessProxy.kernel-id",
+            "{kernel_id}"
+        ]),
+        config,
+    );
+    spec["env"] = json!({});
+    spec["interrupt_mode"] = json!("signal");
+    spec["metadata"]["debugger"] = json!(true);
     json!({
         "name": name,
-        "spec": {
-            "argv": ["python", "/usr/local/share/jupyter/kernels/{name}/scripts/launch_kubernetes.py",
-                     "--RemoteProcessProxy.kernel-id", "{kernel_id}"],
-            "env": {},
-            "display_name": format!("{name} on Kubernetes"),
-            "language": "python",
-            "interrupt_mode": "signal",
-            "metadata": {
-                "process_proxy": {
-                    "class_name": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
-                    "config": config
-                },
-                "debugger": true
-            }
-        },
+        "spec": spec,
         "resources": {"logo-64x64": format!("/kernelspecs/{name}/logo-64x64.png")}
     })
+}
+
+/// Writes `content` to `dir/rel`, creating the directories on the way.
+pub fn write_file(dir: &Path, rel: &str, content: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// What the fake gateway saw of one request.

@@ -170,14 +170,29 @@ impl Gateway {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Starts a `python3_local` kernel: 201, starting, no connections; returns its id.
     pub async fn start_kernel(&self, env: Value) -> String {
-        let (status, body) = self
-            .post("/api/kernels", json!({"name": "python3_local", "env": env}))
+        let (id, model) = self.start_spec("python3_local", env).await;
+        assert_eq!(model["execution_state"], "starting");
+        assert_eq!(model["connections"], 0);
+        id
+    }
+
+    /// Starts a kernel of kernelspec `spec` with `env`: asserts 201; returns its id and model.
+    pub async fn start_spec(&self, spec: &str, env: Value) -> (String, Value) {
+        let (status, model) = self
+            .post("/api/kernels", json!({"name": spec, "env": env}))
             .await;
-        assert_eq!(status, 201, "{body}\n{}", self.log());
-        assert_eq!(body["execution_state"], "starting");
-        assert_eq!(body["connections"], 0);
-        body["id"].as_str().unwrap().to_owned()
+        assert_eq!(status, 201, "{model}\n{}", self.log());
+        (model["id"].as_str().unwrap().to_owned(), model)
+    }
+
+    /// Deletes kernel `id`: asserts 204.
+    pub async fn delete_kernel(&self, id: &str) {
+        let (status, body) = self
+            .request(Method::DELETE, &format!("/api/kernels/{id}"))
+            .await;
+        assert_eq!(status, 204, "DELETE kernel {id}: {body}");
     }
 
     pub fn log(&self) -> String {

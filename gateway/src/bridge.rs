@@ -29,7 +29,7 @@ use std::{
 use bytes::Bytes;
 use gateway_core::{
     Channel, Message,
-    wire::{self, HeaderInfo, Signer},
+    wire::{self, DigestHistory, HeaderInfo, Signer},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tmpsc, watch};
@@ -199,6 +199,7 @@ impl Bridge {
             sockets: None,
             info,
             signer,
+            digests: DigestHistory::new(DigestHistory::UPSTREAM_SIZE),
             sessions: HashMap::new(),
             limits,
             activity,

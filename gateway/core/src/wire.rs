@@ -2,6 +2,11 @@
 //! metadata, content, buffers…]`. The four JSON parts travel verbatim: the gateway signs what it
 //! sends and verifies what it receives, and parses only the header fields it needs.
 
+use std::{
+    collections::{HashSet, VecDeque},
+    hash::{Hash, Hasher},
+};
+
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -81,6 +86,8 @@ pub enum WireError {
     TooFewFrames(usize),
     #[error("signature does not match")]
     BadSignature,
+    #[error("signature seen before: a replayed message")]
+    Replayed,
 }
 
 #[derive(Clone)]
@@ -172,9 +179,67 @@ impl Signer {
     }
 }
 
-/// Frames received from a kernel socket -> the message, its signature checked. Routing
-/// identities (and IOPub topics) before the delimiter are dropped.
-pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError> {
+/// The signatures of a connection's recent messages (upstream's `digest_history`): a message
+/// whose signature was seen before is a replay and is refused. Bounded: past `capacity` the
+/// oldest are forgotten. Only signatures that verified are recorded, so a forged message cannot
+/// make a real one look replayed; unsigned messages (empty key) are not tracked.
+#[derive(Debug)]
+pub struct DigestHistory {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl DigestHistory {
+    /// Upstream's `Session.digest_history_size`.
+    pub const UPSTREAM_SIZE: usize = 1 << 16;
+
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records a signature; false if it was recorded before (and is still remembered).
+    pub fn record(&mut self, signature: &[u8]) -> bool {
+        if signature.is_empty() {
+            return true;
+        }
+        // Signatures are HMACs: 64 bits of their hash tell them apart, in an eighth of the room.
+        let mut h = std::hash::DefaultHasher::new();
+        signature.hash(&mut h);
+        let key = h.finish();
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Frames received from a kernel socket -> the message, its signature checked against the key
+/// and against `history` (replays refused). Routing identities (and IOPub topics) before the
+/// delimiter are dropped.
+pub fn decode(
+    frames: Vec<Bytes>,
+    signer: &Signer,
+    history: &mut DigestHistory,
+) -> Result<Message, WireError> {
     let total = frames.len();
     let Some(delim) = frames.iter().position(|f| f.as_ref() == DELIMITER) else {
         return Err(WireError::NoDelimiter(total));
@@ -196,11 +261,13 @@ pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError>
         content,
         buffers: rest.collect(),
     };
-    if signer.verify(&signature, &msg) {
-        Ok(msg)
-    } else {
-        Err(WireError::BadSignature)
+    if !signer.verify(&signature, &msg) {
+        return Err(WireError::BadSignature);
     }
+    if !signer.key.is_empty() && !history.record(&signature) {
+        return Err(WireError::Replayed);
+    }
+    Ok(msg)
 }
 
 /// The frames to send to a kernel socket: delimiter, signature, the four parts, the buffers.
@@ -334,24 +401,54 @@ mod tests {
         let s = Signer::new("hmac-sha256", b"secret").unwrap();
         let mut frames = vec![Bytes::from_static(b"kernel.x.status")];
         frames.extend(encode(&msg(), &s));
-        assert_eq!(decode(frames.clone(), &s).unwrap(), msg());
-
+        let h = &mut DigestHistory::new(16);
         let other = Signer::new("hmac-sha256", b"other").unwrap();
         assert_eq!(
-            decode(frames.clone(), &other).unwrap_err(),
+            decode(frames.clone(), &other, h).unwrap_err(),
             WireError::BadSignature
+        );
+        // The forged copy above left no trace: the real message still passes, once.
+        assert_eq!(decode(frames.clone(), &s, h).unwrap(), msg());
+        assert_eq!(
+            decode(frames.clone(), &s, h).unwrap_err(),
+            WireError::Replayed
         );
         let mut tampered = frames.clone();
         tampered[6] = Bytes::from_static(br#"{"code":"2+2"}"#);
-        assert_eq!(decode(tampered, &s).unwrap_err(), WireError::BadSignature);
         assert_eq!(
-            decode(vec![Bytes::from_static(b"x")], &s).unwrap_err(),
+            decode(tampered, &s, h).unwrap_err(),
+            WireError::BadSignature
+        );
+        assert_eq!(
+            decode(vec![Bytes::from_static(b"x")], &s, h).unwrap_err(),
             WireError::NoDelimiter(1)
         );
         assert_eq!(
-            decode(frames[..4].to_vec(), &s).unwrap_err(),
+            decode(frames[..4].to_vec(), &s, h).unwrap_err(),
             WireError::TooFewFrames(2)
         );
+        // Without a key nothing is signed and nothing is tracked: repeats pass.
+        let none = Signer::new("hmac-sha256", b"").unwrap();
+        let mut unsigned = vec![];
+        unsigned.extend(encode(&msg(), &none));
+        for _ in 0..2 {
+            assert_eq!(decode(unsigned.clone(), &none, h).unwrap(), msg());
+        }
+    }
+
+    #[test]
+    fn digest_history_forgets_the_oldest() {
+        let mut h = DigestHistory::new(3);
+        for sig in ["a1", "b2", "c3"] {
+            assert!(h.record(sig.as_bytes()), "{sig} is new");
+        }
+        assert!(!h.record(b"a1"), "a1 is remembered");
+        assert!(h.record(b"d4"), "d4 is new and pushes a1 out");
+        assert_eq!(h.len(), 3);
+        assert!(h.record(b"a1"), "a1 was forgotten");
+        assert!(!h.record(b"c3"), "c3 is still remembered");
+        assert!(h.record(b""), "an empty signature is never tracked");
+        assert!(h.record(b""));
     }
 
     #[test]

@@ -72,6 +72,34 @@ impl ZSocket {
     }
 }
 
+/// One received frame, handed on without copying: the bytes stay in libzmq's message.
+struct Frame(zmq::Message);
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Reads one multipart message (all its parts are there once the first is) without blocking.
+fn recv_frames(socket: &zmq::Socket) -> zmq::Result<Vec<Bytes>> {
+    let mut frames = Vec::with_capacity(8);
+    loop {
+        let msg = socket.recv_msg(zmq::DONTWAIT)?;
+        let more = msg.get_more();
+        frames.push(if msg.len() <= 64 {
+            // Small frames (delimiter, signature) live inside the message itself: a copy is
+            // cheaper than keeping the message.
+            Bytes::copy_from_slice(&msg)
+        } else {
+            Bytes::from_owner(Frame(msg))
+        });
+        if !more {
+            return Ok(frames);
+        }
+    }
+}
+
 pub(super) struct Sockets {
     iopub: ZSocket,
     shell: ZSocket,
@@ -104,6 +132,8 @@ pub(super) struct Io {
     pub(super) sockets: Option<Sockets>,
     pub(super) info: ConnectionInfo,
     pub(super) signer: Signer,
+    /// Signatures seen from this kernel connection: a repeated one is a replayed message.
+    pub(super) digests: DigestHistory,
     pub(super) sessions: HashMap<String, Session>,
     pub(super) limits: Limits,
     pub(super) activity: Arc<Activity>,
@@ -385,7 +415,10 @@ impl Io {
             Command::Notify(delivery) => self.broadcast(&delivery),
             Command::Reconnect(info) => {
                 match Signer::new(&info.signature_scheme, info.key.as_bytes()) {
-                    Ok(signer) => self.signer = signer,
+                    Ok(signer) => {
+                        self.signer = signer;
+                        self.digests = DigestHistory::new(DigestHistory::UPSTREAM_SIZE);
+                    }
                     Err(e) => {
                         warn!(kernel_id = %self.kernel_id, error = %e, "new connection info unusable")
                     }
@@ -551,7 +584,7 @@ impl Io {
             let Some(socket) = self.socket(&source) else {
                 return;
             };
-            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+            let frames = match recv_frames(socket) {
                 Ok(frames) => frames,
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => {
@@ -559,8 +592,7 @@ impl Io {
                     return;
                 }
             };
-            let frames: Vec<Bytes> = frames.into_iter().map(Bytes::from).collect();
-            let msg = match wire::decode(frames, &self.signer) {
+            let msg = match wire::decode(frames, &self.signer, &mut self.digests) {
                 Ok(msg) => msg,
                 Err(e) => {
                     self.bad_frames += 1;

@@ -1,55 +1,39 @@
 //! Prometheus metrics, owned by the application and passed to whoever records them.
 
-use eg_common::metrics::{Exposition, MetricsRegistry};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
-    },
-    registry::Unit,
+use eg_common::metrics::{
+    Counter, Exposition, Family, Gauge, Histogram, MetricsRegistry, Unit, exponential_buckets,
+    preset,
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The matched route pattern (e.g. `/api/kernelspecs/{name}`), or `other`.
-    pub route: &'static str,
-    pub status: u16,
-}
+eg_common::label_sets! {
+    pub struct RequestLabels {
+        /// The matched route pattern (e.g. `/api/kernelspecs/{name}`), or `other`.
+        route: &'static str,
+        status: u16,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: &'static str,
-}
+    pub struct RouteLabels { route: &'static str }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub state: String,
-}
+    pub struct StateLabels { state: String }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
-}
+    pub struct ResultLabels { result: &'static str }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RelayLabels {
-    pub channel: &'static str,
-    /// `to_kernel` or `to_client`.
-    pub direction: &'static str,
-}
+    pub struct RelayLabels {
+        channel: &'static str,
+        /// `to_kernel` or `to_client`.
+        direction: &'static str,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
+    pub struct ReasonLabels { reason: &'static str }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProtocolLabels {
-    /// `legacy` or `v1`.
-    pub protocol: &'static str,
+    pub struct ProtocolLabels {
+        /// `legacy` or `v1`.
+        protocol: &'static str,
+    }
+
+    pub struct PhaseLabels { phase: &'static str }
+
+    pub struct VerbLabels { verb: &'static str }
 }
 
 /// Why messages are dropped (each series exists from the start, at zero).
@@ -93,16 +77,6 @@ pub const KUBE_VERBS: [&str; 9] = [
     "other",
 ];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
-    pub phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerbLabels {
-    pub verb: &'static str,
-}
-
 const CHANNELS: [&str; 4] = ["shell", "control", "stdin", "iopub"];
 const DIRECTIONS: [&str; 2] = ["to_kernel", "to_client"];
 
@@ -132,111 +106,87 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = MetricsRegistry::with_prefix("gateway");
-        let requests = registry.counters("http_requests", "HTTP requests by route and status");
-        // 50 µs … ~1.6 s; held watches land in the top bucket and +Inf.
-        let latency = registry.histograms(
-            "http_request_duration",
-            "Time to answer an HTTP request, by route (watches included)",
-            Unit::Seconds,
-            || Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-        );
-        let kernelspecs = registry.gauge("kernelspecs", "Kernelspecs in the listing served");
-        let watchers = registry.gauge("watchers", "Watch requests held open now");
-        let reloads = registry.counters(
-            "kernelspec_rescans",
-            "Rescans of the kernelspec directories, by result",
-        );
-        let kernels = registry.gauges("kernels", "Kernels by execution state");
-        let starts = registry.counters("kernel_starts", "Kernel starts by result");
-        let start_latency = registry.add_with_unit(
-            "kernel_start_duration",
-            "Time from POST /api/kernels to a running kernel",
-            Unit::Seconds,
-            Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-        );
-        let auto_restarts = registry.counters(
-            "kernel_auto_restarts",
-            "Kernels that died on their own, by outcome (restarted, dead, shutdown)",
-        );
-        let culls = registry.counters("kernels_culled", "Kernels culled, by reason");
-        let websockets = registry.gauges(
-            "websocket_connections",
-            "Kernel websockets open now, by protocol",
-        );
-        let relayed_family = registry.counters::<RelayLabels>(
-            "messages_relayed",
-            "Kernel messages relayed, by channel and direction",
-        );
-        let relayed = CHANNELS
-            .iter()
-            .flat_map(|channel| {
-                DIRECTIONS.iter().map(|direction| {
-                    relayed_family
-                        .get_or_create(&RelayLabels { channel, direction })
-                        .clone()
-                })
-            })
-            .collect();
-        let dropped = registry.counters("messages_dropped", "Kernel messages dropped, by reason");
-        for reason in DROP_REASONS {
-            let _ = dropped.get_or_create(&ReasonLabels { reason });
-        }
-        for result in ["ok", "error"] {
-            let _ = starts.get_or_create(&ResultLabels { result });
-        }
-        let launch_phases = registry.histograms(
-            "kernel_pod_launch_phase_duration",
-            "Time from the start of a kernel pod's launch to each phase (scheduled, running, \
-             handshake: connection info received)",
-            Unit::Seconds,
-            || Histogram::new(exponential_buckets(0.01, 2.0, 14)),
-        );
-        for phase in LAUNCH_PHASES {
-            let _ = launch_phases.get_or_create(&PhaseLabels { phase });
-        }
-        let launch_failures = registry.counters(
-            "kernel_pod_launch_failures",
-            "Kernel pod launches that failed, by reason",
-        );
-        for reason in LAUNCH_FAILURES {
-            let _ = launch_failures.get_or_create(&ReasonLabels { reason });
-        }
-        let kube_requests = registry.counters(
-            "kubernetes_api_requests",
-            "Requests to the Kubernetes API, by verb",
-        );
-        for verb in KUBE_VERBS {
-            let _ = kube_requests.get_or_create(&VerbLabels { verb });
-        }
-        for result in ["restarted", "dead", "shutdown"] {
-            let _ = auto_restarts.get_or_create(&ResultLabels { result });
-        }
-        for reason in ["idle", "dead"] {
-            let _ = culls.get_or_create(&ReasonLabels { reason });
-        }
-        for protocol in ["legacy", "v1"] {
-            let _ = websockets.get_or_create(&ProtocolLabels { protocol });
-        }
-        Self {
+        let m = Self {
+            requests: registry.counters("http_requests", "HTTP requests by route and status"),
+            // 50 µs … ~1.6 s; held watches land in the top bucket and +Inf.
+            latency: registry.histograms(
+                "http_request_duration",
+                "Time to answer an HTTP request, by route (watches included)",
+                Unit::Seconds,
+                || Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            ),
+            kernelspecs: registry.gauge("kernelspecs", "Kernelspecs in the listing served"),
+            watchers: registry.gauge("watchers", "Watch requests held open now"),
+            reloads: registry.counters(
+                "kernelspec_rescans",
+                "Rescans of the kernelspec directories, by result",
+            ),
+            kernels: registry.gauges("kernels", "Kernels by execution state"),
+            starts: registry.counters("kernel_starts", "Kernel starts by result"),
+            start_latency: registry.add_with_unit(
+                "kernel_start_duration",
+                "Time from POST /api/kernels to a running kernel",
+                Unit::Seconds,
+                Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            ),
+            auto_restarts: registry.counters(
+                "kernel_auto_restarts",
+                "Kernels that died on their own, by outcome (restarted, dead, shutdown)",
+            ),
+            culls: registry.counters("kernels_culled", "Kernels culled, by reason"),
+            websockets: registry.gauges(
+                "websocket_connections",
+                "Kernel websockets open now, by protocol",
+            ),
+            relayed: by_channel_and_direction(&registry.counters(
+                "messages_relayed",
+                "Kernel messages relayed, by channel and direction",
+            )),
+            dropped: registry.counters("messages_dropped", "Kernel messages dropped, by reason"),
+            launch_phases: registry.histograms(
+                "kernel_pod_launch_phase_duration",
+                "Time from the start of a kernel pod's launch to each phase (scheduled, running, \
+                 handshake: connection info received)",
+                Unit::Seconds,
+                || Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ),
+            launch_failures: registry.counters(
+                "kernel_pod_launch_failures",
+                "Kernel pod launches that failed, by reason",
+            ),
+            kube_requests: registry.counters(
+                "kubernetes_api_requests",
+                "Requests to the Kubernetes API, by verb",
+            ),
             registry,
-            requests,
-            latency,
-            kernelspecs,
-            watchers,
-            reloads,
-            kernels,
-            starts,
-            start_latency,
-            auto_restarts,
-            culls,
-            websockets,
-            relayed,
-            dropped,
-            launch_phases,
-            launch_failures,
-            kube_requests,
-        }
+        };
+        preset(&m.dropped, DROP_REASONS.map(ReasonLabels::new));
+        preset(&m.starts, ["ok", "error"].map(ResultLabels::new));
+        preset(&m.launch_phases, LAUNCH_PHASES.map(PhaseLabels::new));
+        preset(&m.launch_failures, LAUNCH_FAILURES.map(ReasonLabels::new));
+        preset(&m.kube_requests, KUBE_VERBS.map(VerbLabels::new));
+        preset(
+            &m.auto_restarts,
+            ["restarted", "dead", "shutdown"].map(ResultLabels::new),
+        );
+        preset(&m.culls, ["idle", "dead"].map(ReasonLabels::new));
+        preset(&m.websockets, ["legacy", "v1"].map(ProtocolLabels::new));
+        m
     }
+}
+
+/// The relay counters, indexed by channel, then direction (no label lookup per message).
+fn by_channel_and_direction(family: &Family<RelayLabels, Counter>) -> Vec<Counter> {
+    CHANNELS
+        .iter()
+        .flat_map(|channel| {
+            DIRECTIONS.iter().map(|direction| {
+                family
+                    .get_or_create(&RelayLabels { channel, direction })
+                    .clone()
+            })
+        })
+        .collect()
 }
 
 impl Metrics {

@@ -5,38 +5,28 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use eg_common::metrics::{Exposition, MetricsRegistry};
-
-use crate::ports::ErrorKind;
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
-    },
-    registry::Unit,
+use eg_common::metrics::{
+    Counter, Exposition, Family, Gauge, Histogram, MetricsRegistry, Unit, exponential_buckets,
+    preset,
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PullLabels {
-    pub runtime: String,
-    /// `pulled`, or the failure kind (`not_found`, `unauthorized`, `unavailable`, `timeout`,
-    /// `error`), or `cancelled`.
-    pub result: String,
-}
+use crate::ports::ErrorKind;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuntimeLabels {
-    pub runtime: String,
-}
+eg_common::label_sets! {
+    pub struct PullLabels {
+        runtime: String,
+        /// `pulled`, or the failure kind (`not_found`, `unauthorized`, `unavailable`, `timeout`,
+        /// `error`), or `cancelled`.
+        result: String,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FetchLabels {
-    /// `ok`, `not_modified` or `error` (image list reads); `unchanged`, `changed` or `error`
-    /// (digest checks).
-    pub result: String,
+    pub struct RuntimeLabels { runtime: String }
+
+    pub struct FetchLabels {
+        /// `ok`, `not_modified` or `error` (image list reads); `unchanged`, `changed` or `error`
+        /// (digest checks).
+        result: String,
+    }
 }
 
 /// The results a pull ends with, besides the failure kinds.
@@ -62,45 +52,37 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = MetricsRegistry::with_prefix("kip");
-        let pulls = registry.counters("pulls", "Image pulls by runtime and result");
-        // 0.1 s … ~27 min: kernel images take seconds to many minutes.
-        let pull_duration = registry.histograms(
-            "pull_duration",
-            "Time to pull one image, all attempts included",
-            Unit::Seconds,
-            || Histogram::new(exponential_buckets(0.1, 2.0, 15)),
-        );
-        let pulled_bytes = registry.add_with_unit(
-            "pulled",
-            "Bytes downloaded by pulls, where the runtime reports them",
-            Unit::Bytes,
-            Family::default(),
-        );
-        let images_desired = registry.gauge("images_desired", "Images the sources name");
-        let images_present = registry.gauge(
-            "images_present",
-            "Desired images present on the node after the last cycle",
-        );
-        let fetches = registry.counters("fetch", "Reads of the image list by result");
-        let digest_checks = registry.counters(
-            "digest_checks",
-            "Always: manifest HEADs by result (unchanged, changed, error)",
-        );
-        let last_cycle = registry.add(
-            "last_successful_cycle_timestamp_seconds",
-            "Unix time of the last cycle that completed",
-            Gauge::<f64, AtomicU64>::default(),
-        );
         Self {
+            pulls: registry.counters("pulls", "Image pulls by runtime and result"),
+            // 0.1 s … ~27 min: kernel images take seconds to many minutes.
+            pull_duration: registry.histograms(
+                "pull_duration",
+                "Time to pull one image, all attempts included",
+                Unit::Seconds,
+                || Histogram::new(exponential_buckets(0.1, 2.0, 15)),
+            ),
+            pulled_bytes: registry.add_with_unit(
+                "pulled",
+                "Bytes downloaded by pulls, where the runtime reports them",
+                Unit::Bytes,
+                Family::default(),
+            ),
+            images_desired: registry.gauge("images_desired", "Images the sources name"),
+            images_present: registry.gauge(
+                "images_present",
+                "Desired images present on the node after the last cycle",
+            ),
+            fetches: registry.counters("fetch", "Reads of the image list by result"),
+            digest_checks: registry.counters(
+                "digest_checks",
+                "Always: manifest HEADs by result (unchanged, changed, error)",
+            ),
+            last_cycle: registry.add(
+                "last_successful_cycle_timestamp_seconds",
+                "Unix time of the last cycle that completed",
+                Gauge::<f64, AtomicU64>::default(),
+            ),
             registry,
-            pulls,
-            pull_duration,
-            pulled_bytes,
-            images_desired,
-            images_present,
-            fetches,
-            digest_checks,
-            last_cycle,
         }
     }
 }
@@ -114,40 +96,24 @@ impl Metrics {
         let results = PULL_RESULTS
             .into_iter()
             .chain(ErrorKind::ALL.map(ErrorKind::as_str));
-        for result in results {
-            drop(m.pulls.get_or_create(&PullLabels {
-                runtime: runtime.to_owned(),
-                result: result.to_owned(),
-            }));
-        }
-        let labels = RuntimeLabels {
-            runtime: runtime.to_owned(),
-        };
-        drop(m.pull_duration.get_or_create(&labels));
-        drop(m.pulled_bytes.get_or_create(&labels));
-        for (family, results) in [
-            (&m.fetches, &FETCH_RESULTS),
-            (&m.digest_checks, &DIGEST_CHECK_RESULTS),
-        ] {
-            for result in results {
-                drop(family.get_or_create(&FetchLabels {
-                    result: (*result).to_owned(),
-                }));
-            }
-        }
+        preset(
+            &m.pulls,
+            results.map(|result| PullLabels::new(runtime.to_owned(), result.to_owned())),
+        );
+        let labels = [RuntimeLabels::new(runtime.to_owned())];
+        preset(&m.pull_duration, labels.clone());
+        preset(&m.pulled_bytes, labels);
+        let fetch = |result: &str| FetchLabels::new(result.to_owned());
+        preset(&m.fetches, FETCH_RESULTS.map(fetch));
+        preset(&m.digest_checks, DIGEST_CHECK_RESULTS.map(fetch));
         m
     }
 
     pub fn record_pull(&self, runtime: &str, result: &str, elapsed: Duration, bytes: Option<u64>) {
         self.pulls
-            .get_or_create(&PullLabels {
-                runtime: runtime.to_owned(),
-                result: result.to_owned(),
-            })
+            .get_or_create(&PullLabels::new(runtime.to_owned(), result.to_owned()))
             .inc();
-        let labels = RuntimeLabels {
-            runtime: runtime.to_owned(),
-        };
+        let labels = RuntimeLabels::new(runtime.to_owned());
         if result == "pulled" {
             self.pull_duration
                 .get_or_create(&labels)
@@ -160,17 +126,13 @@ impl Metrics {
 
     pub fn record_fetch(&self, result: &str) {
         self.fetches
-            .get_or_create(&FetchLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&FetchLabels::new(result.to_owned()))
             .inc();
     }
 
     pub fn record_digest_check(&self, result: &str) {
         self.digest_checks
-            .get_or_create(&FetchLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&FetchLabels::new(result.to_owned()))
             .inc();
     }
 

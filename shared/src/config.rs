@@ -28,6 +28,91 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// One setting as the command line gave it: the variable it is read from (which its errors name)
+/// and its raw text, from the `--flag`, the variable or the default. [`settings!`] declares the
+/// clap arguments that produce them.
+///
+/// [`settings!`]: crate::settings
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub var: &'static str,
+    pub raw: String,
+}
+
+impl Setting {
+    pub fn new(var: &'static str, raw: impl Into<String>) -> Self {
+        Self {
+            var,
+            raw: raw.into(),
+        }
+    }
+
+    /// `setting`, or else the fallback variable `var` when `env` has it (e.g. a `KG_*` twin).
+    pub fn or_env(
+        setting: Option<Self>,
+        var: &'static str,
+        env: impl FnOnce(&str) -> Option<String>,
+    ) -> Option<Self> {
+        setting.or_else(|| env(var).map(|raw| Self::new(var, raw)))
+    }
+}
+
+/// Declares a clap argument struct of [`Setting`]s: each field is a `--flag` (the field's name in
+/// kebab case) with its environment variable twin, written `field: "VAR" default "value",`, or
+/// `field: "VAR",` for a setting that may be unset (an `Option<Setting>`). Doc comments are the
+/// help text; further `#[arg(..)]` attributes are kept. Fields written `pub name: Type,` are
+/// passed through as they are (flags without a variable, `#[command(flatten)]` groups).
+///
+/// The struct's `#[derive(clap::Parser)]` or `#[derive(clap::Args)]` is the caller's, and so is
+/// the dependency on `clap` the expansion names.
+#[macro_export]
+macro_rules! settings {
+    (@field $head:tt [$($out:tt)*]
+        $(#[$($meta:tt)*])* pub $field:ident: $ty:ty, $($rest:tt)*
+    ) => {
+        $crate::settings!(@field $head [$($out)* $(#[$($meta)*])* pub $field: $ty,] $($rest)*);
+    };
+    (@field $head:tt [$($out:tt)*]
+        $(#[$($meta:tt)*])* $field:ident: $var:literal default $default:literal, $($rest:tt)*
+    ) => {
+        $crate::settings!(@field $head [$($out)*
+            $(#[$($meta)*])*
+            #[arg(
+                long,
+                env = $var,
+                default_value = $default,
+                value_parser = $crate::settings!(@parser $var),
+            )]
+            pub $field: $crate::config::Setting,
+        ] $($rest)*);
+    };
+    (@field $head:tt [$($out:tt)*]
+        $(#[$($meta:tt)*])* $field:ident: $var:literal, $($rest:tt)*
+    ) => {
+        $crate::settings!(@field $head [$($out)*
+            $(#[$($meta)*])*
+            #[arg(long, env = $var, value_parser = $crate::settings!(@parser $var))]
+            pub $field: Option<$crate::config::Setting>,
+        ] $($rest)*);
+    };
+    (@field [$(#[$($attr:tt)*])* $vis:vis struct $name:ident] [$($out:tt)*]) => {
+        $(#[$($attr)*])*
+        $vis struct $name { $($out)* }
+    };
+    (@parser $var:literal) => {
+        ::clap::builder::TypedValueParser::map(
+            ::clap::builder::StringValueParser::new(),
+            |raw| $crate::config::Setting::new($var, raw),
+        )
+    };
+    (
+        $(#[$($attr:tt)*])*
+        $vis:vis struct $name:ident { $($fields:tt)* }
+    ) => {
+        $crate::settings!(@field [$(#[$($attr)*])* $vis struct $name] [] $($fields)*);
+    };
+}
+
 /// Collects errors while each field is validated.
 #[derive(Debug, Default)]
 pub struct Checker(pub Vec<ConfigError>);
@@ -68,6 +153,28 @@ impl Checker {
         match raw {
             Some(raw) if !raw.trim().is_empty() => self.parse(var, raw, parse).map(Some),
             _ => Some(None),
+        }
+    }
+
+    /// `setting` parsed by `parse`, or `None` with the problem recorded against its variable.
+    pub fn read<T>(
+        &mut self,
+        setting: &Setting,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        self.parse(setting.var, &setting.raw, parse)
+    }
+
+    /// An optional setting: `Some(None)` when it is unset or blank, else parsed as by
+    /// [`Checker::read`] (as `Some(Some(_))`), or `None` with the problem recorded.
+    pub fn read_set<T>(
+        &mut self,
+        setting: Option<&Setting>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match setting {
+            Some(s) => self.parse_set(s.var, Some(&s.raw), parse),
+            None => Some(None),
         }
     }
 
@@ -157,6 +264,11 @@ pub fn parse_trimmed<T: FromStr>(raw: &str, expected: &str) -> Result<T, String>
         .map_err(|_| format!("expected {expected}"))
 }
 
+/// A whole number (of the range of `T`).
+pub fn parse_whole<T: FromStr>(raw: &str) -> Result<T, String> {
+    parse_trimmed(raw, "a whole number")
+}
+
 /// A whole number greater than 0.
 pub fn parse_positive(raw: &str) -> Result<u64, String> {
     match raw.trim().parse::<u64>() {
@@ -223,6 +335,57 @@ mod tests {
         c.check::<u8>("A", "x", Err("bad".into()));
         assert!(c.finish().is_err());
         assert!(Checker::default().finish().is_ok());
+    }
+
+    #[test]
+    fn settings_are_checked_against_their_own_variable() {
+        let mut c = Checker::default();
+        let port = Setting::new("PORT", " 80 ");
+        assert_eq!(c.read(&port, parse_whole::<u16>), Some(80));
+        let unset: Option<&Setting> = None;
+        let blank = Setting::new("OPT", "  ");
+        let two = Setting::new("OPT", "2");
+        for (setting, want) in [
+            (unset, Some(None)),
+            (Some(&blank), Some(None)),
+            (Some(&two), Some(Some(2))),
+        ] {
+            assert_eq!(c.read_set(setting, parse_positive), want, "{setting:?}");
+        }
+        assert!(c.0.is_empty());
+        assert_eq!(
+            c.read(&Setting::new("PORT", "70000"), parse_whole::<u16>),
+            None
+        );
+        assert_eq!(
+            c.read_set(Some(&Setting::new("OPT", "0")), parse_positive),
+            None
+        );
+        let recorded: Vec<_> =
+            c.0.iter()
+                .map(|e| (e.var, e.value.as_str(), e.problem.as_str()))
+                .collect();
+        assert_eq!(
+            recorded,
+            [
+                ("PORT", "70000", "expected a whole number"),
+                ("OPT", "0", "expected a whole number greater than 0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fallback_variable_is_read_only_for_an_unset_setting() {
+        let env = |var: &str| (var == "KG_X").then(|| "from-kg".to_owned());
+        let given = Some(Setting::new("EG_X", "given"));
+        let table = [
+            (given.clone(), "KG_X", Some(Setting::new("EG_X", "given"))),
+            (None, "KG_X", Some(Setting::new("KG_X", "from-kg"))),
+            (None, "KG_Y", None),
+        ];
+        for (setting, fallback, want) in table {
+            assert_eq!(Setting::or_env(setting, fallback, env), want, "{fallback}");
+        }
     }
 
     #[test]

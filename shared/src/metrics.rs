@@ -1,9 +1,16 @@
-//! Registration helpers for the Prometheus metrics each binary owns.
+//! Registration helpers for the Prometheus metrics each binary owns, and the metric types they
+//! hand out.
 
-use prometheus_client::{
+use prometheus_client::registry::{Metric, Registry};
+pub use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::{Metric, Registry, Unit},
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Unit,
 };
 
 /// What a metric family's labels must be.
@@ -15,6 +22,42 @@ pub trait LabelSet:
 impl<T> LabelSet for T where
     T: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static
 {
+}
+
+/// Declares label sets: structs with every field public, the derives a metric family's labels
+/// need (`Clone`, `Debug`, `Hash`, `PartialEq`, `Eq`, `EncodeLabelSet`) and a `new` taking the
+/// fields in order. The expansion names `prometheus_client`, which the caller depends on.
+#[macro_export]
+macro_rules! label_sets {
+    ($(
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident { $($(#[$field_attr:meta])* $field:ident: $ty:ty),* $(,)? }
+    )*) => {
+        $(
+            $(#[$attr])*
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, $crate::metrics::EncodeLabelSet)]
+            $vis struct $name { $($(#[$field_attr])* pub $field: $ty,)* }
+
+            impl $name {
+                #[allow(dead_code)]
+                $vis fn new($($field: $ty),*) -> Self {
+                    Self { $($field),* }
+                }
+            }
+        )*
+    };
+}
+
+/// Creates the series of `labels` in `family`, at zero, so that they are exported before their
+/// first event.
+pub fn preset<L, M, C>(family: &Family<L, M, C>, labels: impl IntoIterator<Item = L>)
+where
+    L: LabelSet,
+    C: MetricConstructor<M>,
+{
+    for label in labels {
+        drop(family.get_or_create(&label));
+    }
 }
 
 /// A registry under one prefix (`kip_`, `gateway_`) that hands out registered metrics.
@@ -94,13 +137,10 @@ impl Exposition for MetricsRegistry {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::metrics::histogram::exponential_buckets;
-
     use super::*;
 
-    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-    struct Labels {
-        kind: &'static str,
+    crate::label_sets! {
+        struct Labels { kind: &'static str }
     }
 
     #[test]
@@ -125,9 +165,14 @@ mod tests {
         gs.get_or_create(&Labels { kind: "b" }).set(4);
         one.observe(3.0);
         bytes.inc_by(7);
+        preset(&c, ["b", "c"].map(Labels::new));
+        preset(&h, [Labels::new("z")]);
         let text = m.encode();
         for needle in [
             "t_things_total{kind=\"a\"} 1",
+            "t_things_total{kind=\"b\"} 0",
+            "t_things_total{kind=\"c\"} 0",
+            "t_wait_seconds_count{kind=\"z\"} 0",
             "t_wait_seconds_count{kind=\"a\"} 1",
             "t_wait_seconds_bucket{le=\"2.0\",kind=\"a\"} 1",
             "t_level 3",

@@ -30,232 +30,188 @@ use crate::{
 
 use self::{https::check_tls, remote::check_remote};
 
-/// Command line and environment of the `gateway` binary.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "gateway",
-    version,
-    about = "Enterprise-Gateway-compatible kernel gateway: kernelspecs, kernels, kernel pods",
-    long_about = "Serves Enterprise Gateway's REST and websocket API: the kernelspecs found in the \
-Jupyter data path (with a watch: GET /api/kernelspecs?wait=SECONDS with If-None-Match is held until \
-the listing changes), /api/kernels and /api/sessions, and each kernel's websocket \
-(/api/kernels/{id}/channels). Local kernelspecs run as local processes; KubernetesProcessProxy \
-kernelspecs run as pods through the Kubernetes API (in-cluster service account or KUBECONFIG).\n\n\
-Every option can also be set through the environment variable shown beside it; a flag wins over \
-its variable."
-)]
-pub struct Args {
-    /// IP address to listen on.
-    #[arg(long, env = "EG_IP", default_value = "0.0.0.0")]
-    pub ip: String,
-
-    /// Port to listen on.
-    #[arg(long, env = "EG_PORT", default_value = "8888")]
-    pub port: String,
-
-    /// Base path every route is served under (KG_BASE_URL is read when this is unset).
-    #[arg(long, env = "EG_BASE_URL")]
-    pub base_url: Option<String>,
-
-    /// Token clients must present (`Authorization: token …` or `?token=`); empty: no check
-    /// (KG_AUTH_TOKEN is read when this is unset).
-    #[arg(long, env = "EG_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
-
-    /// Kernelspec names the listing shows: a JSON array or a comma list; `null` or empty: all.
-    #[arg(long, env = "EG_ALLOWED_KERNELS")]
-    pub allowed_kernels: Option<String>,
-
-    /// The `default` of the kernelspec listing.
-    #[arg(long, env = "EG_DEFAULT_KERNEL_NAME", default_value = "python_docker")]
-    pub default_kernel_name: String,
-
-    /// Comma list of users `?user=` may name (unset: no global list); a spec's own
-    /// `authorized_users` takes precedence.
-    #[arg(long, env = "EG_AUTHORIZED_USERS")]
-    pub authorized_users: Option<String>,
-
-    /// Comma list of users `?user=` may never name.
-    #[arg(long, env = "EG_UNAUTHORIZED_USERS", default_value = "root")]
-    pub unauthorized_users: String,
-
-    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
-    /// when set, takes precedence.
-    #[arg(long, env = "EG_LOG_LEVEL", default_value = "INFO")]
-    pub log_level: String,
-
-    /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it.
-    #[arg(long, env = "EG_ADMIN_ADDR", default_value = "0.0.0.0:9091")]
-    pub admin_addr: String,
-
-    /// Seconds between full rescans of the kernelspec directories (filesystem notifications are
-    /// seen at once; the rescan catches what they miss).
-    #[arg(long, env = "EG_KERNELSPEC_RESCAN_INTERVAL", default_value = "30")]
-    pub rescan_interval: String,
-
-    /// Seconds to finish after SIGTERM/SIGINT (every kernel is shut down first) before exiting
-    /// anyway.
-    #[arg(long, env = "EG_SHUTDOWN_GRACE", default_value = "10")]
-    pub shutdown_grace: String,
-
-    /// Whether `GET /api/kernels` and `GET /api/sessions` answer (otherwise 403). Jupyter
-    /// Server's gateway client needs it.
-    #[arg(long, env = "EG_LIST_KERNELS", default_value = "True")]
-    pub list_kernels: String,
-
-    /// Most kernels running and starting at once (unset: no limit).
-    #[arg(long, env = "EG_MAX_KERNELS")]
-    pub max_kernels: Option<String>,
-
-    /// Most kernels per `KERNEL_USERNAME` (-1: no limit).
-    #[arg(long, env = "EG_MAX_KERNELS_PER_USER", default_value = "-1")]
-    pub max_kernels_per_user: String,
-
-    /// Comma list of request `env` names (besides every `KERNEL_*`) a client may set; `*`: all
-    /// (EG_ENV_WHITELIST is read when this is unset).
-    #[arg(long, env = "EG_CLIENT_ENVS")]
-    pub client_envs: Option<String>,
-
-    /// Comma list of the gateway's own variables every kernel inherits (EG_ENV_PROCESS_WHITELIST
-    /// is read when this is unset).
-    #[arg(long, env = "EG_INHERITED_ENVS")]
-    pub inherited_envs: Option<String>,
-
-    /// Seconds a kernel may take to start; a request's KERNEL_LAUNCH_TIMEOUT wins.
-    #[arg(long, env = "EG_KERNEL_LAUNCH_TIMEOUT", default_value = "30")]
-    pub kernel_launch_timeout: String,
-
-    /// Seconds the gateway waits for a new kernel's kernel_info_reply before opening a websocket
-    /// anyway.
-    #[arg(long, env = "EG_KERNEL_INFO_TIMEOUT", default_value = "60")]
-    pub kernel_info_timeout: String,
-
-    /// Kernel ports, `LOWER..UPPER`; `0..0`: any free port. A spec's `port_range` wins.
-    #[arg(long, env = "EG_PORT_RANGE", default_value = "0..0")]
-    pub port_range: String,
-
-    /// Smallest span a port range may have.
-    #[arg(long, env = "EG_MIN_PORT_RANGE_SIZE", default_value = "1000")]
-    pub min_port_range_size: String,
-
-    /// Exported to kernels as EG_IMPERSONATION_ENABLED=True|False.
-    #[arg(long, env = "EG_IMPERSONATION_ENABLED", default_value = "False")]
-    pub impersonation_enabled: String,
-
-    /// Seconds a kernel may stay idle before it is shut down; 0: never.
-    #[arg(long, env = "EG_CULL_IDLE_TIMEOUT", default_value = "43200")]
-    pub cull_idle_timeout: String,
-
-    /// Seconds between culling passes.
-    #[arg(long, env = "EG_CULL_INTERVAL", default_value = "60")]
-    pub cull_interval: String,
-
-    /// Whether kernels with a websocket open may be culled.
-    #[arg(long, env = "EG_CULL_CONNECTED", default_value = "False")]
-    pub cull_connected: String,
-
-    /// Seconds between websocket pings; 0: none. A peer silent for three intervals (at least
-    /// 30 s) is disconnected.
-    #[arg(long, env = "EG_WS_PING_INTERVAL_SECS", default_value = "30")]
-    pub ws_ping_interval: String,
-
-    /// Messages kept for a disconnected session until it reconnects (0: none are kept); the
-    /// oldest go first and are counted in gateway_messages_dropped_total.
-    #[arg(long, env = "EG_WS_BUFFER_MAX_MESSAGES", default_value = "10000")]
-    pub ws_buffer_max_messages: String,
-
-    /// Bytes kept for a disconnected session.
-    #[arg(long, env = "EG_WS_BUFFER_MAX_BYTES", default_value = "67108864")]
-    pub ws_buffer_max_bytes: String,
-
-    /// Bytes one websocket may have waiting to be written before messages for it are dropped
-    /// (and counted); other clients are never affected.
-    #[arg(
-        long,
-        env = "EG_WS_CLIENT_QUEUE_MAX_BYTES",
-        default_value = "268435456"
+eg_common::settings! {
+    /// Command line and environment of the `gateway` binary.
+    #[derive(Debug, Clone, Parser)]
+    #[command(
+        name = "gateway",
+        version,
+        about = "Enterprise-Gateway-compatible kernel gateway: kernelspecs, kernels, kernel pods",
+        long_about = "Serves Enterprise Gateway's REST and websocket API: the kernelspecs found \
+            in the Jupyter data path (with a watch: GET /api/kernelspecs?wait=SECONDS with \
+            If-None-Match is held until the listing changes), /api/kernels and /api/sessions, and \
+            each kernel's websocket (/api/kernels/{id}/channels). Local kernelspecs run as local \
+            processes; KubernetesProcessProxy kernelspecs run as pods through the Kubernetes API \
+            (in-cluster service account or KUBECONFIG).\n\n\
+            Every option can also be set through the environment variable shown beside it; a flag \
+            wins over its variable."
     )]
-    pub ws_client_queue_max_bytes: String,
+    pub struct Args {
+        /// IP address to listen on.
+        ip: "EG_IP" default "0.0.0.0",
 
-    /// `Access-Control-Allow-Origin` on every response; also the origin a request from another
-    /// host may come from (`*`: any). Empty: no header, and foreign origins are refused
-    /// (KG_ALLOW_ORIGIN is read when this is unset).
-    #[arg(long, env = "EG_ALLOW_ORIGIN")]
-    pub allow_origin: Option<String>,
+        /// Port to listen on.
+        port: "EG_PORT" default "8888",
 
-    /// `Access-Control-Allow-Credentials` on every response; empty: none (KG_ALLOW_CREDENTIALS
-    /// is read when this is unset).
-    #[arg(long, env = "EG_ALLOW_CREDENTIALS")]
-    pub allow_credentials: Option<String>,
+        /// Base path every route is served under (KG_BASE_URL is read when this is unset).
+        base_url: "EG_BASE_URL",
 
-    /// `Access-Control-Allow-Methods` on every response; empty: none (KG_ALLOW_METHODS is read
-    /// when this is unset).
-    #[arg(long, env = "EG_ALLOW_METHODS")]
-    pub allow_methods: Option<String>,
+        /// Token clients must present (`Authorization: token …` or `?token=`); empty: no check
+        /// (KG_AUTH_TOKEN is read when this is unset).
+        #[arg(hide_env_values = true)]
+        auth_token: "EG_AUTH_TOKEN",
 
-    /// `Access-Control-Allow-Headers` on every response; empty: none (KG_ALLOW_HEADERS is read
-    /// when this is unset).
-    #[arg(long, env = "EG_ALLOW_HEADERS")]
-    pub allow_headers: Option<String>,
+        /// Kernelspec names the listing shows: a JSON array or a comma list; `null` or empty: all.
+        allowed_kernels: "EG_ALLOWED_KERNELS",
 
-    /// `Access-Control-Expose-Headers` on every response; empty: none (KG_EXPOSE_HEADERS is read
-    /// when this is unset).
-    #[arg(long, env = "EG_EXPOSE_HEADERS")]
-    pub expose_headers: Option<String>,
+        /// The `default` of the kernelspec listing.
+        default_kernel_name: "EG_DEFAULT_KERNEL_NAME" default "python_docker",
 
-    /// `Access-Control-Max-Age` on every response; empty: none (KG_MAX_AGE is read when this is
-    /// unset).
-    #[arg(long, env = "EG_MAX_AGE")]
-    pub max_age: Option<String>,
+        /// Comma list of users `?user=` may name (unset: no global list); a spec's own
+        /// `authorized_users` takes precedence.
+        authorized_users: "EG_AUTHORIZED_USERS",
 
-    /// Port remote kernel launchers send their connection info to (0: any free port).
-    #[arg(long, env = "EG_RESPONSE_PORT", default_value = "8877")]
-    pub response_port: String,
+        /// Comma list of users `?user=` may never name.
+        unauthorized_users: "EG_UNAUTHORIZED_USERS" default "root",
 
-    /// Further ports tried (port+1, port+2, …) when the response port is taken.
-    #[arg(long, env = "EG_RESPONSE_PORT_RETRIES", default_value = "10")]
-    pub response_port_retries: String,
+        /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
+        /// when set, takes precedence.
+        log_level: "EG_LOG_LEVEL" default "INFO",
 
-    /// IPv4 address the response listener binds and advertises to launchers; unset: the first
-    /// local non-loopback address not in EG_PROHIBITED_LOCAL_IPS.
-    #[arg(long, env = "EG_RESPONSE_IP")]
-    pub response_ip: Option<String>,
+        /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it.
+        admin_addr: "EG_ADMIN_ADDR" default "0.0.0.0:9091",
 
-    /// Bind the response listener on all interfaces (the advertised address is unchanged).
-    #[arg(long, env = "EG_RESPONSE_ADDR_ANY", default_value = "False")]
-    pub response_addr_any: String,
+        /// Seconds between full rescans of the kernelspec directories (filesystem notifications are
+        /// seen at once; the rescan catches what they miss).
+        rescan_interval: "EG_KERNELSPEC_RESCAN_INTERVAL" default "30",
 
-    /// Comma list of local addresses never advertised as the response address: regular
-    /// expressions matched at the start (e.g. `172.17.,10.0.0.5`).
-    #[arg(long, env = "EG_PROHIBITED_LOCAL_IPS")]
-    pub prohibited_local_ips: Option<String>,
+        /// Seconds to finish after SIGTERM/SIGINT (every kernel is shut down first) before exiting
+        /// anyway.
+        shutdown_grace: "EG_SHUTDOWN_GRACE" default "10",
 
-    /// Seconds (fractions allowed) a comm-port request to a remote launcher may take to connect
-    /// and to send. Upstream's default 0.005 suits one machine; across a cluster network raise it.
-    #[arg(long, env = "EG_SOCKET_TIMEOUT", default_value = "0.005")]
-    pub socket_timeout: String,
+        /// Whether `GET /api/kernels` and `GET /api/sessions` answer (otherwise 403). Jupyter
+        /// Server's gateway client needs it.
+        list_kernels: "EG_LIST_KERNELS" default "True",
 
-    /// Signal remote kernels are interrupted with when their kernelspec's env sets no
-    /// EG_ALTERNATE_SIGINT (e.g. SIGUSR2); unset: SIGINT.
-    #[arg(long, env = "EG_ALTERNATE_SIGINT")]
-    pub alternate_sigint: Option<String>,
+        /// Most kernels running and starting at once (unset: no limit).
+        max_kernels: "EG_MAX_KERNELS",
 
-    /// PEM certificate (chain) for HTTPS; needs EG_KEYFILE. Unset: plain HTTP (KG_CERTFILE is
-    /// read when this is unset).
-    #[arg(long, env = "EG_CERTFILE")]
-    pub certfile: Option<String>,
+        /// Most kernels per `KERNEL_USERNAME` (-1: no limit).
+        max_kernels_per_user: "EG_MAX_KERNELS_PER_USER" default "-1",
 
-    /// PEM private key of EG_CERTFILE (KG_KEYFILE is read when this is unset).
-    #[arg(long, env = "EG_KEYFILE")]
-    pub keyfile: Option<String>,
+        /// Comma list of request `env` names (besides every `KERNEL_*`) a client may set; `*`: all
+        /// (EG_ENV_WHITELIST is read when this is unset).
+        client_envs: "EG_CLIENT_ENVS",
 
-    /// PEM CA certificate(s): with HTTPS, clients must present a certificate one of them signed
-    /// (KG_CLIENT_CA is read when this is unset).
-    #[arg(long, env = "EG_CLIENT_CA")]
-    pub client_ca: Option<String>,
+        /// Comma list of the gateway's own variables every kernel inherits
+        /// (EG_ENV_PROCESS_WHITELIST is read when this is unset).
+        inherited_envs: "EG_INHERITED_ENVS",
 
-    #[command(flatten)]
-    pub kube: kube::KubeArgs,
+        /// Seconds a kernel may take to start; a request's KERNEL_LAUNCH_TIMEOUT wins.
+        kernel_launch_timeout: "EG_KERNEL_LAUNCH_TIMEOUT" default "30",
+
+        /// Seconds the gateway waits for a new kernel's kernel_info_reply before opening a
+        /// websocket anyway.
+        kernel_info_timeout: "EG_KERNEL_INFO_TIMEOUT" default "60",
+
+        /// Kernel ports, `LOWER..UPPER`; `0..0`: any free port. A spec's `port_range` wins.
+        port_range: "EG_PORT_RANGE" default "0..0",
+
+        /// Smallest span a port range may have.
+        min_port_range_size: "EG_MIN_PORT_RANGE_SIZE" default "1000",
+
+        /// Exported to kernels as EG_IMPERSONATION_ENABLED=True|False.
+        impersonation_enabled: "EG_IMPERSONATION_ENABLED" default "False",
+
+        /// Seconds a kernel may stay idle before it is shut down; 0: never.
+        cull_idle_timeout: "EG_CULL_IDLE_TIMEOUT" default "43200",
+
+        /// Seconds between culling passes.
+        cull_interval: "EG_CULL_INTERVAL" default "60",
+
+        /// Whether kernels with a websocket open may be culled.
+        cull_connected: "EG_CULL_CONNECTED" default "False",
+
+        /// Seconds between websocket pings; 0: none. A peer silent for three intervals (at least
+        /// 30 s) is disconnected.
+        ws_ping_interval: "EG_WS_PING_INTERVAL_SECS" default "30",
+
+        /// Messages kept for a disconnected session until it reconnects (0: none are kept); the
+        /// oldest go first and are counted in gateway_messages_dropped_total.
+        ws_buffer_max_messages: "EG_WS_BUFFER_MAX_MESSAGES" default "10000",
+
+        /// Bytes kept for a disconnected session.
+        ws_buffer_max_bytes: "EG_WS_BUFFER_MAX_BYTES" default "67108864",
+
+        /// Bytes one websocket may have waiting to be written before messages for it are dropped
+        /// (and counted); other clients are never affected.
+        ws_client_queue_max_bytes: "EG_WS_CLIENT_QUEUE_MAX_BYTES" default "268435456",
+
+        /// `Access-Control-Allow-Origin` on every response; also the origin a request from another
+        /// host may come from (`*`: any). Empty: no header, and foreign origins are refused
+        /// (KG_ALLOW_ORIGIN is read when this is unset).
+        allow_origin: "EG_ALLOW_ORIGIN",
+
+        /// `Access-Control-Allow-Credentials` on every response; empty: none (KG_ALLOW_CREDENTIALS
+        /// is read when this is unset).
+        allow_credentials: "EG_ALLOW_CREDENTIALS",
+
+        /// `Access-Control-Allow-Methods` on every response; empty: none (KG_ALLOW_METHODS is read
+        /// when this is unset).
+        allow_methods: "EG_ALLOW_METHODS",
+
+        /// `Access-Control-Allow-Headers` on every response; empty: none (KG_ALLOW_HEADERS is read
+        /// when this is unset).
+        allow_headers: "EG_ALLOW_HEADERS",
+
+        /// `Access-Control-Expose-Headers` on every response; empty: none (KG_EXPOSE_HEADERS is
+        /// read when this is unset).
+        expose_headers: "EG_EXPOSE_HEADERS",
+
+        /// `Access-Control-Max-Age` on every response; empty: none (KG_MAX_AGE is read when this is
+        /// unset).
+        max_age: "EG_MAX_AGE",
+
+        /// Port remote kernel launchers send their connection info to (0: any free port).
+        response_port: "EG_RESPONSE_PORT" default "8877",
+
+        /// Further ports tried (port+1, port+2, …) when the response port is taken.
+        response_port_retries: "EG_RESPONSE_PORT_RETRIES" default "10",
+
+        /// IPv4 address the response listener binds and advertises to launchers; unset: the first
+        /// local non-loopback address not in EG_PROHIBITED_LOCAL_IPS.
+        response_ip: "EG_RESPONSE_IP",
+
+        /// Bind the response listener on all interfaces (the advertised address is unchanged).
+        response_addr_any: "EG_RESPONSE_ADDR_ANY" default "False",
+
+        /// Comma list of local addresses never advertised as the response address: regular
+        /// expressions matched at the start (e.g. `172.17.,10.0.0.5`).
+        prohibited_local_ips: "EG_PROHIBITED_LOCAL_IPS",
+
+        /// Seconds (fractions allowed) a comm-port request to a remote launcher may take to connect
+        /// and to send. Upstream's default 0.005 suits one machine; across a cluster network raise
+        /// it.
+        socket_timeout: "EG_SOCKET_TIMEOUT" default "0.005",
+
+        /// Signal remote kernels are interrupted with when their kernelspec's env sets no
+        /// EG_ALTERNATE_SIGINT (e.g. SIGUSR2); unset: SIGINT.
+        alternate_sigint: "EG_ALTERNATE_SIGINT",
+
+        /// PEM certificate (chain) for HTTPS; needs EG_KEYFILE. Unset: plain HTTP (KG_CERTFILE is
+        /// read when this is unset).
+        certfile: "EG_CERTFILE",
+
+        /// PEM private key of EG_CERTFILE (KG_KEYFILE is read when this is unset).
+        keyfile: "EG_KEYFILE",
+
+        /// PEM CA certificate(s): with HTTPS, clients must present a certificate one of them signed
+        /// (KG_CLIENT_CA is read when this is unset).
+        client_ca: "EG_CLIENT_CA",
+
+        #[command(flatten)]
+        pub kube: kube::KubeArgs,
+    }
 }
 
 /// Validated configuration.
@@ -296,9 +252,9 @@ pub struct Config {
     pub kube: kube::KubeSettings,
 }
 
-pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret};
+pub use eg_common::config::{Checker, ConfigError, ConfigErrors, Secret, Setting};
 use eg_common::config::{
-    parse_admin_addr, parse_bool, parse_log_level, parse_seconds, parse_trimmed,
+    parse_admin_addr, parse_bool, parse_log_level, parse_seconds, parse_trimmed, parse_whole,
 };
 
 /// Reads a variable of the process environment (for the `KG_*` fallbacks and the Jupyter path).
@@ -314,100 +270,71 @@ impl Config {
     /// As [`Config::from_args`], with the environment given (for tests).
     pub fn from_args_env(args: Args, env: EnvLookup<'_>) -> Result<Self, ConfigErrors> {
         let mut c = Checker::default();
-        let ip = c.parse("EG_IP", &args.ip, |raw| {
+        let ip = c.read(&args.ip, |raw| {
             parse_trimmed::<IpAddr>(raw, "an IP address")
         });
-        let port = c.parse("EG_PORT", &args.port, |raw| {
-            parse_trimmed::<u16>(raw, "a port number (0-65535)")
-        });
+        let port = c.read(&args.port, parse_port);
         let (response, comm) = check_remote(&mut c, &args);
         let kube = kube::check_kube(&mut c, &args.kube);
-        let (base_var, base_raw) = match args.base_url {
-            Some(b) => ("EG_BASE_URL", b),
-            None => match env("KG_BASE_URL") {
-                Some(b) => ("KG_BASE_URL", b),
-                None => ("EG_BASE_URL", "/".to_owned()),
-            },
+        let base = Setting::or_env(args.base_url, "KG_BASE_URL", env)
+            .unwrap_or_else(|| Setting::new("EG_BASE_URL", "/"));
+        let base_url = c.read(&base, parse_base_url);
+        // Settings with a fallback variable (a KG_ twin, an older name) that are taken as given.
+        let fallback = |setting: Option<Setting>, var: &'static str| {
+            Setting::or_env(setting, var, env).map(|s| s.raw)
         };
-        let base_url = c.parse(base_var, &base_raw, parse_base_url);
-        let token = args
-            .auth_token
-            .or_else(|| env("KG_AUTH_TOKEN"))
+        let token = fallback(args.auth_token, "KG_AUTH_TOKEN")
             .filter(|t| !t.is_empty())
             .map(Secret::new);
-        let allowed = args.allowed_kernels.unwrap_or_default();
         let allowed_kernels = c
-            .parse("EG_ALLOWED_KERNELS", &allowed, parse_allowed)
-            .flatten();
-        let log_level = c.parse("EG_LOG_LEVEL", &args.log_level, parse_log_level);
-        let admin_addr = c
-            .parse("EG_ADMIN_ADDR", &args.admin_addr, parse_admin_addr)
-            .flatten();
-        let positive_seconds = |raw: &str| parse_seconds(raw, false);
-        let seconds = |raw: &str| parse_seconds(raw, true);
-        let rescan = &args.rescan_interval;
-        let rescan_interval = c.parse("EG_KERNELSPEC_RESCAN_INTERVAL", rescan, positive_seconds);
-        let shutdown_grace = c.parse("EG_SHUTDOWN_GRACE", &args.shutdown_grace, seconds);
-        let list_kernels = c.parse("EG_LIST_KERNELS", &args.list_kernels, parse_bool);
-        let max_kernels = c
-            .parse_set("EG_MAX_KERNELS", args.max_kernels.as_deref(), parse_count)
+            .read_set(args.allowed_kernels.as_ref(), parse_allowed)
             .flatten()
             .flatten();
-        let per_user = &args.max_kernels_per_user;
-        let max_per_user = c
-            .parse("EG_MAX_KERNELS_PER_USER", per_user, parse_count)
+        let log_level = c.read(&args.log_level, parse_log_level);
+        let admin_addr = c.read(&args.admin_addr, parse_admin_addr).flatten();
+        let positive_seconds = |raw: &str| parse_seconds(raw, false);
+        let seconds = |raw: &str| parse_seconds(raw, true);
+        let rescan_interval = c.read(&args.rescan_interval, positive_seconds);
+        let shutdown_grace = c.read(&args.shutdown_grace, seconds);
+        let list_kernels = c.read(&args.list_kernels, parse_bool);
+        let max_kernels = c
+            .read_set(args.max_kernels.as_ref(), parse_count)
+            .flatten()
             .flatten();
-        let client_envs = ClientEnvs::parse(
-            &args
-                .client_envs
-                .or_else(|| env("EG_ENV_WHITELIST"))
-                .unwrap_or_default(),
-        );
-        let inherited_envs: Vec<String> = args
-            .inherited_envs
-            .or_else(|| env("EG_ENV_PROCESS_WHITELIST"))
+        let max_per_user = c.read(&args.max_kernels_per_user, parse_count).flatten();
+        let client_envs =
+            ClientEnvs::parse(&fallback(args.client_envs, "EG_ENV_WHITELIST").unwrap_or_default());
+        let inherited_envs: Vec<String> = fallback(args.inherited_envs, "EG_ENV_PROCESS_WHITELIST")
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_owned)
             .collect();
-        let launch = &args.kernel_launch_timeout;
-        let launch_timeout = c.parse("EG_KERNEL_LAUNCH_TIMEOUT", launch, parse_fractional_seconds);
+        let launch_timeout = c.read(&args.kernel_launch_timeout, parse_fractional_seconds);
         // Blank is the default, 60 s.
-        let info = &args.kernel_info_timeout;
-        let kernel_info_timeout = c.parse("EG_KERNEL_INFO_TIMEOUT", info, |raw| {
+        let kernel_info_timeout = c.read(&args.kernel_info_timeout, |raw| {
             parse_fractional_seconds(if raw.trim().is_empty() { "60" } else { raw })
         });
-        let min_span = &args.min_port_range_size;
-        let min_port_range_size = c.parse("EG_MIN_PORT_RANGE_SIZE", min_span, |raw| {
-            parse_trimmed::<u32>(raw, "a whole number")
-        });
-        let port_range = c.parse("EG_PORT_RANGE", &args.port_range, |raw| {
+        let min_port_range_size = c.read(&args.min_port_range_size, parse_whole::<u32>);
+        let port_range = c.read(&args.port_range, |raw| {
             PortRange::parse(raw, min_port_range_size.unwrap_or(1000))
         });
-        let impersonation = &args.impersonation_enabled;
-        let impersonation = c.parse("EG_IMPERSONATION_ENABLED", impersonation, parse_bool);
-        let idle = &args.cull_idle_timeout;
-        let cull_idle_timeout = c.parse("EG_CULL_IDLE_TIMEOUT", idle, seconds);
+        let impersonation = c.read(&args.impersonation_enabled, parse_bool);
+        let cull_idle_timeout = c.read(&args.cull_idle_timeout, seconds);
         // Upstream replaces a non-positive interval with 300 s.
         let cull_interval = c
-            .parse("EG_CULL_INTERVAL", &args.cull_interval, |raw| {
+            .read(&args.cull_interval, |raw| {
                 parse_trimmed::<i64>(raw, "a whole number of seconds")
             })
             .map(|s| Duration::from_secs(if s <= 0 { 300 } else { s as u64 }));
-        let cull_connected = c.parse("EG_CULL_CONNECTED", &args.cull_connected, parse_bool);
-        let ping = &args.ws_ping_interval;
-        let ws_ping_interval = c.parse("EG_WS_PING_INTERVAL_SECS", ping, seconds);
-        let size = |raw: &str| parse_trimmed::<usize>(raw, "a whole number");
-        let messages = &args.ws_buffer_max_messages;
-        let buffer_messages = c.parse("EG_WS_BUFFER_MAX_MESSAGES", messages, size);
-        let bytes = &args.ws_buffer_max_bytes;
-        let buffer_bytes = c.parse("EG_WS_BUFFER_MAX_BYTES", bytes, size);
-        let queue = &args.ws_client_queue_max_bytes;
-        let client_queue = c.parse("EG_WS_CLIENT_QUEUE_MAX_BYTES", queue, size);
+        let cull_connected = c.read(&args.cull_connected, parse_bool);
+        let ws_ping_interval = c.read(&args.ws_ping_interval, seconds);
+        let buffer_messages = c.read(&args.ws_buffer_max_messages, parse_whole::<usize>);
+        let buffer_bytes = c.read(&args.ws_buffer_max_bytes, parse_whole::<usize>);
+        let client_queue = c.read(&args.ws_client_queue_max_bytes, parse_whole::<usize>);
         // Each CORS setting falls back to its KG_ twin; all default to empty.
-        let or_kg = |value: Option<String>, kg: &str| value.or_else(|| env(kg)).unwrap_or_default();
+        let or_kg = |setting, kg| fallback(setting, kg).unwrap_or_default();
         let cors_settings = CorsSettings {
             allow_origin: or_kg(args.allow_origin, "KG_ALLOW_ORIGIN"),
             allow_credentials: or_kg(args.allow_credentials, "KG_ALLOW_CREDENTIALS"),
@@ -427,9 +354,9 @@ impl Config {
         };
         let tls = check_tls(
             &mut c,
-            args.certfile.or_else(|| env("KG_CERTFILE")),
-            args.keyfile.or_else(|| env("KG_KEYFILE")),
-            args.client_ca.or_else(|| env("KG_CLIENT_CA")),
+            fallback(args.certfile, "KG_CERTFILE"),
+            fallback(args.keyfile, "KG_KEYFILE"),
+            fallback(args.client_ca, "KG_CLIENT_CA"),
         );
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));
@@ -441,15 +368,16 @@ impl Config {
         };
         let authorized_users: Vec<String> = args
             .authorized_users
-            .map(|a| a.split(',').map(str::to_owned).collect())
+            .map(|a| a.raw.split(',').map(str::to_owned).collect())
             .unwrap_or_default();
         let unauthorized_users: Vec<String> = args
             .unauthorized_users
+            .raw
             .split(',')
             .map(str::to_owned)
             .collect();
         let kernels = KernelSettings {
-            default_kernel_name: args.default_kernel_name.clone(),
+            default_kernel_name: args.default_kernel_name.raw.clone(),
             client_envs,
             inherited_envs,
             authorized_users: authorized_users.clone(),
@@ -482,7 +410,7 @@ impl Config {
             base_url,
             auth_token: token,
             allowed_kernels,
-            default_kernel_name: args.default_kernel_name,
+            default_kernel_name: args.default_kernel_name.raw,
             authorized_users,
             unauthorized_users,
             log_level,
@@ -576,6 +504,10 @@ fn parse_allowed(raw: &str) -> Result<Option<Vec<String>>, String> {
         .filter(|n| !n.is_empty())
         .collect();
     Ok((!names.is_empty()).then_some(names))
+}
+
+fn parse_port(raw: &str) -> Result<u16, String> {
+    parse_trimmed(raw, "a port number (0-65535)")
 }
 
 /// A limit: a whole number, or a negative one for none.

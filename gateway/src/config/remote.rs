@@ -6,54 +6,35 @@ use super::*;
 /// The response listener's and the comm port's variables (upstream's names and defaults).
 pub(super) fn check_remote(c: &mut Checker, args: &Args) -> (ResponseSettings, CommSettings) {
     let defaults = ResponseSettings::default();
-    let port = c.parse("EG_RESPONSE_PORT", &args.response_port, |raw| {
-        raw.trim()
-            .parse::<u16>()
-            .map_err(|_| "expected a port number (0-65535)".to_owned())
+    let port = c.read(&args.response_port, parse_port);
+    let port_retries = c.read(&args.response_port_retries, |raw| {
+        parse_trimmed::<u16>(raw, "a whole number (0-65535)")
     });
-    let port_retries = c.parse(
-        "EG_RESPONSE_PORT_RETRIES",
-        &args.response_port_retries,
-        |raw| {
-            raw.trim()
-                .parse::<u16>()
-                .map_err(|_| "expected a whole number (0-65535)".to_owned())
-        },
-    );
-    let ip = match args.response_ip.as_deref().map(str::trim) {
-        Some(raw) if !raw.is_empty() => c.parse("EG_RESPONSE_IP", raw, |raw| {
+    // These two are checked (and shown in errors) trimmed.
+    let trimmed = |s: &Option<Setting>| s.as_ref().map(|s| Setting::new(s.var, s.raw.trim()));
+    let ip = c
+        .read_set(trimmed(&args.response_ip).as_ref(), |raw| {
             raw.parse::<Ipv4Addr>().map_err(|_| {
                 "expected an IPv4 address (launchers split the response address at ':')".to_owned()
             })
-        }),
-        _ => None,
-    };
-    let addr_any = c.parse("EG_RESPONSE_ADDR_ANY", &args.response_addr_any, parse_bool);
-    let prohibited = c.parse(
-        "EG_PROHIBITED_LOCAL_IPS",
-        args.prohibited_local_ips.as_deref().unwrap_or_default(),
-        ProhibitedIps::parse,
-    );
-    let timeout = c.parse(
-        "EG_SOCKET_TIMEOUT",
-        &args.socket_timeout,
-        parse_fractional_seconds,
-    );
-    let alternate_sigint = match args.alternate_sigint.as_deref().map(str::trim) {
-        Some(raw) if !raw.is_empty() => c.parse("EG_ALTERNATE_SIGINT", raw, |raw| {
-            signal_number(raw).map(Some).ok_or_else(|| {
+        })
+        .flatten();
+    let addr_any = c.read(&args.response_addr_any, parse_bool);
+    let prohibited = c.read_set(args.prohibited_local_ips.as_ref(), ProhibitedIps::parse);
+    let timeout = c.read(&args.socket_timeout, parse_fractional_seconds);
+    let alternate_sigint = c
+        .read_set(trimmed(&args.alternate_sigint).as_ref(), |raw| {
+            signal_number(raw).ok_or_else(|| {
                 "expected a signal name such as SIGUSR2 (or a number 1-64)".to_owned()
             })
-        }),
-        _ => None,
-    }
-    .flatten();
+        })
+        .flatten();
     let response = ResponseSettings {
         ip,
         addr_any: addr_any.unwrap_or(false),
         port: port.unwrap_or(defaults.port),
         port_retries: port_retries.unwrap_or(defaults.port_retries),
-        prohibited: prohibited.unwrap_or_default(),
+        prohibited: prohibited.flatten().unwrap_or_default(),
         ..defaults
     };
     let comm = CommSettings {

@@ -27,174 +27,135 @@ pub use self::{
     source::{ConfigMapRef, FetcherKind, SourceConfig, parse_image_list},
 };
 
-/// Command line and environment of the `kip` binary.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "kip",
-    version,
-    about = "Kernel Image Puller: pre-pulls Jupyter kernel images on this node",
-    long_about = "Kernel Image Puller: learns which kernel images Enterprise Gateway's kernelspecs \
-name (or a static list, or a ConfigMap) and pulls them onto this node ahead of time, through \
-Docker, containerd or any CRI runtime.\n\nEvery option can also be set through the environment \
-variable shown beside it; a flag wins over its variable."
-)]
-pub struct Args {
-    /// Run one cycle, then exit: 0 when every image is present, 1 naming each image that failed.
-    #[arg(long)]
-    pub once: bool,
-
-    /// Base URL of the gateway whose kernelspecs name the images.
-    #[arg(
-        long,
-        env = "KIP_GATEWAY_HOST",
-        default_value = "http://localhost:8888"
+eg_common::settings! {
+    /// Command line and environment of the `kip` binary.
+    #[derive(Debug, Clone, Parser)]
+    #[command(
+        name = "kip",
+        version,
+        about = "Kernel Image Puller: pre-pulls Jupyter kernel images on this node",
+        long_about = "Kernel Image Puller: learns which kernel images Enterprise Gateway's \
+            kernelspecs name (or a static list, or a ConfigMap) and pulls them onto this node ahead \
+            of time, through Docker, containerd or any CRI runtime.\n\n\
+            Every option can also be set through the environment variable shown beside it; a flag \
+            wins over its variable."
     )]
-    pub gateway_host: String,
+    pub struct Args {
+        /// Run one cycle, then exit: 0 when every image is present, 1 naming each image that
+        /// failed.
+        #[arg(long)]
+        pub once: bool,
 
-    /// Token for the gateway, sent as `Authorization: token …`.
-    #[arg(long, env = "KIP_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+        /// Base URL of the gateway whose kernelspecs name the images.
+        gateway_host: "KIP_GATEWAY_HOST" default "http://localhost:8888",
 
-    /// Verify the gateway's TLS certificate (true|false).
-    #[arg(long, env = "KIP_VALIDATE_CERT", default_value = "false")]
-    pub validate_cert: String,
+        /// Token for the gateway, sent as `Authorization: token …`.
+        #[arg(hide_env_values = true)]
+        auth_token: "KIP_AUTH_TOKEN",
 
-    /// Seconds between cycles.
-    #[arg(long, env = "KIP_INTERVAL", default_value = "300")]
-    pub interval: String,
+        /// Verify the gateway's TLS certificate (true|false).
+        validate_cert: "KIP_VALIDATE_CERT" default "false",
 
-    /// Images pulled at the same time.
-    #[arg(long, env = "KIP_NUM_PULLERS", default_value = "2")]
-    pub num_pullers: String,
+        /// Seconds between cycles.
+        interval: "KIP_INTERVAL" default "300",
 
-    /// Attempts per image and cycle (backoff with jitter between attempts).
-    #[arg(long, env = "KIP_NUM_RETRIES", default_value = "3")]
-    pub num_retries: String,
+        /// Images pulled at the same time.
+        num_pullers: "KIP_NUM_PULLERS" default "2",
 
-    /// IfNotPresent (pull only missing images) or Always (pull every cycle).
-    #[arg(long, env = "KIP_PULL_POLICY", default_value = "IfNotPresent")]
-    pub pull_policy: String,
+        /// Attempts per image and cycle (backoff with jitter between attempts).
+        num_retries: "KIP_NUM_RETRIES" default "3",
 
-    /// Runtime socket: unix:///path, /path, or tcp://host:port.
-    #[arg(
-        long,
-        env = "KIP_CRI_ENDPOINT",
-        default_value = "unix:///run/containerd/containerd.sock"
-    )]
-    pub cri_endpoint: String,
+        /// IfNotPresent (pull only missing images) or Always (pull every cycle).
+        pull_policy: "KIP_PULL_POLICY" default "IfNotPresent",
 
-    /// Registry for image names that carry none (e.g. docker.io, quay.io, myreg:5000).
-    #[arg(long, env = "KIP_DEFAULT_CONTAINER_REGISTRY")]
-    pub default_container_registry: Option<String>,
+        /// Runtime socket: unix:///path, /path, or tcp://host:port.
+        cri_endpoint: "KIP_CRI_ENDPOINT" default "unix:///run/containerd/containerd.sock",
 
-    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
-    /// when set, takes precedence.
-    #[arg(long, env = "KIP_LOG_LEVEL", default_value = "INFO")]
-    pub log_level: String,
+        /// Registry for image names that carry none (e.g. docker.io, quay.io, myreg:5000).
+        default_container_registry: "KIP_DEFAULT_CONTAINER_REGISTRY",
 
-    /// plain or json.
-    #[arg(long, env = "KIP_LOG_FORMAT", default_value = "plain")]
-    pub log_format: String,
+        /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case) or Python's numbers (10…50). RUST_LOG,
+        /// when set, takes precedence.
+        log_level: "KIP_LOG_LEVEL" default "INFO",
 
-    /// KernelSpecsFetcher, StaticListFetcher, ConfigMapImagesFetcher or CombinedImagesFetcher.
-    #[arg(long, env = "KIP_IMAGE_FETCHER", default_value = "KernelSpecsFetcher")]
-    pub image_fetcher: String,
+        /// plain or json.
+        log_format: "KIP_LOG_FORMAT" default "plain",
 
-    /// Comma list of the fetchers CombinedImagesFetcher unites.
-    #[arg(
-        long,
-        env = "KIP_INTERNAL_FETCHERS",
-        default_value = "KernelSpecsFetcher"
-    )]
-    pub internal_fetchers: String,
+        /// KernelSpecsFetcher, StaticListFetcher, ConfigMapImagesFetcher or CombinedImagesFetcher.
+        image_fetcher: "KIP_IMAGE_FETCHER" default "KernelSpecsFetcher",
 
-    /// Comma list of images for StaticListFetcher.
-    #[arg(long, env = "KIP_IMAGES", default_value = "")]
-    pub images: String,
+        /// Comma list of the fetchers CombinedImagesFetcher unites.
+        internal_fetchers: "KIP_INTERNAL_FETCHERS" default "KernelSpecsFetcher",
 
-    /// Namespace of the ConfigMap for ConfigMapImagesFetcher.
-    #[arg(long, env = "KIP_CM_NAMESPACE", default_value = "enterprise-gateway")]
-    pub cm_namespace: String,
+        /// Comma list of images for StaticListFetcher.
+        images: "KIP_IMAGES" default "",
 
-    /// Name of the ConfigMap for ConfigMapImagesFetcher.
-    #[arg(long, env = "KIP_CM_NAME", default_value = "kernel-images")]
-    pub cm_name: String,
+        /// Namespace of the ConfigMap for ConfigMapImagesFetcher.
+        cm_namespace: "KIP_CM_NAMESPACE" default "enterprise-gateway",
 
-    /// Key of the ConfigMap that holds a YAML list of images.
-    #[arg(long, env = "KIP_CM_KEY_NAME", default_value = "image-names")]
-    pub cm_key_name: String,
+        /// Name of the ConfigMap for ConfigMapImagesFetcher.
+        cm_name: "KIP_CM_NAME" default "kernel-images",
 
-    /// auto (docker if the endpoint names docker, else cri; containerd is reached through its
-    /// CRI plugin), docker, containerd (the native containerd backend) or cri.
-    #[arg(long, env = "KIP_CONTAINER_RUNTIME", default_value = "auto")]
-    pub container_runtime: String,
+        /// Key of the ConfigMap that holds a YAML list of images.
+        cm_key_name: "KIP_CM_KEY_NAME" default "image-names",
 
-    /// Seconds one pull attempt may take before it is abandoned and retried.
-    #[arg(long, env = "KIP_PULL_TIMEOUT", default_value = "600")]
-    pub pull_timeout: String,
+        /// auto (docker if the endpoint names docker, else cri; containerd is reached through its
+        /// CRI plugin), docker, containerd (the native containerd backend) or cri.
+        container_runtime: "KIP_CONTAINER_RUNTIME" default "auto",
 
-    /// Seconds one request for the image list may take.
-    #[arg(long, env = "KIP_FETCH_TIMEOUT", default_value = "60")]
-    pub fetch_timeout: String,
+        /// Seconds one pull attempt may take before it is abandoned and retried.
+        pull_timeout: "KIP_PULL_TIMEOUT" default "600",
 
-    /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it. Not served
-    /// with --once.
-    #[arg(long, env = "KIP_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
-    pub admin_addr: String,
+        /// Seconds one request for the image list may take.
+        fetch_timeout: "KIP_FETCH_TIMEOUT" default "60",
 
-    /// Comma list of registry credential files (`.dockerconfigjson` or `.dockercfg`, as mounted
-    /// from Kubernetes pull secrets). Default: $DOCKER_CONFIG/config.json, then
-    /// ~/.docker/config.json, those that exist.
-    #[arg(long, env = "KIP_DOCKER_CONFIG")]
-    pub docker_config: Option<String>,
+        /// Address of the admin endpoint (/livez, /readyz, /metrics); `off` disables it. Not served
+        /// with --once.
+        admin_addr: "KIP_ADMIN_ADDR" default "0.0.0.0:9090",
 
-    /// Seconds a watch request is held by a gateway that supports watches (0: never watch, poll
-    /// every KIP_INTERVAL). Keep it below the idle timeout of proxies in between.
-    #[arg(long, env = "KIP_WATCH_SECONDS", default_value = "50")]
-    pub watch_seconds: String,
+        /// Comma list of registry credential files (`.dockerconfigjson` or `.dockercfg`, as mounted
+        /// from Kubernetes pull secrets). Default: $DOCKER_CONFIG/config.json, then
+        /// ~/.docker/config.json, those that exist.
+        docker_config: "KIP_DOCKER_CONFIG",
 
-    /// No pulls while the runtime's image filesystem is at least this full (percent; kubelet's
-    /// image GC high threshold is 85).
-    #[arg(long, env = "KIP_MAX_DISK_USAGE_PERCENT", default_value = "85")]
-    pub max_disk_usage_percent: String,
+        /// Seconds a watch request is held by a gateway that supports watches (0: never watch, poll
+        /// every KIP_INTERVAL). Keep it below the idle timeout of proxies in between.
+        watch_seconds: "KIP_WATCH_SECONDS" default "50",
 
-    /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
-    #[arg(long, env = "KIP_SHUTDOWN_GRACE", default_value = "10")]
-    pub shutdown_grace: String,
-    /// containerd namespace the containerd backend pulls into (k8s.io is the one kubelet uses).
-    #[arg(long, env = "KIP_CONTAINERD_NAMESPACE", default_value = "k8s.io")]
-    pub containerd_namespace: String,
+        /// No pulls while the runtime's image filesystem is at least this full (percent; kubelet's
+        /// image GC high threshold is 85).
+        max_disk_usage_percent: "KIP_MAX_DISK_USAGE_PERCENT" default "85",
 
-    /// containerd snapshotter the containerd backend unpacks into (kubelet's, usually overlayfs).
-    #[arg(long, env = "KIP_CONTAINERD_SNAPSHOTTER", default_value = "overlayfs")]
-    pub containerd_snapshotter: String,
+        /// Seconds to finish after SIGTERM/SIGINT before exiting anyway.
+        shutdown_grace: "KIP_SHUTDOWN_GRACE" default "10",
 
-    /// Comma list of registries (host or host:port) the containerd backend reaches over plain
-    /// HTTP; loopback registries always are.
-    #[arg(long, env = "KIP_INSECURE_REGISTRIES", default_value = "")]
-    pub insecure_registries: String,
+        /// containerd namespace the containerd backend pulls into (k8s.io is the one kubelet uses).
+        containerd_namespace: "KIP_CONTAINERD_NAMESPACE" default "k8s.io",
 
-    /// Layers downloaded at the same time by the containerd backend, across all images.
-    #[arg(long, env = "KIP_MAX_CONCURRENT_DOWNLOADS", default_value = "8")]
-    pub max_concurrent_downloads: String,
+        /// containerd snapshotter the containerd backend unpacks into (kubelet's, usually
+        /// overlayfs).
+        containerd_snapshotter: "KIP_CONTAINERD_SNAPSHOTTER" default "overlayfs",
 
-    /// PEM bundle of extra CA certificates trusted for registries reached by the agent itself
-    /// (the containerd backend's pulls, manifest HEADs for Always), on top of the system's.
-    #[arg(long, env = "KIP_REGISTRY_CA_FILE")]
-    pub registry_ca_file: Option<String>,
-    /// Whether the containerd backend pulls through containerd's Transfer service (1.7+/2.x):
-    /// auto (where offered, if it is the faster path in this project's benchmark), on (where
-    /// offered; other daemons keep the native path) or off (always the native path).
-    #[arg(long, env = "KIP_CONTAINERD_TRANSFER", default_value = "auto")]
-    pub containerd_transfer: String,
-    /// Registry host configuration directory (hosts.toml per registry: mirrors, CAs, plain
-    /// HTTP) on the node, passed to containerd's Transfer service, which reads it; empty: none.
-    #[arg(
-        long,
-        env = "KIP_CONTAINERD_HOSTS_DIR",
-        default_value = "/etc/containerd/certs.d"
-    )]
-    pub containerd_hosts_dir: String,
+        /// Comma list of registries (host or host:port) the containerd backend reaches over plain
+        /// HTTP; loopback registries always are.
+        insecure_registries: "KIP_INSECURE_REGISTRIES" default "",
+
+        /// Layers downloaded at the same time by the containerd backend, across all images.
+        max_concurrent_downloads: "KIP_MAX_CONCURRENT_DOWNLOADS" default "8",
+
+        /// PEM bundle of extra CA certificates trusted for registries reached by the agent itself
+        /// (the containerd backend's pulls, manifest HEADs for Always), on top of the system's.
+        registry_ca_file: "KIP_REGISTRY_CA_FILE",
+
+        /// Whether the containerd backend pulls through containerd's Transfer service (1.7+/2.x):
+        /// auto (where offered, if it is the faster path in this project's benchmark), on (where
+        /// offered; other daemons keep the native path) or off (always the native path).
+        containerd_transfer: "KIP_CONTAINERD_TRANSFER" default "auto",
+
+        /// Registry host configuration directory (hosts.toml per registry: mirrors, CAs, plain
+        /// HTTP) on the node, passed to containerd's Transfer service, which reads it; empty: none.
+        containerd_hosts_dir: "KIP_CONTAINERD_HOSTS_DIR" default "/etc/containerd/certs.d",
+    }
 }
 
 /// What parsing may read besides the arguments: environment variables and files.
@@ -265,17 +226,19 @@ impl Config {
         let mut c = Checker::default();
         let source = SourceConfig::parse(args, &mut c);
         let pull = PullConfig::parse(args, &mut c, lookup);
-        let max_disk_percent = pull.as_ref().map(|p| p.max_disk_usage_percent);
-        let runtime = RuntimeConfig::parse(args, &mut c, lookup, max_disk_percent);
+        let runtime = RuntimeConfig::parse(args, &mut c, lookup);
         let admin = AdminConfig::parse(args, &mut c);
         let logging = LoggingConfig::parse(args, &mut c);
-        let (Some(source), Some(pull), Some(runtime), Some(admin), Some(logging)) =
+        let (Some(source), Some(pull), Some(mut runtime), Some(admin), Some(logging)) =
             (source, pull, runtime, admin, logging)
         else {
             c.finish()?;
             unreachable!("a concern that failed to parse recorded its problem");
         };
         c.finish()?;
+        // The containerd backend applies the pull's disk guard too, once a manifest tells the
+        // layer sizes.
+        runtime.containerd.max_disk_percent = Some(pull.max_disk_usage_percent);
         Ok(Self {
             once: args.once,
             source,

@@ -103,28 +103,24 @@ fn fetcher_kind(raw: &str) -> Result<FetcherKind, String> {
 impl SourceConfig {
     /// Checks the source settings, recording every problem in `c`.
     pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
-        let gateway_url = c.parse("KIP_GATEWAY_HOST", &args.gateway_host, parse_gateway_url);
-        let validate_cert = c.parse("KIP_VALIDATE_CERT", &args.validate_cert, parse_bool);
-        let registry = args.default_container_registry.as_deref();
-        let registry = c.parse_set("KIP_DEFAULT_CONTAINER_REGISTRY", registry, default_registry);
-        let fetcher = c.parse("KIP_IMAGE_FETCHER", &args.image_fetcher, fetcher_kind);
-        let internal = c.parse(
-            "KIP_INTERNAL_FETCHERS",
-            &args.internal_fetchers,
-            parse_internal_fetchers,
-        );
+        let gateway_url = c.read(&args.gateway_host, parse_gateway_url);
+        let validate_cert = c.read(&args.validate_cert, parse_bool);
+        let registry = args.default_container_registry.as_ref();
+        let registry = c.read_set(registry, default_registry);
+        let fetcher = c.read(&args.image_fetcher, fetcher_kind);
+        let internal = c.read(&args.internal_fetchers, parse_internal_fetchers);
         let in_registry = registry.clone().flatten();
-        let images = c.parse("KIP_IMAGES", &args.images, |raw| {
+        let images = c.read(&args.images, |raw| {
             parse_image_list(raw, in_registry.as_deref())
         });
-        let cm_namespace = c.parse("KIP_CM_NAMESPACE", &args.cm_namespace, not_empty);
-        let cm_name = c.parse("KIP_CM_NAME", &args.cm_name, not_empty);
-        let cm_key = c.parse("KIP_CM_KEY_NAME", &args.cm_key_name, not_empty);
-        let fetch_timeout = c.parse("KIP_FETCH_TIMEOUT", &args.fetch_timeout, positive_seconds);
-        let watch_wait = c.parse("KIP_WATCH_SECONDS", &args.watch_seconds, watch_seconds);
+        let cm_namespace = c.read(&args.cm_namespace, not_empty);
+        let cm_name = c.read(&args.cm_name, not_empty);
+        let cm_key = c.read(&args.cm_key_name, not_empty);
+        let fetch_timeout = c.read(&args.fetch_timeout, positive_seconds);
+        let watch_wait = c.read(&args.watch_seconds, watch_seconds);
         Some(Self {
             gateway_url: gateway_url?,
-            auth_token: Secret::non_empty(args.auth_token.clone()),
+            auth_token: Secret::non_empty(args.auth_token.as_ref().map(|t| t.raw.clone())),
             validate_cert: validate_cert?,
             default_registry: registry?,
             fetcher: fetcher?,
@@ -145,14 +141,13 @@ impl PullConfig {
     /// Checks the pull settings, recording every problem in `c`; credential files are read
     /// through `lookup`.
     pub fn parse(args: &Args, c: &mut Checker, lookup: &dyn Lookup) -> Option<Self> {
-        let interval = c.parse("KIP_INTERVAL", &args.interval, positive_seconds);
-        let num_pullers = c.parse("KIP_NUM_PULLERS", &args.num_pullers, count);
-        let num_retries = c.parse("KIP_NUM_RETRIES", &args.num_retries, count);
-        let policy = c.parse("KIP_PULL_POLICY", &args.pull_policy, pull_policy);
-        let timeout = c.parse("KIP_PULL_TIMEOUT", &args.pull_timeout, positive_seconds);
-        let disk = &args.max_disk_usage_percent;
-        let max_disk_usage_percent = c.parse("KIP_MAX_DISK_USAGE_PERCENT", disk, percentage);
-        let files = args.docker_config.as_deref();
+        let interval = c.read(&args.interval, positive_seconds);
+        let num_pullers = c.read(&args.num_pullers, count);
+        let num_retries = c.read(&args.num_retries, count);
+        let policy = c.read(&args.pull_policy, pull_policy);
+        let timeout = c.read(&args.pull_timeout, positive_seconds);
+        let max_disk_usage_percent = c.read(&args.max_disk_usage_percent, percentage);
+        let files = args.docker_config.as_ref().map(|f| f.raw.as_str());
         let keyring = c.check(
             "KIP_DOCKER_CONFIG",
             files.unwrap_or_default(),
@@ -172,21 +167,12 @@ impl PullConfig {
 
 impl RuntimeConfig {
     /// Checks the runtime settings, recording every problem in `c`; the CA bundle is read
-    /// through `lookup`. `max_disk_percent` is the pull's disk guard, which the containerd
-    /// backend also applies once a manifest tells the layer sizes.
-    pub fn parse(
-        args: &Args,
-        c: &mut Checker,
-        lookup: &dyn Lookup,
-        max_disk_percent: Option<f64>,
-    ) -> Option<Self> {
-        let endpoint = c.parse("KIP_CRI_ENDPOINT", &args.cri_endpoint, parse_endpoint);
-        let kind = c.parse(
-            "KIP_CONTAINER_RUNTIME",
-            &args.container_runtime,
-            runtime_kind,
-        );
-        let containerd = ContainerdConfig::parse(args, c, lookup, max_disk_percent);
+    /// through `lookup`. The containerd backend's disk guard is left unset: it is the pull's,
+    /// which [`Config`](super::Config) hands over.
+    pub fn parse(args: &Args, c: &mut Checker, lookup: &dyn Lookup) -> Option<Self> {
+        let endpoint = c.read(&args.cri_endpoint, parse_endpoint);
+        let kind = c.read(&args.container_runtime, runtime_kind);
+        let containerd = ContainerdConfig::parse(args, c, lookup);
         let endpoint = endpoint?;
         Some(Self {
             kind: kind?.unwrap_or_else(|| detect_runtime(&endpoint)),
@@ -197,38 +183,22 @@ impl RuntimeConfig {
 }
 
 impl ContainerdConfig {
-    fn parse(
-        args: &Args,
-        c: &mut Checker,
-        lookup: &dyn Lookup,
-        max_disk_percent: Option<f64>,
-    ) -> Option<Self> {
-        let ns = &args.containerd_namespace;
-        let namespace = c.parse("KIP_CONTAINERD_NAMESPACE", ns, parse_namespace);
-        let sn = &args.containerd_snapshotter;
-        let snapshotter = c.parse("KIP_CONTAINERD_SNAPSHOTTER", sn, parse_snapshotter);
-        let insecure = &args.insecure_registries;
-        let insecure_registries = c.parse("KIP_INSECURE_REGISTRIES", insecure, parse_registry_list);
-        let downloads = &args.max_concurrent_downloads;
-        let max_concurrent_downloads = c.parse("KIP_MAX_CONCURRENT_DOWNLOADS", downloads, count);
-        let ca_file = args.registry_ca_file.as_deref();
-        let registry_ca_pem = c.parse_set("KIP_REGISTRY_CA_FILE", ca_file, |path| {
-            load_ca_bundle(path, lookup)
-        });
-        let transfer = c.parse(
-            "KIP_CONTAINERD_TRANSFER",
-            &args.containerd_transfer,
-            transfer_mode,
-        );
-        let hosts = &args.containerd_hosts_dir;
-        let hosts_dir = c.parse("KIP_CONTAINERD_HOSTS_DIR", hosts, parse_hosts_dir);
+    fn parse(args: &Args, c: &mut Checker, lookup: &dyn Lookup) -> Option<Self> {
+        let namespace = c.read(&args.containerd_namespace, parse_namespace);
+        let snapshotter = c.read(&args.containerd_snapshotter, parse_snapshotter);
+        let insecure_registries = c.read(&args.insecure_registries, parse_registry_list);
+        let max_concurrent_downloads = c.read(&args.max_concurrent_downloads, count);
+        let ca_file = args.registry_ca_file.as_ref();
+        let registry_ca_pem = c.read_set(ca_file, |path| load_ca_bundle(path, lookup));
+        let transfer = c.read(&args.containerd_transfer, transfer_mode);
+        let hosts_dir = c.read(&args.containerd_hosts_dir, parse_hosts_dir);
         Some(Self {
             namespace: namespace?,
             snapshotter: snapshotter?,
             insecure_registries: insecure_registries?,
             max_concurrent_downloads: max_concurrent_downloads?,
             registry_ca_pem: registry_ca_pem?,
-            max_disk_percent,
+            max_disk_percent: None,
             transfer: transfer?,
             hosts_dir: hosts_dir?,
         })
@@ -238,10 +208,8 @@ impl ContainerdConfig {
 impl AdminConfig {
     /// Checks the admin settings, recording every problem in `c`.
     pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
-        let addr = c.parse("KIP_ADMIN_ADDR", &args.admin_addr, parse_admin_addr);
-        let grace = c.parse("KIP_SHUTDOWN_GRACE", &args.shutdown_grace, |raw| {
-            parse_seconds(raw, true)
-        });
+        let addr = c.read(&args.admin_addr, parse_admin_addr);
+        let grace = c.read(&args.shutdown_grace, |raw| parse_seconds(raw, true));
         Some(Self {
             addr: addr?,
             shutdown_grace: grace?,
@@ -252,8 +220,8 @@ impl AdminConfig {
 impl LoggingConfig {
     /// Checks the logging settings, recording every problem in `c`.
     pub fn parse(args: &Args, c: &mut Checker) -> Option<Self> {
-        let level = c.parse("KIP_LOG_LEVEL", &args.log_level, parse_log_level);
-        let format = c.parse("KIP_LOG_FORMAT", &args.log_format, LogFormat::parse);
+        let level = c.read(&args.log_level, parse_log_level);
+        let format = c.read(&args.log_format, LogFormat::parse);
         Some(Self {
             level: level?,
             format: format?,

@@ -26,7 +26,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use bytes::Bytes;
 use gateway_core::{
     Channel, Message,
     wire::{self, DigestHistory, HeaderInfo, Signer},
@@ -38,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 
 mod io;
+mod zsock;
 use io::*;
 
 /// A kernel's connection file.

@@ -8,6 +8,12 @@ use super::{zsock::ZSocket, *};
 
 pub(super) struct Sockets {
     iopub: ZSocket,
+    /// The gateway's own shell and control sockets: open for the nudge, closed once it is over
+    /// (an idle kernel costs two sockets less), opened again for a gateway message.
+    gateway: Option<GatewaySockets>,
+}
+
+pub(super) struct GatewaySockets {
     shell: ZSocket,
     control: ZSocket,
 }
@@ -131,13 +137,17 @@ impl Io {
     pub(super) fn poll_sources(&self, cx: &mut Context<'_>) -> Poll<Vec<Source>> {
         let mut ready = Vec::new();
         if let Some(s) = &self.sockets {
-            for (socket, source) in [
-                (&s.iopub, Source::Iopub),
-                (&s.shell, Source::GatewayShell),
-                (&s.control, Source::GatewayControl),
-            ] {
-                if socket.poll_readable(cx).is_ready() {
-                    ready.push(source);
+            if s.iopub.poll_readable(cx).is_ready() {
+                ready.push(Source::Iopub);
+            }
+            if let Some(g) = &s.gateway {
+                for (socket, source) in [
+                    (&g.shell, Source::GatewayShell),
+                    (&g.control, Source::GatewayControl),
+                ] {
+                    if socket.poll_readable(cx).is_ready() {
+                        ready.push(source);
+                    }
                 }
             }
         }
@@ -182,6 +192,13 @@ impl Io {
         })
     }
 
+    pub(super) fn gateway_sockets(&self) -> std::io::Result<GatewaySockets> {
+        Ok(GatewaySockets {
+            shell: self.dealer(None, self.info.shell_port)?,
+            control: self.dealer(None, self.info.control_port)?,
+        })
+    }
+
     pub(super) fn connect(&mut self) -> std::io::Result<()> {
         let iopub = self.ctx.socket(zmq::SUB)?;
         iopub.set_linger(0)?;
@@ -191,12 +208,9 @@ impl Io {
         iopub.set_subscribe(b"")?;
         iopub.connect(&self.info.endpoint(self.info.iopub_port))?;
         let iopub = ZSocket::new(iopub)?;
-        let shell = self.dealer(None, self.info.shell_port)?;
-        let control = self.dealer(None, self.info.control_port)?;
         self.sockets = Some(Sockets {
             iopub,
-            shell,
-            control,
+            gateway: Some(self.gateway_sockets()?),
         });
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
@@ -260,6 +274,11 @@ impl Io {
 
     pub(super) fn finish_nudge(&mut self) {
         self.nudge = None;
+        // A late reply to the nudge is dropped by the kernel's ROUTER once these are gone; late
+        // IOPub messages of it are still recognised by their parent below.
+        if let Some(s) = &mut self.sockets {
+            s.gateway = None;
+        }
         self.paused = false;
         for (session, channel, msg) in std::mem::take(&mut self.held) {
             self.handle(Command::Send {
@@ -342,12 +361,27 @@ impl Io {
         }
     }
 
-    pub(super) fn send_gateway(&self, channel: Channel, msg: &Message) {
-        let Some(s) = &self.sockets else { return };
+    pub(super) fn send_gateway(&mut self, channel: Channel, msg: &Message) {
+        if self.sockets.as_ref().is_some_and(|s| s.gateway.is_none()) {
+            match self.gateway_sockets() {
+                Ok(g) => {
+                    if let Some(s) = &mut self.sockets {
+                        s.gateway = Some(g);
+                    }
+                }
+                Err(e) => {
+                    warn!(kernel_id = %self.kernel_id, error = %e, "cannot open the gateway's sockets");
+                    return;
+                }
+            }
+        }
+        let Some(g) = self.sockets.as_ref().and_then(|s| s.gateway.as_ref()) else {
+            return;
+        };
         let socket = if channel == Channel::Control {
-            &s.control
+            &g.control
         } else {
-            &s.shell
+            &g.shell
         };
         let frames = wire::encode(msg, &self.signer);
         if let Err(e) = socket.send(&frames) {
@@ -472,8 +506,8 @@ impl Io {
     pub(super) fn socket(&self, source: &Source) -> Option<&zmq::Socket> {
         match source {
             Source::Iopub => self.sockets.as_ref().map(|s| s.iopub.socket()),
-            Source::GatewayShell => self.sockets.as_ref().map(|s| s.shell.socket()),
-            Source::GatewayControl => self.sockets.as_ref().map(|s| s.control.socket()),
+            Source::GatewayShell => self.gateway().map(|g| g.shell.socket()),
+            Source::GatewayControl => self.gateway().map(|g| g.control.socket()),
             Source::Session(id, channel) => {
                 let s = self.sessions.get(id)?.sockets.as_ref()?;
                 Some(match channel {
@@ -483,6 +517,10 @@ impl Io {
                 })
             }
         }
+    }
+
+    fn gateway(&self) -> Option<&GatewaySockets> {
+        self.sockets.as_ref()?.gateway.as_ref()
     }
 
     pub(super) fn drain(&mut self, source: Source) {

@@ -57,6 +57,28 @@ fn tls_configuration_errors_exit_2_naming_every_variable() {
         ],
         &["EG_CERTFILE", "EG_KEYFILE"],
     );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("EG_SSL_VERSION", "4"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &[
+            "EG_SSL_VERSION",
+            "TLS 1.0 and 1.1 are not offered",
+            "EG_KEYFILE",
+        ],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("KG_SSL_VERSION", "TLSv1_2"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_SSL_VERSION", "EG_CERTFILE"],
+    );
 }
 
 #[test]

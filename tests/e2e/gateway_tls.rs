@@ -1,5 +1,6 @@
 //! The `gateway` binary over HTTPS: certificates made with `openssl`, a client trusting their CA,
-//! plain HTTP refused, and client certificates required with EG_CLIENT_CA. (Invalid TLS settings
+//! plain HTTP refused, the TLS versions EG_SSL_VERSION offers, and client certificates required
+//! with EG_CLIENT_CA. (Invalid TLS settings
 //! are tested beside the crate, in `gateway/tests/cli.rs`.)
 
 use std::{
@@ -119,11 +120,14 @@ impl Pki {
         reqwest::Identity::from_pem(&pem).unwrap()
     }
 
+    /// A client builder trusting the server's CA.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder().tls_certs_only([self.server_ca.clone()])
+    }
+
     /// A client trusting the server's CA, presenting `identity` when given.
     fn client(&self, identity: Option<reqwest::Identity>) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([self.server_ca.clone()])
-            .timeout(Duration::from_secs(10));
+        let mut builder = self.builder().timeout(Duration::from_secs(10));
         if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
@@ -200,6 +204,37 @@ async fn https_with_the_ca_trusted_and_plain_http_refused() {
     )
     .await;
     assert!(untrusting.is_err(), "untrusted server accepted");
+
+    // Without EG_SSL_VERSION both TLS 1.2 and TLS 1.3 are offered.
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let only = pki
+            .builder()
+            .min_tls_version(version)
+            .max_tls_version(version);
+        let r = get_with(only, &format!("https://127.0.0.1:{port}/api")).await;
+        assert_eq!(r.unwrap().status(), 200, "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn ssl_version_5_offers_tls_1_2_only() {
+    let pki = Pki::new();
+    let (_gateway, port) = start(&pki, &[("EG_SSL_VERSION", "5")], None).await;
+    let url = format!("https://127.0.0.1:{port}/api");
+
+    let tls13 = pki
+        .builder()
+        .min_tls_version(reqwest::tls::Version::TLS_1_3);
+    let r = get_with(tls13, &url).await;
+    assert!(r.is_err(), "a TLS 1.3-only client was answered: {r:?}");
+
+    let tls12 = pki
+        .builder()
+        .max_tls_version(reqwest::tls::Version::TLS_1_2);
+    assert_eq!(get_with(tls12, &url).await.unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -1,18 +1,33 @@
-//! HTTPS settings from the certificate, key and client-CA variables.
+//! HTTPS settings from the certificate, key, client-CA and protocol variables.
 
 use super::*;
 
 /// HTTPS when a certificate and its key are given (both or neither; a client CA needs them).
 /// Files that cannot be read or parsed, or a key that does not fit the certificate, are errors
-/// against their variable. Empty values count as unset.
+/// against their variable. Empty values count as unset. `ssl_version` (a Python `ssl` protocol
+/// number; unset: TLS 1.2 and 1.3) is read only when HTTPS is asked for, as upstream uses it
+/// only then.
 pub(super) fn check_tls(
     c: &mut Checker,
     cert: Option<String>,
     key: Option<String>,
     client_ca: Option<String>,
+    ssl_version: Option<String>,
 ) -> Option<Arc<rustls::ServerConfig>> {
     let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
     let (cert, key, client_ca) = (non_empty(cert), non_empty(key), non_empty(client_ca));
+    // A refused version is recorded and the files are still checked, so that every problem is
+    // listed at once.
+    let versions = match non_empty(ssl_version).filter(|_| cert.is_some() || key.is_some()) {
+        Some(raw) => c
+            .check(
+                "EG_SSL_VERSION",
+                &raw,
+                TlsVersions::from_python_protocol(&raw),
+            )
+            .unwrap_or_default(),
+        None => TlsVersions::default(),
+    };
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) => {
@@ -47,7 +62,7 @@ pub(super) fn check_tls(
         key: PathBuf::from(&key),
         client_ca: client_ca.as_deref().map(PathBuf::from),
     };
-    match tls::server_config(&files) {
+    match tls::server_config(&files, versions) {
         Ok(config) => Some(config),
         Err(errors) => {
             for (var, problem) in errors {

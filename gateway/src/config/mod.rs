@@ -25,7 +25,7 @@ use crate::{
     cors::{Cors, CorsSettings},
     kernels::KernelSettings,
     response::{ProhibitedIps, ResponseSettings},
-    tls::{self, TlsFiles},
+    tls::{self, TlsFiles, TlsVersions},
 };
 
 use self::{https::check_tls, remote::check_remote};
@@ -209,6 +209,12 @@ eg_common::settings! {
         /// (KG_CLIENT_CA is read when this is unset).
         client_ca: "EG_CLIENT_CA",
 
+        /// TLS versions offered, as a Python `ssl` protocol number: 5 (PROTOCOL_TLSv1_2): TLS 1.2
+        /// only; 2 (PROTOCOL_TLS) or 17 (PROTOCOL_TLS_SERVER): TLS 1.2 and 1.3. Unset: TLS 1.2 and
+        /// 1.3 (upstream: 1.2 only). TLS 1.0 and 1.1 are refused (KG_SSL_VERSION is read when this
+        /// is unset).
+        ssl_version: "EG_SSL_VERSION",
+
         #[command(flatten)]
         pub kube: kube::KubeArgs,
     }
@@ -357,6 +363,7 @@ impl Config {
             fallback(args.certfile, "KG_CERTFILE"),
             fallback(args.keyfile, "KG_KEYFILE"),
             fallback(args.client_ca, "KG_CLIENT_CA"),
+            fallback(args.ssl_version, "KG_SSL_VERSION"),
         );
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));

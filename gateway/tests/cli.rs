@@ -79,6 +79,24 @@ fn tls_configuration_errors_exit_2_naming_every_variable() {
         ],
         &["EG_SSL_VERSION", "EG_CERTFILE"],
     );
+    // The origin is checked on client certificates: without EG_CLIENT_CA there are none.
+    assert_rejected(
+        &[
+            ("EG_AUTHORIZED_ORIGIN", "proxy.example"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_AUTHORIZED_ORIGIN", "set EG_CLIENT_CA"],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("EG_CLIENT_CA", junk),
+            ("EG_AUTHORIZED_ORIGIN", "not a host"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_AUTHORIZED_ORIGIN", "host name", "EG_CLIENT_CA"],
+    );
 }
 
 #[test]

@@ -77,3 +77,57 @@ pub(super) fn check_tls(
         }
     }
 }
+
+/// `EG_AUTHORIZED_ORIGIN`: empty is unset; a name needs client certificates (HTTPS with
+/// `EG_CLIENT_CA`, `client_certs`) to check it against.
+pub(super) fn parse_authorized_origin(
+    raw: &str,
+    client_certs: bool,
+) -> Result<Option<rustls::pki_types::ServerName<'static>>, String> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let name = crate::peer::parse_origin_name(raw)?;
+    if !client_certs {
+        return Err(
+            "the origin is checked on client certificates: set EG_CLIENT_CA (with \
+            EG_CERTFILE and EG_KEYFILE)"
+                .to_owned(),
+        );
+    }
+    Ok(Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The raw value, whether client certificates are requested, and the name or the problem.
+    type Case = (
+        &'static str,
+        bool,
+        Result<Option<&'static str>, &'static str>,
+    );
+
+    #[test]
+    fn authorized_origin() {
+        let cases: [Case; 6] = [
+            ("", false, Ok(None)),
+            ("  ", true, Ok(None)),
+            ("proxy.example", true, Ok(Some("proxy.example"))),
+            ("10.0.0.5", true, Ok(Some("10.0.0.5"))),
+            ("proxy.example", false, Err("set EG_CLIENT_CA")),
+            ("not a name", true, Err("expected a host name")),
+        ];
+        for (raw, client_certs, want) in cases {
+            let got = parse_authorized_origin(raw, client_certs);
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    assert_eq!(got.as_ref().map(|n| n.to_str()).as_deref(), want, "{raw:?}")
+                }
+                (Err(got), Err(want)) => assert!(got.contains(want), "{raw:?}: {got}"),
+                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

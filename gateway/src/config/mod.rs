@@ -28,7 +28,10 @@ use crate::{
     tls::{self, TlsFiles, TlsVersions},
 };
 
-use self::{https::check_tls, remote::check_remote};
+use self::{
+    https::{check_tls, parse_authorized_origin},
+    remote::check_remote,
+};
 
 eg_common::settings! {
     /// Command line and environment of the `gateway` binary.
@@ -215,6 +218,10 @@ eg_common::settings! {
         /// is unset).
         ssl_version: "EG_SSL_VERSION",
 
+        /// Host name (or IP address) every API request's TLS client certificate must be valid for
+        /// (its subjectAltName); otherwise 403. Needs EG_CLIENT_CA.
+        authorized_origin: "EG_AUTHORIZED_ORIGIN",
+
         #[command(flatten)]
         pub kube: kube::KubeArgs,
     }
@@ -250,6 +257,8 @@ pub struct Config {
     pub cors: Cors,
     /// `Some`: the API is served over HTTPS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some`: every API request's client certificate must be valid for this name.
+    pub authorized_origin: Option<rustls::pki_types::ServerName<'static>>,
     /// The response listener of remote kernel launchers.
     pub response: ResponseSettings,
     /// Requests to remote launchers' comm ports.
@@ -358,13 +367,30 @@ impl Config {
                 None
             }
         };
-        let tls = check_tls(
-            &mut c,
+        let (certfile, keyfile, client_ca) = (
             fallback(args.certfile, "KG_CERTFILE"),
             fallback(args.keyfile, "KG_KEYFILE"),
             fallback(args.client_ca, "KG_CLIENT_CA"),
+        );
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let client_certs = set(&certfile) && set(&keyfile) && set(&client_ca);
+        let tls = check_tls(
+            &mut c,
+            certfile,
+            keyfile,
+            client_ca,
             fallback(args.ssl_version, "KG_SSL_VERSION"),
         );
+        // Upstream declares no KG_ twin (and never reads the variable: only its command-line
+        // option works).
+        let authorized_origin = args.authorized_origin.and_then(|s| {
+            c.check(
+                "EG_AUTHORIZED_ORIGIN",
+                &s.raw,
+                parse_authorized_origin(&s.raw, client_certs),
+            )
+            .flatten()
+        });
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));
         }
@@ -431,6 +457,7 @@ impl Config {
             runtime_dir,
             cors: cors.unwrap_or_default(),
             tls,
+            authorized_origin,
             response,
             comm,
             kube,

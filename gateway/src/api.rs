@@ -4,6 +4,8 @@
 //! upstream's JSON 404 for everything else.
 
 use std::{
+    convert::Infallible,
+    net::IpAddr,
     path::{Component, Path as FsPath, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -12,8 +14,8 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, MatchedPath, Path, Query, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -60,12 +62,36 @@ pub struct AppState {
     pub cors: Arc<Cors>,
     /// `EG_AUTHORIZED_ORIGIN`: the name every request's client certificate must be valid for.
     pub authorized_origin: Option<Arc<ServerName<'static>>>,
+    /// `EG_TRUST_XHEADERS`: the client address logged is the one the proxy headers name.
+    pub trust_xheaders: bool,
 }
 
 impl AppState {
     /// The base URL, starting and ending with `/`.
     pub fn base_url(&self) -> &str {
         &self.store.options().base_url
+    }
+}
+
+/// The client's address as the logs name it ([`peer::client_ip`]): the connection's peer, or
+/// with `EG_TRUST_XHEADERS` the address a proxy's `X-Real-Ip`/`X-Forwarded-For` names. `None`
+/// without connect info or such a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|ConnectInfo(peer)| peer.addr.ip());
+        Ok(Self(peer::client_ip(
+            peer,
+            &parts.headers,
+            state.trust_xheaders,
+        )))
     }
 }
 

@@ -101,6 +101,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         ws_ping_interval: config.ws_ping_interval,
         cors: Arc::new(config.cors.clone()),
         authorized_origin: config.authorized_origin.clone().map(Arc::new),
+        trust_xheaders: config.trust_xheaders,
     });
     ready.set(true);
     let stopping = {

@@ -1,11 +1,15 @@
 //! What the server knows of each connection ([`Peer`]: its address and, over TLS, the client's
-//! certificate), given to every request as connect info, and the `EG_AUTHORIZED_ORIGIN` check
-//! made on that certificate.
+//! certificate), given to every request as connect info; the `EG_AUTHORIZED_ORIGIN` check made on
+//! that certificate; and the client address logged ([`client_ip`], `EG_TRUST_XHEADERS`).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     extract::connect_info::Connected,
+    http::HeaderMap,
     serve::{IncomingStream, Listener},
 };
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -80,9 +84,108 @@ pub fn cert_valid_for(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool 
         .is_ok()
 }
 
+/// The client's address as upstream's web server (tornado) records it: the peer's, or with
+/// `trust_xheaders` (`EG_TRUST_XHEADERS`, for a gateway behind a proxy) `X-Real-Ip`, else the last
+/// entry of `X-Forwarded-For` (the one the nearest proxy added). Repeated headers count as one
+/// comma list; a header value that is not an IP address is ignored.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trust_xheaders: bool,
+) -> Option<IpAddr> {
+    if !trust_xheaders {
+        return peer;
+    }
+    let joined = |name: &str| -> Option<String> {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let named = match joined("x-real-ip") {
+        Some(real) => Some(real),
+        None => joined("x-forwarded-for")
+            .map(|list| list.rsplit(',').next().unwrap_or_default().to_owned()),
+    };
+    named
+        .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+        .or(peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the headers are trusted, the request's headers, and the address expected.
+    type Case = (
+        bool,
+        &'static [(&'static str, &'static str)],
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn client_addresses() {
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let cases: [Case; 12] = [
+            (false, &[], Some("10.1.1.1")),
+            (false, &[("x-real-ip", "1.2.3.4")], Some("10.1.1.1")),
+            (true, &[], Some("10.1.1.1")),
+            (true, &[("x-real-ip", "1.2.3.4")], Some("1.2.3.4")),
+            (true, &[("X-Real-Ip", " 2001:db8::1 ")], Some("2001:db8::1")),
+            (
+                true,
+                &[("x-forwarded-for", "1.1.1.1, 2.2.2.2")],
+                Some("2.2.2.2"),
+            ),
+            (
+                true,
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "3.3.3.3"),
+                ],
+                Some("3.3.3.3"),
+            ),
+            (
+                true,
+                &[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "4.4.4.4")],
+                Some("4.4.4.4"),
+            ),
+            (
+                true,
+                &[("x-forwarded-for", "1.1.1.1, unknown")],
+                Some("10.1.1.1"),
+            ),
+            (true, &[("x-real-ip", "proxy.example")], Some("10.1.1.1")),
+            // X-Real-Ip wins even when it is not an address (tornado's order).
+            (
+                true,
+                &[("x-real-ip", "bad"), ("x-forwarded-for", "5.5.5.5")],
+                Some("10.1.1.1"),
+            ),
+            (true, &[("x-forwarded-for", "")], Some("10.1.1.1")),
+        ];
+        for (trust, headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.append(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let want = want.map(|w| w.parse::<IpAddr>().unwrap());
+            assert_eq!(
+                client_ip(Some(peer), &map, trust),
+                want,
+                "{trust} {headers:?}"
+            );
+        }
+        let mut map = HeaderMap::new();
+        map.insert("x-real-ip", "1.2.3.4".parse().unwrap());
+        assert_eq!(client_ip(None, &map, false), None);
+        assert_eq!(client_ip(None, &map, true), "1.2.3.4".parse().ok());
+    }
 
     #[test]
     fn origin_names() {

@@ -87,6 +87,7 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
             ws_ping_interval: Duration::from_secs(30),
             cors: Default::default(),
             authorized_origin: None,
+            trust_xheaders: false,
         },
     }
 }

@@ -34,8 +34,15 @@ fn invalid_configuration_lists_every_bad_variable_and_exits_2() {
             ("EG_IP", "not-an-ip"),
             ("EG_ALLOWED_KERNELS", "[\"a\","),
             ("EG_LOG_LEVEL", "chatty"),
+            ("EG_TRUST_XHEADERS", "maybe"),
         ],
-        &["EG_PORT", "EG_IP", "EG_ALLOWED_KERNELS", "EG_LOG_LEVEL"],
+        &[
+            "EG_PORT",
+            "EG_IP",
+            "EG_ALLOWED_KERNELS",
+            "EG_LOG_LEVEL",
+            "EG_TRUST_XHEADERS",
+        ],
     );
 }
 

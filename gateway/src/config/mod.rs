@@ -222,6 +222,11 @@ eg_common::settings! {
         /// (its subjectAltName); otherwise 403. Needs EG_CLIENT_CA.
         authorized_origin: "EG_AUTHORIZED_ORIGIN",
 
+        /// Behind a proxy: the client address the logs name is the one `X-Real-Ip`, else the last
+        /// entry of `X-Forwarded-For`, gives (KG_TRUST_XHEADERS is read when this is unset; default
+        /// False).
+        trust_xheaders: "EG_TRUST_XHEADERS",
+
         #[command(flatten)]
         pub kube: kube::KubeArgs,
     }
@@ -259,6 +264,8 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `Some`: every API request's client certificate must be valid for this name.
     pub authorized_origin: Option<rustls::pki_types::ServerName<'static>>,
+    /// The client address logged comes from the proxy headers.
+    pub trust_xheaders: bool,
     /// The response listener of remote kernel launchers.
     pub response: ResponseSettings,
     /// Requests to remote launchers' comm ports.
@@ -344,6 +351,9 @@ impl Config {
             })
             .map(|s| Duration::from_secs(if s <= 0 { 300 } else { s as u64 }));
         let cull_connected = c.read(&args.cull_connected, parse_bool);
+        let trust_xheaders = Setting::or_env(args.trust_xheaders, "KG_TRUST_XHEADERS", env)
+            .and_then(|s| c.read(&s, parse_bool))
+            .unwrap_or(false);
         let ws_ping_interval = c.read(&args.ws_ping_interval, seconds);
         let buffer_messages = c.read(&args.ws_buffer_max_messages, parse_whole::<usize>);
         let buffer_bytes = c.read(&args.ws_buffer_max_bytes, parse_whole::<usize>);
@@ -458,6 +468,7 @@ impl Config {
             cors: cors.unwrap_or_default(),
             tls,
             authorized_origin,
+            trust_xheaders,
             response,
             comm,
             kube,

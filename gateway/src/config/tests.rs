@@ -274,3 +274,24 @@ fn remote_launcher_variables() {
     );
     assert!(err.to_string().contains("\"10.(\""), "{err}");
 }
+
+#[test]
+fn trust_xheaders_with_its_kg_twin() {
+    let c = Config::from_args_env(args(&[]), &no_env).unwrap();
+    assert!(!c.trust_xheaders);
+    let c = Config::from_args_env(args(&["--trust-xheaders", "True"]), &no_env).unwrap();
+    assert!(c.trust_xheaders);
+    let kg = |k: &str| (k == "KG_TRUST_XHEADERS").then(|| "yes".to_owned());
+    assert!(
+        Config::from_args_env(args(&[]), &kg)
+            .unwrap()
+            .trust_xheaders
+    );
+    let c = Config::from_args_env(args(&["--trust-xheaders", "0"]), &kg).unwrap();
+    assert!(!c.trust_xheaders, "the EG_ variable wins over its KG_ twin");
+    let err = Config::from_args_env(args(&["--trust-xheaders", "maybe"]), &no_env).unwrap_err();
+    assert_eq!(err.0[0].var, "EG_TRUST_XHEADERS");
+    let bad_kg = |k: &str| (k == "KG_TRUST_XHEADERS").then(|| "maybe".to_owned());
+    let err = Config::from_args_env(args(&[]), &bad_kg).unwrap_err();
+    assert_eq!(err.0[0].var, "KG_TRUST_XHEADERS");
+}

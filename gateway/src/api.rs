@@ -4,6 +4,8 @@
 //! upstream's JSON 404 for everything else.
 
 use std::{
+    convert::Infallible,
+    net::IpAddr,
     path::{Component, Path as FsPath, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -12,15 +14,17 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{MatchedPath, Path, Query, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use bytes::Bytes;
 use eg_common::kernelspec::{MAX_WATCH_SECONDS, WATCH_HEADER};
+use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::{
     channels,
@@ -30,6 +34,7 @@ use crate::{
     kernels_api::{self, Sessions},
     kernelspecs::Listing,
     metrics::Metrics,
+    peer::{self, Peer},
     watch::Store,
 };
 
@@ -55,12 +60,38 @@ pub struct AppState {
     pub ws_ping_interval: Duration,
     /// `EG_ALLOW_ORIGIN` and the other CORS headers.
     pub cors: Arc<Cors>,
+    /// `EG_AUTHORIZED_ORIGIN`: the name every request's client certificate must be valid for.
+    pub authorized_origin: Option<Arc<ServerName<'static>>>,
+    /// `EG_TRUST_XHEADERS`: the client address logged is the one the proxy headers name.
+    pub trust_xheaders: bool,
 }
 
 impl AppState {
     /// The base URL, starting and ending with `/`.
     pub fn base_url(&self) -> &str {
         &self.store.options().base_url
+    }
+}
+
+/// The client's address as the logs name it ([`peer::client_ip`]): the connection's peer, or
+/// with `EG_TRUST_XHEADERS` the address a proxy's `X-Real-Ip`/`X-Forwarded-For` names. `None`
+/// without connect info or such a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|ConnectInfo(peer)| peer.addr.ip());
+        Ok(Self(peer::client_ip(
+            peer,
+            &parts.headers,
+            state.trust_xheaders,
+        )))
     }
 }
 
@@ -79,8 +110,10 @@ const ROUTES: [&str; 11] = [
 ];
 
 /// The gateway's routes, mounted under the store's base URL. Every response carries the CORS
-/// headers; on the routes, the token is checked (except for `OPTIONS`), then `OPTIONS` is
-/// answered and the origin checked, as upstream's handlers do in that order.
+/// headers; on the routes, the client certificate is checked against `EG_AUTHORIZED_ORIGIN`,
+/// then the token (except for `OPTIONS`), then `OPTIONS` is answered and the origin checked, as
+/// upstream's handlers do in that order. Served with `ConnectInfo<Peer>`
+/// (`into_make_service_with_connect_info::<Peer>()`).
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(ROUTES[0], get(api_version))
@@ -105,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), cors::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_origin,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), track));
     let base = state
         .store
@@ -148,14 +185,21 @@ async fn method_not_allowed() -> Response {
     json_error(StatusCode::METHOD_NOT_ALLOWED, "")
 }
 
-/// Upstream's catch-all: 404 without a token check; JSON under the base URL, and outside it the
-/// plain HTML page upstream's web framework answers with.
-async fn not_found(State(state): State<AppState>, uri: Uri) -> Response {
-    state.metrics.record_request("other", 404, 0.0);
+/// Upstream's catch-all: 404 without a token check (but with the `EG_AUTHORIZED_ORIGIN` check);
+/// JSON under the base URL, and outside it the plain HTML page upstream's web framework answers
+/// with.
+async fn not_found(State(state): State<AppState>, req: Request) -> Response {
+    let uri = req.uri();
     let base = &state.store.options().base_url;
     if uri.path().starts_with(base.as_str()) || uri.path() == base.trim_end_matches('/') {
+        if let Some(refused) = origin_refused(&state, &req) {
+            state.metrics.record_request("other", 403, 0.0);
+            return refused;
+        }
+        state.metrics.record_request("other", 404, 0.0);
         json_error(StatusCode::NOT_FOUND, "")
     } else {
+        state.metrics.record_request("other", 404, 0.0);
         (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
@@ -186,6 +230,35 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// `EG_AUTHORIZED_ORIGIN`: the connection's client certificate must be valid for the name, else
+/// upstream's 403 `Forbidden`. Without connect info (no connection) nothing is valid.
+async fn authorize_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match origin_refused(&state, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+fn origin_refused(state: &AppState, req: &Request) -> Option<Response> {
+    let name = state.authorized_origin.as_deref()?;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer);
+    let cert = peer.and_then(|p| p.cert.as_deref());
+    if cert.is_some_and(|cert| peer::cert_valid_for(cert, name)) {
+        return None;
+    }
+    info!(
+        peer = peer.map(|p| tracing::field::display(p.addr)),
+        certificate = cert.is_some(),
+        origin = name.to_str().as_ref(),
+        path = %req.uri().path(),
+        "client certificate not valid for EG_AUTHORIZED_ORIGIN; 403"
+    );
+    Some(json_error(StatusCode::FORBIDDEN, "Forbidden"))
 }
 
 /// Upstream's token check: the `token` query argument when present, otherwise an

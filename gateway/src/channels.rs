@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
-    api::{AppState, json_error},
+    api::{AppState, Client, json_error},
     bridge::ClientSink,
     kernels::Kernel,
 };
@@ -48,6 +49,7 @@ pub async fn channels(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    Client(client): Client,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let Some(kernel) = state.kernels.get(&id) else {
@@ -80,7 +82,7 @@ pub async fn channels(
         .max_message_size(256 << 20)
         // Client frames are small; each read zeroes this much of the buffer first.
         .read_buffer_size(16 << 10)
-        .on_upgrade(move |socket| serve(socket, state, kernel, session_id, protocol, ping))
+        .on_upgrade(move |socket| serve(socket, state, kernel, session_id, protocol, ping, client))
 }
 
 async fn serve(
@@ -90,7 +92,9 @@ async fn serve(
     session_id: String,
     protocol: Protocol,
     ping_interval: Duration,
+    client: Option<IpAddr>,
 ) {
+    let client = client.map(tracing::field::display);
     let conn_id = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let protocol_name = match protocol {
         Protocol::V1 => "v1",
@@ -108,7 +112,7 @@ async fn serve(
             queued: queued.clone(),
         },
     );
-    info!(kernel_id = %kernel.id, session = %session_id, protocol = protocol_name, conn_id, "websocket open");
+    info!(kernel_id = %kernel.id, session = %session_id, protocol = protocol_name, conn_id, client, "websocket open");
     let (sink, stream) = socket.split();
     let last_pong = Arc::new(std::sync::Mutex::new(Instant::now()));
     // Two tasks: a message for the client wakes only the writer, never a read attempt.
@@ -127,7 +131,7 @@ async fn serve(
     }
     kernel.bridge.detach(&session_id, conn_id);
     kernel.connected(-1);
-    info!(kernel_id = %kernel.id, session = %session_id, conn_id, "websocket closed");
+    info!(kernel_id = %kernel.id, session = %session_id, conn_id, client, "websocket closed");
 }
 
 fn to_ws(frame: Frame) -> WsMessage {

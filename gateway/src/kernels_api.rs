@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{AppState, json_error},
+    api::{AppState, Client, json_error},
     kernels::{KernelError, KernelModel, StartRequest},
 };
 
@@ -72,7 +72,11 @@ fn start_request(body: &[u8]) -> Result<StartRequest, KernelError> {
     {
         return Err(KernelError::new(400, "env must be a JSON object"));
     }
-    Ok(StartRequest { name, env })
+    Ok(StartRequest {
+        name,
+        env,
+        client: None,
+    })
 }
 
 /// `GET /api/kernels` (403 unless `EG_LIST_KERNELS`).
@@ -85,9 +89,9 @@ pub async fn list(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /api/kernels`.
-pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn start(State(state): State<AppState>, Client(client): Client, body: Bytes) -> Response {
     let req = match start_request(&body) {
-        Ok(r) => r,
+        Ok(r) => StartRequest { client, ..r },
         Err(e) => return error_response(&e),
     };
     match state.kernels.start(req).await {
@@ -206,7 +210,11 @@ fn session_error(status: StatusCode, message: &str) -> Response {
 }
 
 /// `POST /api/sessions`: `path` and `type` (or a legacy `notebook.path`) and a kernel name.
-pub async fn create_session(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn create_session(
+    State(state): State<AppState>,
+    Client(client): Client,
+    body: Bytes,
+) -> Response {
     let Ok(Value::Object(model)) = serde_json::from_slice::<Value>(&body) else {
         return session_error(StatusCode::BAD_REQUEST, "Invalid JSON in body of request");
     };
@@ -249,6 +257,7 @@ pub async fn create_session(State(state): State<AppState>, body: Bytes) -> Respo
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 env: None,
+                client,
             };
             match state.kernels.start(req).await {
                 Ok(k) => k,

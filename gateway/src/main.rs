@@ -15,6 +15,7 @@ use gateway::{
     kernels_api::Sessions,
     kernelspecs::ListingOptions,
     metrics::Metrics,
+    peer::{Peer, PlainListener},
     tls::TlsListener,
     watch::{self, Store},
 };
@@ -99,6 +100,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         list_kernels: config.list_kernels,
         ws_ping_interval: config.ws_ping_interval,
         cors: Arc::new(config.cors.clone()),
+        authorized_origin: config.authorized_origin.clone().map(Arc::new),
+        trust_xheaders: config.trust_xheaders,
     });
     ready.set(true);
     let stopping = {
@@ -124,13 +127,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             let listener = TlsListener::new(listener, tls);
             serve(listener, app, stopping, expired).await?;
         }
-        None => {
-            // Every kernel message crosses this socket: no Nagle delay on any of them.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, app, stopping, expired).await?;
-        }
+        None => serve(PlainListener(listener), app, stopping, expired).await?,
     }
     if let Some(culler) = culler {
         culler.abort();
@@ -143,7 +140,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until `stopping` completes and the connections drain, or until `expired` does.
+/// Serves, each request with its connection's [`Peer`], until `stopping` completes and the
+/// connections drain, or until `expired` does.
 async fn serve<L>(
     listener: L,
     app: axum::Router,
@@ -153,7 +151,9 @@ async fn serve<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
+    let app = app.into_make_service_with_connect_info::<Peer>();
     let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
     tokio::select! {
         result = server.into_future() => result.context("serving"),

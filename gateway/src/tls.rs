@@ -1,7 +1,7 @@
 //! HTTPS for the API listener: the rustls server configuration built from `EG_CERTFILE`,
-//! `EG_KEYFILE` and `EG_CLIENT_CA`, and a [`Listener`] that completes TLS handshakes
-//! concurrently (a slow or silent client never holds up the others) before handing connections
-//! to the server.
+//! `EG_KEYFILE`, `EG_CLIENT_CA` and `EG_SSL_VERSION`, and a [`Listener`] that completes TLS
+//! handshakes concurrently (a slow or silent client never holds up the others) before handing
+//! connections to the server.
 
 use std::{
     net::SocketAddr,
@@ -12,7 +12,7 @@ use std::{
 
 use axum::serve::Listener;
 use rustls::{
-    RootCertStore, ServerConfig,
+    RootCertStore, ServerConfig, SupportedProtocolVersion,
     crypto::aws_lc_rs,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
@@ -36,12 +36,62 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The TLS versions the server offers (`EG_SSL_VERSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    /// TLS 1.2 only: Python's `PROTOCOL_TLSv1_2` (5), upstream's default.
+    Tls12,
+    /// TLS 1.2 and 1.3: Python's `PROTOCOL_TLS` (2) and `PROTOCOL_TLS_SERVER` (17); the default
+    /// here when `EG_SSL_VERSION` is unset.
+    #[default]
+    Tls12And13,
+}
+
+/// The advice every refused `EG_SSL_VERSION` ends with.
+const SSL_VERSION_ADVICE: &str = "use 5 (TLS 1.2) or 2 (TLS 1.2 and 1.3)";
+
+impl TlsVersions {
+    /// Reads an integer Python `ssl` protocol constant, as upstream's `EG_SSL_VERSION` is. TLS 1.0
+    /// and 1.1 (3, 4) are refused, and so are client-side (16) and unknown protocols.
+    pub fn from_python_protocol(raw: &str) -> Result<Self, String> {
+        let Ok(n) = raw.trim().parse::<i64>() else {
+            return Err(format!(
+                "expected a Python ssl protocol number: {SSL_VERSION_ADVICE}"
+            ));
+        };
+        match n {
+            5 => Ok(Self::Tls12),
+            2 | 17 => Ok(Self::Tls12And13),
+            3 | 4 => Err(format!(
+                "TLS 1.0 and 1.1 are not offered; {SSL_VERSION_ADVICE}"
+            )),
+            16 => Err(format!(
+                "16 (PROTOCOL_TLS_CLIENT) is a client protocol; {SSL_VERSION_ADVICE}"
+            )),
+            n => Err(format!(
+                "{n} is not a server protocol Python's ssl module defines; {SSL_VERSION_ADVICE}"
+            )),
+        }
+    }
+
+    fn protocol_versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        static TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        match self {
+            Self::Tls12 => TLS12,
+            Self::Tls12And13 => rustls::ALL_VERSIONS,
+        }
+    }
+}
+
 /// A problem with one of the files: the variable naming it, and what is wrong.
 pub type FileError = (&'static str, String);
 
-/// Reads and checks the files and builds the server configuration (HTTP/1.1; TLS 1.2 and 1.3).
-/// Every problem found is returned, each against its variable.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Vec<FileError>> {
+/// Reads and checks the files and builds the server configuration (HTTP/1.1; the TLS versions
+/// `versions` names). Every problem found is returned, each against its variable.
+pub fn server_config(
+    files: &TlsFiles,
+    versions: TlsVersions,
+) -> Result<Arc<ServerConfig>, Vec<FileError>> {
     let provider = Arc::new(aws_lc_rs::default_provider());
     let mut errors = Vec::new();
     let certs = read_pem("EG_CERTFILE", &files.cert, |pem| {
@@ -86,8 +136,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Vec<FileErro
         return Err(errors);
     }
     let builder = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| vec![("EG_CERTFILE", format!("TLS setup: {e}"))])?;
+        .with_protocol_versions(versions.protocol_versions())
+        .map_err(|e| vec![("EG_SSL_VERSION", format!("TLS setup: {e}"))])?;
     let builder = match verifier {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
@@ -171,5 +221,58 @@ impl Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_protocol_numbers() {
+        use TlsVersions::*;
+        let cases: [(&str, Result<TlsVersions, &str>); 12] = [
+            ("5", Ok(Tls12)),
+            (" 5 ", Ok(Tls12)),
+            ("2", Ok(Tls12And13)),
+            ("17", Ok(Tls12And13)),
+            ("3", Err("TLS 1.0 and 1.1 are not offered")),
+            ("4", Err("TLS 1.0 and 1.1 are not offered")),
+            ("16", Err("client protocol")),
+            ("0", Err("not a server protocol")),
+            ("1", Err("not a server protocol")),
+            ("-5", Err("not a server protocol")),
+            ("TLSv1_2", Err("expected a Python ssl protocol number")),
+            ("", Err("expected a Python ssl protocol number")),
+        ];
+        for (raw, want) in cases {
+            match (TlsVersions::from_python_protocol(raw), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{raw:?}"),
+                (Err(got), Err(want)) => {
+                    assert!(got.contains(want), "{raw:?}: {got}");
+                    assert!(got.contains(SSL_VERSION_ADVICE), "{raw:?}: {got}");
+                }
+                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn versions_offered() {
+        assert_eq!(TlsVersions::default(), TlsVersions::Tls12And13);
+        let versions = |v: TlsVersions| -> Vec<rustls::ProtocolVersion> {
+            v.protocol_versions().iter().map(|p| p.version).collect()
+        };
+        assert_eq!(
+            versions(TlsVersions::Tls12),
+            [rustls::ProtocolVersion::TLSv1_2]
+        );
+        assert_eq!(
+            versions(TlsVersions::Tls12And13),
+            [
+                rustls::ProtocolVersion::TLSv1_3,
+                rustls::ProtocolVersion::TLSv1_2
+            ]
+        );
     }
 }

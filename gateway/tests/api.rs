@@ -86,6 +86,8 @@ fn fixture(base_url: &str, token: Option<&str>) -> Fixture {
             list_kernels: true,
             ws_ping_interval: Duration::from_secs(30),
             cors: Default::default(),
+            authorized_origin: None,
+            trust_xheaders: false,
         },
     }
 }
@@ -700,4 +702,88 @@ async fn shutdown_answers_held_watches_at_once() {
     let (status, _, _) = held.await.unwrap();
     assert_eq!(status, 304);
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// GET `uri` as a request of a connection from 127.0.0.1 that presented `cert` (`None`: no
+/// connect info at all).
+async fn call_from(state: &AppState, uri: &str, cert: Option<Option<&[u8]>>) -> Reply {
+    use axum::extract::ConnectInfo;
+    use gateway::peer::Peer;
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut req = Request::builder()
+        .uri(uri)
+        .header(AUTH.0, AUTH.1)
+        .body(Body::empty())
+        .unwrap();
+    if let Some(cert) = cert {
+        let cert = cert.map(|pem| Arc::new(CertificateDer::from_pem_slice(pem).unwrap()));
+        req.extensions_mut().insert(ConnectInfo(Peer {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            cert,
+        }));
+    }
+    let resp = api::router(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn authorized_origin_checks_the_connections_client_certificate() {
+    // subjectAltName DNS:proxy.example, DNS:*.wild.example, IP:10.0.0.5.
+    let pem: &[u8] = include_bytes!("fixtures/client-san.pem");
+    let mut f = fixture("/gw", Some(TOKEN));
+    let allowed = |f: &mut Fixture, name: &str| {
+        f.state.authorized_origin = Some(Arc::new(gateway::peer::parse_origin_name(name).unwrap()));
+    };
+    allowed(&mut f, "proxy.example");
+    for uri in ["/gw/api", "/gw/api/kernelspecs", "/gw/api/kernels"] {
+        assert_eq!(
+            call_from(&f.state, uri, Some(Some(pem))).await.status,
+            200,
+            "{uri}"
+        );
+    }
+    // Not the name, no certificate, no connection: upstream's 403, on every route (the
+    // websocket's and the catch-all's too).
+    for cert in [None, Some(None)] {
+        for uri in [
+            "/gw/api",
+            "/gw/api/kernels/1-2-3-4-5/channels",
+            "/gw/nowhere",
+        ] {
+            let r = call_from(&f.state, uri, cert).await;
+            assert_eq!(r.status, 403, "{uri} {cert:?}");
+            assert_eq!(
+                r.json(),
+                json!({"reason": "Forbidden", "message": "Forbidden"}),
+                "{uri}"
+            );
+        }
+    }
+    allowed(&mut f, "a.wild.example");
+    assert_eq!(
+        call_from(&f.state, "/gw/api", Some(Some(pem))).await.status,
+        200
+    );
+    allowed(&mut f, "other.example");
+    let r = call_from(&f.state, "/gw/api", Some(Some(pem))).await;
+    assert_eq!(r.status, 403);
+    // Before the token check, as upstream: a request without the token is still 403.
+    let r = call(&f.state, "/gw/api", &[]).await;
+    assert_eq!(r.status, 403);
+    // Outside the base URL the HTML 404 stays.
+    allowed(&mut f, "proxy.example");
+    assert_eq!(call_from(&f.state, "/elsewhere", None).await.status, 404);
 }

@@ -34,8 +34,15 @@ fn invalid_configuration_lists_every_bad_variable_and_exits_2() {
             ("EG_IP", "not-an-ip"),
             ("EG_ALLOWED_KERNELS", "[\"a\","),
             ("EG_LOG_LEVEL", "chatty"),
+            ("EG_TRUST_XHEADERS", "maybe"),
         ],
-        &["EG_PORT", "EG_IP", "EG_ALLOWED_KERNELS", "EG_LOG_LEVEL"],
+        &[
+            "EG_PORT",
+            "EG_IP",
+            "EG_ALLOWED_KERNELS",
+            "EG_LOG_LEVEL",
+            "EG_TRUST_XHEADERS",
+        ],
     );
 }
 
@@ -56,6 +63,46 @@ fn tls_configuration_errors_exit_2_naming_every_variable() {
             ("EG_ADMIN_ADDR", "off"),
         ],
         &["EG_CERTFILE", "EG_KEYFILE"],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("EG_SSL_VERSION", "4"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &[
+            "EG_SSL_VERSION",
+            "TLS 1.0 and 1.1 are not offered",
+            "EG_KEYFILE",
+        ],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("KG_SSL_VERSION", "TLSv1_2"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_SSL_VERSION", "EG_CERTFILE"],
+    );
+    // The origin is checked on client certificates: without EG_CLIENT_CA there are none.
+    assert_rejected(
+        &[
+            ("EG_AUTHORIZED_ORIGIN", "proxy.example"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_AUTHORIZED_ORIGIN", "set EG_CLIENT_CA"],
+    );
+    assert_rejected(
+        &[
+            ("EG_CERTFILE", junk),
+            ("EG_KEYFILE", junk),
+            ("EG_CLIENT_CA", junk),
+            ("EG_AUTHORIZED_ORIGIN", "not a host"),
+            ("EG_ADMIN_ADDR", "off"),
+        ],
+        &["EG_AUTHORIZED_ORIGIN", "host name", "EG_CLIENT_CA"],
     );
 }
 

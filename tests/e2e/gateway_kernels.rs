@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use e2e::processes_naming;
 use futures_util::SinkExt;
-use kernels::{Client, Gateway, have_ipykernel};
+use kernels::{Client, Gateway, TOKEN, have_ipykernel};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -546,6 +546,56 @@ async fn sessions_api_starts_and_ends_kernels() {
         .request(Method::GET, &format!("/api/kernels/{kid}"))
         .await;
     assert_eq!(status, 404);
+}
+
+/// The log line of `message` that names `kernel_id`.
+fn log_line(log: &str, message: &str, kernel_id: &str) -> String {
+    log.lines()
+        .find(|l| l.contains(message) && l.contains(kernel_id))
+        .unwrap_or_else(|| panic!("no {message:?} for {kernel_id} in:\n{log}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_address_logged_follows_eg_trust_xheaders() {
+    let Some(_machine) = machine().await else {
+        return;
+    };
+    for trust in [false, true] {
+        let gw = Gateway::start(&[("EG_TRUST_XHEADERS", if trust { "True" } else { "False" })]);
+        let r = reqwest::Client::new()
+            .post(gw.url("/api/kernels"))
+            .header("Authorization", format!("token {TOKEN}"))
+            .header("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
+            .body(json!({"name": "python3_local"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", gw.log());
+        let model: Value = r.json().await.unwrap();
+        let id = model["id"].as_str().unwrap().to_owned();
+        // The websocket comes without proxy headers: its peer's address either way.
+        let mut c = Client::connect(&gw, &id, "s1", false).await;
+        assert_eq!(c.execute("1").await.status, "ok");
+        drop(c);
+        gw.delete_kernel(&id).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw.log().contains("websocket closed") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = gw.log();
+        let started = log_line(&log, "kernel started", &id);
+        let want = if trust {
+            "client=203.0.113.7"
+        } else {
+            "client=127.0.0.1"
+        };
+        assert!(started.contains(want), "trust {trust}: {started}");
+        for message in ["websocket open", "websocket closed"] {
+            let line = log_line(&log, message, &id);
+            assert!(line.contains("client=127.0.0.1"), "trust {trust}: {line}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
 //! The `gateway` binary over HTTPS: certificates made with `openssl`, a client trusting their CA,
-//! plain HTTP refused, and client certificates required with EG_CLIENT_CA. (Invalid TLS settings
+//! plain HTTP refused, the TLS versions EG_SSL_VERSION offers, client certificates required with
+//! EG_CLIENT_CA, and their names checked with EG_AUTHORIZED_ORIGIN. (Invalid TLS settings
 //! are tested beside the crate, in `gateway/tests/cli.rs`.)
 
 use std::{
@@ -113,17 +114,25 @@ impl Pki {
 
     /// A client identity (certificate and key in one PEM) signed by `issuer`.
     fn identity(&self, name: &str, issuer: &str) -> reqwest::Identity {
-        let (crt, key) = leaf(self.dir.path(), name, issuer, CLIENT_EXT);
+        self.identity_with(name, issuer, CLIENT_EXT)
+    }
+
+    /// A client identity signed by `issuer`, with `extensions`.
+    fn identity_with(&self, name: &str, issuer: &str, extensions: &str) -> reqwest::Identity {
+        let (crt, key) = leaf(self.dir.path(), name, issuer, extensions);
         let mut pem = std::fs::read(crt).unwrap();
         pem.extend(std::fs::read(key).unwrap());
         reqwest::Identity::from_pem(&pem).unwrap()
     }
 
+    /// A client builder trusting the server's CA.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder().tls_certs_only([self.server_ca.clone()])
+    }
+
     /// A client trusting the server's CA, presenting `identity` when given.
     fn client(&self, identity: Option<reqwest::Identity>) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([self.server_ca.clone()])
-            .timeout(Duration::from_secs(10));
+        let mut builder = self.builder().timeout(Duration::from_secs(10));
         if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
@@ -200,6 +209,37 @@ async fn https_with_the_ca_trusted_and_plain_http_refused() {
     )
     .await;
     assert!(untrusting.is_err(), "untrusted server accepted");
+
+    // Without EG_SSL_VERSION both TLS 1.2 and TLS 1.3 are offered.
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let only = pki
+            .builder()
+            .min_tls_version(version)
+            .max_tls_version(version);
+        let r = get_with(only, &format!("https://127.0.0.1:{port}/api")).await;
+        assert_eq!(r.unwrap().status(), 200, "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn ssl_version_5_offers_tls_1_2_only() {
+    let pki = Pki::new();
+    let (_gateway, port) = start(&pki, &[("EG_SSL_VERSION", "5")], None).await;
+    let url = format!("https://127.0.0.1:{port}/api");
+
+    let tls13 = pki
+        .builder()
+        .min_tls_version(reqwest::tls::Version::TLS_1_3);
+    let r = get_with(tls13, &url).await;
+    assert!(r.is_err(), "a TLS 1.3-only client was answered: {r:?}");
+
+    let tls12 = pki
+        .builder()
+        .max_tls_version(reqwest::tls::Version::TLS_1_2);
+    assert_eq!(get_with(tls12, &url).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -224,4 +264,48 @@ async fn client_certificates_are_required_with_a_client_ca() {
         r.is_err(),
         "answered a certificate the client CA did not sign"
     );
+}
+
+#[tokio::test]
+async fn authorized_origin_needs_a_client_certificate_for_the_name() {
+    let pki = Pki::new();
+    let client_ca = ca(pki.dir.path(), "client-ca");
+    let for_name = |name: &str, host: &str| {
+        pki.identity_with(
+            name,
+            "client-ca",
+            &format!("{CLIENT_EXT}subjectAltName=DNS:{host}\n"),
+        )
+    };
+    let proxy = for_name("proxy", "proxy.example");
+    let other = for_name("other", "other.example");
+    let env = [
+        ("EG_CLIENT_CA", client_ca.to_str().unwrap()),
+        ("EG_AUTHORIZED_ORIGIN", "proxy.example"),
+    ];
+    let (_gateway, port) = start(&pki, &env, Some(proxy.clone())).await;
+    let base = format!("https://127.0.0.1:{port}");
+
+    let client = pki.client(Some(proxy));
+    for path in ["/api", "/api/kernelspecs", "/api/kernels"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // Signed by the client CA, but for another name: the TLS handshake succeeds, the request is
+    // refused with upstream's 403.
+    let client = pki.client(Some(other));
+    for path in ["/api", "/api/kernels", "/api/kernels/1-2-3-4-5/channels"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"reason": "Forbidden", "message": "Forbidden"})
+        );
+    }
+    // The client CA's own name-less certificate (only a common name): 403 as well.
+    let client = pki.client(Some(pki.identity("proxy.example", "client-ca")));
+    let r = client.get(format!("{base}/api")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 }

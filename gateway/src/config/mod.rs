@@ -25,10 +25,13 @@ use crate::{
     cors::{Cors, CorsSettings},
     kernels::KernelSettings,
     response::{ProhibitedIps, ResponseSettings},
-    tls::{self, TlsFiles},
+    tls::{self, TlsFiles, TlsVersions},
 };
 
-use self::{https::check_tls, remote::check_remote};
+use self::{
+    https::{check_tls, parse_authorized_origin},
+    remote::check_remote,
+};
 
 eg_common::settings! {
     /// Command line and environment of the `gateway` binary.
@@ -209,6 +212,21 @@ eg_common::settings! {
         /// (KG_CLIENT_CA is read when this is unset).
         client_ca: "EG_CLIENT_CA",
 
+        /// TLS versions offered, as a Python `ssl` protocol number: 5 (PROTOCOL_TLSv1_2): TLS 1.2
+        /// only; 2 (PROTOCOL_TLS) or 17 (PROTOCOL_TLS_SERVER): TLS 1.2 and 1.3. Unset: TLS 1.2 and
+        /// 1.3 (upstream: 1.2 only). TLS 1.0 and 1.1 are refused (KG_SSL_VERSION is read when this
+        /// is unset).
+        ssl_version: "EG_SSL_VERSION",
+
+        /// Host name (or IP address) every API request's TLS client certificate must be valid for
+        /// (its subjectAltName); otherwise 403. Needs EG_CLIENT_CA.
+        authorized_origin: "EG_AUTHORIZED_ORIGIN",
+
+        /// Behind a proxy: the client address the logs name is the one `X-Real-Ip`, else the last
+        /// entry of `X-Forwarded-For`, gives (KG_TRUST_XHEADERS is read when this is unset; default
+        /// False).
+        trust_xheaders: "EG_TRUST_XHEADERS",
+
         #[command(flatten)]
         pub kube: kube::KubeArgs,
     }
@@ -244,6 +262,10 @@ pub struct Config {
     pub cors: Cors,
     /// `Some`: the API is served over HTTPS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some`: every API request's client certificate must be valid for this name.
+    pub authorized_origin: Option<rustls::pki_types::ServerName<'static>>,
+    /// The client address logged comes from the proxy headers.
+    pub trust_xheaders: bool,
     /// The response listener of remote kernel launchers.
     pub response: ResponseSettings,
     /// Requests to remote launchers' comm ports.
@@ -329,6 +351,9 @@ impl Config {
             })
             .map(|s| Duration::from_secs(if s <= 0 { 300 } else { s as u64 }));
         let cull_connected = c.read(&args.cull_connected, parse_bool);
+        let trust_xheaders = Setting::or_env(args.trust_xheaders, "KG_TRUST_XHEADERS", env)
+            .and_then(|s| c.read(&s, parse_bool))
+            .unwrap_or(false);
         let ws_ping_interval = c.read(&args.ws_ping_interval, seconds);
         let buffer_messages = c.read(&args.ws_buffer_max_messages, parse_whole::<usize>);
         let buffer_bytes = c.read(&args.ws_buffer_max_bytes, parse_whole::<usize>);
@@ -352,12 +377,30 @@ impl Config {
                 None
             }
         };
-        let tls = check_tls(
-            &mut c,
+        let (certfile, keyfile, client_ca) = (
             fallback(args.certfile, "KG_CERTFILE"),
             fallback(args.keyfile, "KG_KEYFILE"),
             fallback(args.client_ca, "KG_CLIENT_CA"),
         );
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let client_certs = set(&certfile) && set(&keyfile) && set(&client_ca);
+        let tls = check_tls(
+            &mut c,
+            certfile,
+            keyfile,
+            client_ca,
+            fallback(args.ssl_version, "KG_SSL_VERSION"),
+        );
+        // Upstream declares no KG_ twin (and never reads the variable: only its command-line
+        // option works).
+        let authorized_origin = args.authorized_origin.and_then(|s| {
+            c.check(
+                "EG_AUTHORIZED_ORIGIN",
+                &s.raw,
+                parse_authorized_origin(&s.raw, client_certs),
+            )
+            .flatten()
+        });
         if !c.0.is_empty() {
             return Err(ConfigErrors(c.0));
         }
@@ -424,6 +467,8 @@ impl Config {
             runtime_dir,
             cors: cors.unwrap_or_default(),
             tls,
+            authorized_origin,
+            trust_xheaders,
             response,
             comm,
             kube,

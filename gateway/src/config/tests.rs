@@ -184,6 +184,21 @@ fn tls_problems_are_listed_with_the_rest() {
     let err = Config::from_args_env(args(&["--keyfile", junk]), &env).unwrap_err();
     assert_eq!(err.0[0].var, "EG_CERTFILE");
     assert!(err.0[0].problem.contains("cannot read"), "{err}");
+    // The protocol is read only with HTTPS; a refused one is listed beside the files' problems.
+    assert_eq!(vars(&["--ssl-version", "3"]), Vec::<&str>::new());
+    let https = ["--certfile", junk, "--keyfile", junk];
+    assert_eq!(
+        vars(&[&https[..], &["--ssl-version", "3"]].concat()),
+        ["EG_SSL_VERSION", "EG_CERTFILE", "EG_KEYFILE"]
+    );
+    assert_eq!(
+        vars(&[&https[..], &["--ssl-version", ""]].concat()),
+        ["EG_CERTFILE", "EG_KEYFILE"]
+    );
+    let env = |k: &str| (k == "KG_SSL_VERSION").then(|| "16".to_owned());
+    let err = Config::from_args_env(args(&https), &env).unwrap_err();
+    assert_eq!(err.0[0].var, "EG_SSL_VERSION");
+    assert!(err.0[0].problem.contains("client protocol"), "{err}");
 }
 
 #[test]
@@ -258,4 +273,25 @@ fn remote_launcher_variables() {
         ]
     );
     assert!(err.to_string().contains("\"10.(\""), "{err}");
+}
+
+#[test]
+fn trust_xheaders_with_its_kg_twin() {
+    let c = Config::from_args_env(args(&[]), &no_env).unwrap();
+    assert!(!c.trust_xheaders);
+    let c = Config::from_args_env(args(&["--trust-xheaders", "True"]), &no_env).unwrap();
+    assert!(c.trust_xheaders);
+    let kg = |k: &str| (k == "KG_TRUST_XHEADERS").then(|| "yes".to_owned());
+    assert!(
+        Config::from_args_env(args(&[]), &kg)
+            .unwrap()
+            .trust_xheaders
+    );
+    let c = Config::from_args_env(args(&["--trust-xheaders", "0"]), &kg).unwrap();
+    assert!(!c.trust_xheaders, "the EG_ variable wins over its KG_ twin");
+    let err = Config::from_args_env(args(&["--trust-xheaders", "maybe"]), &no_env).unwrap_err();
+    assert_eq!(err.0[0].var, "EG_TRUST_XHEADERS");
+    let bad_kg = |k: &str| (k == "KG_TRUST_XHEADERS").then(|| "maybe".to_owned());
+    let err = Config::from_args_env(args(&[]), &bad_kg).unwrap_err();
+    assert_eq!(err.0[0].var, "KG_TRUST_XHEADERS");
 }

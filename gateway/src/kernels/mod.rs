@@ -141,6 +141,8 @@ pub struct StartRequest {
     pub name: Option<String>,
     /// The body's `env` (`None`: the key was absent).
     pub env: Option<Value>,
+    /// The client's address, for the log (`EG_TRUST_XHEADERS`).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// One running kernel.

@@ -108,6 +108,7 @@ impl KernelManager {
                 env,
                 port_range,
                 launch_timeout,
+                req.client,
             )
             .await;
         self.registry().pending.retain(|(id, _)| *id != kernel_id);
@@ -172,6 +173,7 @@ impl KernelManager {
         request_env: BTreeMap<String, String>,
         port_range: PortRange,
         launch_timeout: Duration,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Arc<Kernel>, KernelError> {
         let env = self.compose_env(&spec, request_env, kernel_id, user);
         let request = LaunchRequest {
@@ -199,7 +201,14 @@ impl KernelManager {
                 return Err(KernelError::new(500, format!("kernel bridge: {e}")));
             }
         };
-        info!(kernel_id, kernelspec = name, user, process = %process.describe(), "kernel started");
+        info!(
+            kernel_id,
+            kernelspec = name,
+            user,
+            process = %process.describe(),
+            client = client.map(tracing::field::display),
+            "kernel started"
+        );
         let exited = process.exited();
         let kernel = Arc::new(Kernel {
             id: kernel_id.to_owned(),

@@ -117,6 +117,11 @@ async fn call_method(state: &AppState, method: &str, uri: &str, headers: &[(&str
         .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
+    reply(resp).await
+}
+
+/// The status, headers and whole body of a response.
+async fn reply(resp: axum::response::Response) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp
@@ -723,20 +728,7 @@ async fn call_from(state: &AppState, uri: &str, cert: Option<Option<&[u8]>>) -> 
         }));
     }
     let resp = api::router(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    reply(resp).await
 }
 
 #[tokio::test]

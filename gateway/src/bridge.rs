@@ -10,7 +10,8 @@
 //! - Each websocket session has its shell, control and stdin DEALER sockets, all with the
 //!   session id as ZeroMQ identity, so `input_request`s and replies reach the client that asked.
 //!   A session outlives its websocket: while it is the kernel's last one, what arrives for it is
-//!   kept (bounded) for a reconnect with the same `session_id`.
+//!   kept (bounded) for a reconnect with the same `session_id`; its sockets stay open while it
+//!   is owed replies and close after the last one (they open again when it returns).
 //! - The nudge: after each (re)connect, `kernel_info_request`s go out on the gateway's own shell
 //!   and control sockets every half second until a reply and an IOPub message have arrived, so
 //!   the IOPub subscription is live before clients are let in. Those messages are not relayed.
@@ -37,8 +38,10 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 
 mod io;
+mod session;
 mod zsock;
 use io::*;
+use session::*;
 
 /// A kernel's connection file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

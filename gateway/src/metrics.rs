@@ -95,6 +95,7 @@ pub struct Metrics {
     auto_restarts: Family<ResultLabels, Counter>,
     culls: Family<ReasonLabels, Counter>,
     websockets: Family<ProtocolLabels, Gauge>,
+    kernel_sockets: Gauge,
     /// Indexed by channel, then direction (no label lookup per message).
     relayed: Vec<Counter>,
     dropped: Family<ReasonLabels, Counter>,
@@ -137,6 +138,11 @@ impl Default for Metrics {
             websockets: registry.gauges(
                 "websocket_connections",
                 "Kernel websockets open now, by protocol",
+            ),
+            kernel_sockets: registry.gauge(
+                "kernel_sockets",
+                "ZeroMQ sockets open to kernels (IOPub, each session's shell, control and stdin, \
+                 the gateway's own while it talks to a kernel)",
             ),
             relayed: by_channel_and_direction(&registry.counters(
                 "messages_relayed",
@@ -257,6 +263,12 @@ impl Metrics {
         GaugeGuard(g)
     }
 
+    /// Counts a ZeroMQ socket to a kernel while the guard lives.
+    pub fn kernel_socket(&self) -> GaugeGuard {
+        self.kernel_sockets.inc();
+        GaugeGuard(self.kernel_sockets.clone())
+    }
+
     pub fn relayed(&self, channel: gateway_core::Channel, direction: &'static str) {
         let c = CHANNELS
             .iter()
@@ -340,6 +352,7 @@ mod tests {
         m.set_kernelspecs(3);
         m.record_reload("changed");
         let guard = m.watcher();
+        let sockets = [m.kernel_socket(), m.kernel_socket()];
         let text = m.encode();
         for needle in [
             "gateway_http_requests_total{route=\"/api/kernelspecs\",status=\"200\"} 1",
@@ -348,10 +361,13 @@ mod tests {
             "gateway_kernelspecs 3",
             "gateway_watchers 1",
             "gateway_kernelspec_rescans_total{result=\"changed\"} 1",
+            "gateway_kernel_sockets 2",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         drop(guard);
         assert_eq!(m.watchers(), 0);
+        drop(sockets);
+        assert!(m.encode().contains("gateway_kernel_sockets 0"));
     }
 }

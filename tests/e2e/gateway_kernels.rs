@@ -288,12 +288,34 @@ async fn two_websockets_share_iopub_and_replies_go_to_the_requester() {
     assert!(saw_stream);
 }
 
+/// Waits until `gateway_kernel_sockets` reads `n`; panics with the last value after 10 s.
+async fn wait_for_sockets(gw: &Gateway, n: u32, why: &str) {
+    let want = format!("gateway_kernel_sockets {n}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = gw.metrics().await;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("gateway_kernel_sockets "))
+            .unwrap_or("(none)")
+            .to_owned();
+        if line == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: want {want}, have {line}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnect_with_the_same_session_gets_what_was_kept() {
     let Some((_machine, gw, id)) = one_kernel().await else {
         return;
     };
+    // IOPub only: the gateway's own sockets closed after the nudge.
+    wait_for_sockets(&gw, 1, "kernel without websocket").await;
     let mut c = Client::connect(&gw, &id, "comeback", false).await;
+    wait_for_sockets(&gw, 4, "one websocket").await;
     let exec = c
         .execute_request(
             "import time\ntime.sleep(1.5)\nprint('while you were away')",
@@ -302,11 +324,33 @@ async fn a_reconnect_with_the_same_session_gets_what_was_kept() {
         .await;
     c.ws.close(None).await.unwrap();
     drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Owed the execute_reply: the session's sockets stay open for it...
+    wait_for_sockets(&gw, 4, "disconnected session owed a reply").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...and close once it has been kept.
+    wait_for_sockets(&gw, 1, "disconnected session owed nothing").await;
     let mut c = Client::connect(&gw, &id, "comeback", false).await;
     let r = c.collect(&exec, Duration::from_secs(10)).await;
     assert_eq!(r.stdout, "while you were away\n");
     assert_eq!(r.status, "ok");
+    // The reopened sockets carry the session on as before (stdin included).
+    wait_for_sockets(&gw, 4, "session back").await;
+    let exec = c
+        .execute_request("print('hello', input('name? '))", true)
+        .await;
+    while let Some(m) = c.recv(Duration::from_secs(30)).await {
+        if m.msg_type == "input_request" {
+            break;
+        }
+    }
+    c.send("stdin", "input_reply", json!({"value": "again"}), vec![])
+        .await;
+    let r = c.collect(&exec, Duration::from_secs(30)).await;
+    assert_eq!(r.stdout, "hello again\n");
+    c.ws.close(None).await.unwrap();
+    drop(c);
+    wait_for_sockets(&gw, 1, "session away again, owed nothing").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,8 @@
 //! - [`policy`]: `POST /api/kernels` rules: the kernel's environment (`EG_CLIENT_ENVS`,
 //!   `EG_INHERITED_ENVS`, value checks), `${VAR}` filling of the spec's env, users, limits,
 //!   `KERNEL_ID`, port ranges.
+//! - [`outstanding`]: the requests a websocket session is still owed replies to (a disconnected
+//!   session's sockets close once there are none).
 //! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
 //! - [`response`]: the connection-info payload remote launchers send to the response address
 //!   (RSA + AES-128-ECB, version 1; legacy version 0), and the public key's exported form.
@@ -16,6 +18,7 @@
 
 pub mod argv;
 pub mod k8s;
+pub mod outstanding;
 pub mod policy;
 pub mod response;
 pub mod wire;

@@ -18,19 +18,6 @@ pub(super) struct GatewaySockets {
     control: ZSocket,
 }
 
-pub(super) struct SessionSockets {
-    shell: ZSocket,
-    control: ZSocket,
-    stdin: ZSocket,
-}
-
-pub(super) struct Session {
-    sockets: Option<SessionSockets>,
-    sink: Option<ClientSink>,
-    buffer: VecDeque<Arc<Delivery>>,
-    buffered_bytes: usize,
-}
-
 pub(super) struct Nudge {
     deadline: Instant,
     next_send: Instant,
@@ -180,16 +167,7 @@ impl Io {
             s.set_identity(id)?;
         }
         s.connect(&self.info.endpoint(port))?;
-        ZSocket::new(s)
-    }
-
-    pub(super) fn session_sockets(&self, session: &str) -> std::io::Result<SessionSockets> {
-        let id = session.as_bytes();
-        Ok(SessionSockets {
-            shell: self.dealer(Some(id), self.info.shell_port)?,
-            control: self.dealer(Some(id), self.info.control_port)?,
-            stdin: self.dealer(Some(id), self.info.stdin_port)?,
-        })
+        ZSocket::new(s, &self.metrics)
     }
 
     pub(super) fn gateway_sockets(&self) -> std::io::Result<GatewaySockets> {
@@ -207,12 +185,21 @@ impl Io {
         iopub.set_rcvhwm(0)?;
         iopub.set_subscribe(b"")?;
         iopub.connect(&self.info.endpoint(self.info.iopub_port))?;
-        let iopub = ZSocket::new(iopub)?;
+        let iopub = ZSocket::new(iopub, &self.metrics)?;
         self.sockets = Some(Sockets {
             iopub,
             gateway: Some(self.gateway_sockets()?),
         });
-        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        // A restarted kernel owes nothing; a disconnected session's sockets open when it returns.
+        for s in self.sessions.values_mut() {
+            s.owed.clear();
+        }
+        let ids: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.sink.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             let sockets = self.session_sockets(&id)?;
             if let Some(s) = self.sessions.get_mut(&id) {
@@ -312,26 +299,7 @@ impl Io {
                 session,
                 channel,
                 msg,
-            } => {
-                let frames = wire::encode(&msg, &self.signer);
-                let socket = self
-                    .sessions
-                    .get(&session)
-                    .and_then(|s| s.sockets.as_ref())
-                    .map(|s| match channel {
-                        Channel::Control => &s.control,
-                        Channel::Stdin => &s.stdin,
-                        _ => &s.shell,
-                    });
-                match socket.map(|s| s.send(&frames)) {
-                    Some(Ok(())) => self.metrics.relayed(channel, "to_kernel"),
-                    Some(Err(e)) => {
-                        self.metrics.dropped("send_failed");
-                        warn!(kernel_id = %self.kernel_id, session = %session, channel = channel.as_str(), error = %e, "message to kernel dropped");
-                    }
-                    None => self.metrics.dropped("no_session"),
-                }
-            }
+            } => self.send_to_kernel(&session, channel, &msg),
             Command::Gateway { channel, msg } => self.send_gateway(channel, &msg),
             Command::Pause => {
                 self.paused = true;
@@ -389,120 +357,6 @@ impl Io {
         }
     }
 
-    pub(super) fn attach(&mut self, id: String, sink: ClientSink) {
-        // Only one disconnected session's messages are kept: another session joining ends it.
-        let stale: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(k, s)| **k != id && s.sink.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if let Some(s) = self.sessions.remove(&k)
-                && !s.buffer.is_empty()
-            {
-                self.metrics
-                    .dropped_n("offline_discarded", s.buffer.len() as u64);
-            }
-        }
-        if !self.sessions.contains_key(&id) {
-            let sockets = match self.session_sockets(&id) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(kernel_id = %self.kernel_id, session = %id, error = %e, "cannot open session sockets");
-                    None
-                }
-            };
-            self.sessions.insert(
-                id.clone(),
-                Session {
-                    sockets,
-                    sink: None,
-                    buffer: VecDeque::new(),
-                    buffered_bytes: 0,
-                },
-            );
-        }
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if session.sink.replace(sink).is_some() {
-            info!(kernel_id = %self.kernel_id, session = %id, "newer websocket for the same session replaces the older");
-        }
-        let replay: Vec<Arc<Delivery>> = session.buffer.drain(..).collect();
-        session.buffered_bytes = 0;
-        if !replay.is_empty() {
-            info!(kernel_id = %self.kernel_id, session = %id, messages = replay.len(), "replaying messages kept while disconnected");
-        }
-        for d in replay {
-            self.deliver(&id, d);
-        }
-    }
-
-    pub(super) fn detach(&mut self, id: &str, conn_id: u64) {
-        let Some(session) = self.sessions.get_mut(id) else {
-            return;
-        };
-        if session.sink.as_ref().map(|s| s.conn_id) != Some(conn_id) {
-            return; // already replaced by a newer websocket
-        }
-        session.sink = None;
-        let others = self
-            .sessions
-            .iter()
-            .any(|(k, s)| k != id && s.sink.is_some());
-        if others || self.limits.offline_messages == 0 {
-            self.sessions.remove(id);
-        }
-    }
-
-    pub(super) fn deliver(&mut self, id: &str, d: Arc<Delivery>) {
-        if let Some(session) = self.sessions.get_mut(id) {
-            Self::deliver_to(session, d, &self.limits, &self.metrics);
-        }
-    }
-
-    /// One message for every session (IOPub, gateway notices), without copying it.
-    pub(super) fn broadcast(&mut self, d: &Arc<Delivery>) {
-        for session in self.sessions.values_mut() {
-            Self::deliver_to(session, d.clone(), &self.limits, &self.metrics);
-        }
-    }
-
-    /// Queues a message for a session's websocket, or keeps it (bounded) while none is attached.
-    pub(super) fn deliver_to(
-        session: &mut Session,
-        d: Arc<Delivery>,
-        limits: &Limits,
-        metrics: &Metrics,
-    ) {
-        let size = d.size();
-        match &session.sink {
-            Some(sink) => {
-                if sink.queued.load(Ordering::Relaxed) + size > limits.client_queue_bytes {
-                    metrics.dropped("client_queue_full");
-                    return;
-                }
-                sink.queued.fetch_add(size, Ordering::Relaxed);
-                if sink.tx.send(d).is_err() {
-                    sink.queued.fetch_sub(size, Ordering::Relaxed);
-                }
-            }
-            None => {
-                session.buffered_bytes += size;
-                session.buffer.push_back(d);
-                while session.buffer.len() > limits.offline_messages
-                    || (session.buffered_bytes > limits.offline_bytes && !session.buffer.is_empty())
-                {
-                    if let Some(old) = session.buffer.pop_front() {
-                        session.buffered_bytes -= old.size();
-                        metrics.dropped("offline_buffer_full");
-                    }
-                }
-            }
-        }
-    }
-
     pub(super) fn socket(&self, source: &Source) -> Option<&zmq::Socket> {
         match source {
             Source::Iopub => self.sockets.as_ref().map(|s| s.iopub.socket()),
@@ -530,7 +384,13 @@ impl Io {
             };
             let frames = match zsock::recv_frames(socket) {
                 Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => return,
+                Err(zmq::Error::EAGAIN) => {
+                    if let Source::Session(id, _) = &source {
+                        let id = id.clone();
+                        self.release_if_done(&id);
+                    }
+                    return;
+                }
                 Err(e) => {
                     debug!(kernel_id = %self.kernel_id, error = %e, "recv failed");
                     return;
@@ -584,14 +444,8 @@ impl Io {
                 }
             }
             Source::Session(id, channel) => {
-                self.metrics.relayed(*channel, "to_client");
                 let id = id.clone();
-                let d = Arc::new(Delivery {
-                    channel: *channel,
-                    msg,
-                    info,
-                });
-                self.deliver(&id, d);
+                self.session_message(&id, *channel, msg, info);
             }
         }
     }

@@ -8,6 +8,8 @@ use std::{
 use bytes::Bytes;
 use tokio::io::{Interest, unix::AsyncFd};
 
+use crate::metrics::{GaugeGuard, Metrics};
+
 /// A ZeroMQ socket watched by tokio's reactor through libzmq's notification descriptor
 /// (`ZMQ_FD`), which turns readable when the socket has commands to process; whether messages
 /// wait is then asked with `ZMQ_EVENTS`. The registration owns the socket, so the descriptor
@@ -19,10 +21,12 @@ use tokio::io::{Interest, unix::AsyncFd};
 pub(super) struct ZSocket {
     notify: AsyncFd<zmq::Socket>,
     sent: Cell<bool>,
+    /// Counts the socket in `gateway_kernel_sockets` while it is open.
+    _open: GaugeGuard,
 }
 
 impl ZSocket {
-    pub(super) fn new(socket: zmq::Socket) -> std::io::Result<Self> {
+    pub(super) fn new(socket: zmq::Socket, metrics: &Metrics) -> std::io::Result<Self> {
         // `with_interest` is deprecated only for inner types that may close their descriptor
         // early; a zmq::Socket holds `ZMQ_FD` open until it is dropped, after deregistration.
         #[allow(deprecated)]
@@ -30,6 +34,7 @@ impl ZSocket {
         Ok(Self {
             notify,
             sent: Cell::new(false),
+            _open: metrics.kernel_socket(),
         })
     }
 

@@ -201,9 +201,11 @@ impl Io {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            let sockets = self.session_sockets(&id)?;
+            let reopened = self.sessions.get(&id).map_or(0, |s| s.reopened + 1);
+            let sockets = self.session_sockets(&id, reopened)?;
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.sockets = Some(sockets);
+                s.reopened = reopened;
             }
         }
         let now = Instant::now();

@@ -27,11 +27,25 @@ pub(super) struct Session {
     pub(super) buffered_bytes: usize,
     /// Requests sent on shell and control that the kernel has not answered yet.
     pub(super) owed: Outstanding,
+    /// Times the sockets were opened again for the same kernel process.
+    pub(super) reopened: u32,
 }
 
 impl Io {
-    pub(super) fn session_sockets(&self, session: &str) -> std::io::Result<SessionSockets> {
-        let id = session.as_bytes();
+    /// A session's sockets, with the session id as ZeroMQ identity the first time. Sockets made
+    /// again for the same kernel process (a session back after its sockets were released) get
+    /// `<session>/<n>`: a kernel without ROUTER_HANDOVER still holds the old connection's
+    /// identity until its loop runs, and would take a new connection under it for a stranger.
+    pub(super) fn session_sockets(
+        &self,
+        session: &str,
+        reopened: u32,
+    ) -> std::io::Result<SessionSockets> {
+        let identity = match reopened {
+            0 => session.to_owned(),
+            n => format!("{session}/{n}"),
+        };
+        let id = identity.as_bytes();
         Ok(SessionSockets {
             shell: self.dealer(Some(id), self.info.shell_port)?,
             control: self.dealer(Some(id), self.info.control_port)?,
@@ -39,8 +53,8 @@ impl Io {
         })
     }
 
-    fn open_session_sockets(&self, id: &str) -> Option<SessionSockets> {
-        match self.session_sockets(id) {
+    fn open_session_sockets(&self, id: &str, reopened: u32) -> Option<SessionSockets> {
+        match self.session_sockets(id, reopened) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!(kernel_id = %self.kernel_id, session = %id, error = %e, "cannot open session sockets");
@@ -65,9 +79,13 @@ impl Io {
                     .dropped_n("offline_discarded", s.buffer.len() as u64);
             }
         }
-        let reopen = self.sessions.get(&id).is_none_or(|s| s.sockets.is_none());
+        let (reopen, reopened) = match self.sessions.get(&id) {
+            None => (true, 0),
+            Some(s) if s.sockets.is_none() => (true, s.reopened + 1),
+            Some(_) => (false, 0),
+        };
         let sockets = if reopen {
-            self.open_session_sockets(&id)
+            self.open_session_sockets(&id, reopened)
         } else {
             None
         };
@@ -77,9 +95,11 @@ impl Io {
             buffer: VecDeque::new(),
             buffered_bytes: 0,
             owed: Outstanding::default(),
+            reopened: 0,
         });
         if reopen {
             session.sockets = sockets;
+            session.reopened = reopened;
         }
         if session.sink.replace(sink).is_some() {
             info!(kernel_id = %self.kernel_id, session = %id, "newer websocket for the same session replaces the older");

@@ -1,8 +1,7 @@
 //! The websocket-to-ZeroMQ bridge of one kernel: one task owns every ZeroMQ socket of the kernel
-//! (libzmq sockets are not thread-safe), waits on libzmq's notification descriptors through
-//! tokio's reactor and is driven by commands from the websocket tasks. No thread of its own: a
-//! message from the kernel goes from libzmq's I/O thread to the runtime and on to the websocket
-//! writer without another hand-off.
+//! ([`crate::zmtp`]: ZMTP on tokio's TCP streams) and is driven by commands from the websocket
+//! tasks. No thread of its own and none of a ZeroMQ library: a message from the kernel goes
+//! from its TCP stream through this task to the websocket writer.
 //!
 //! - IOPub is read by one SUB socket per kernel, continuously, whatever the clients do; each
 //!   message is verified, parsed once (header; `status` content) and handed to every session as
@@ -67,12 +66,6 @@ fn tcp() -> String {
 
 fn sha256() -> String {
     "hmac-sha256".to_owned()
-}
-
-impl ConnectionInfo {
-    fn endpoint(&self, port: u16) -> String {
-        format!("{}://{}:{}", self.transport, self.ip, port)
-    }
 }
 
 /// A message on its way to a client, parsed once for all of them.
@@ -185,7 +178,6 @@ pub struct Bridge {
 impl Bridge {
     /// Starts the bridge's task (on the current tokio runtime) and connects to the kernel.
     pub fn start(
-        ctx: &zmq::Context,
         kernel_id: &str,
         info: ConnectionInfo,
         limits: Limits,
@@ -214,7 +206,6 @@ impl Bridge {
             held: Vec::new(),
             paused: false,
             bad_frames: 0,
-            ctx: ctx.clone(),
         };
         tokio::spawn(io.run(rx));
         Ok(Self { tx, ready })

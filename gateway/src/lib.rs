@@ -7,7 +7,8 @@
 //!   headers, preflight answers and the origin check; [`tls`]: the HTTPS listener; [`peer`]: each
 //!   connection's address and client certificate, and the `EG_AUTHORIZED_ORIGIN` check.
 //! - [`kernels`]: running kernels (registry, launchers, restarts, culling); [`kernels_api`] and
-//!   [`channels`]: their REST routes and websocket; [`bridge`]: each kernel's ZeroMQ sockets.
+//!   [`channels`]: their REST routes and websocket; [`bridge`]: each kernel's ZeroMQ sockets, which
+//!   [`zmtp`] speaks on tokio's TCP streams.
 //! - [`response`]: the response address remote kernel launchers send their encrypted connection
 //!   info to; [`comm`]: requests to a remote launcher's comm port (signals, shutdown).
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics` on a separate address.
@@ -27,3 +28,4 @@ pub mod peer;
 pub mod response;
 pub mod tls;
 pub mod watch;
+pub mod zmtp;

@@ -37,13 +37,12 @@ eg_common::label_sets! {
 }
 
 /// Why messages are dropped (each series exists from the start, at zero).
-pub const DROP_REASONS: [&str; 7] = [
+pub const DROP_REASONS: [&str; 6] = [
     "client_queue_full",
     "offline_buffer_full",
     "offline_discarded",
     "bad_kernel_message",
     "bad_client_frame",
-    "send_failed",
     "no_session",
 ];
 

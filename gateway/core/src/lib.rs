@@ -8,6 +8,8 @@
 //! - [`policy`]: `POST /api/kernels` rules: the kernel's environment (`EG_CLIENT_ENVS`,
 //!   `EG_INHERITED_ENVS`, value checks), `${VAR}` filling of the spec's env, users, limits,
 //!   `KERNEL_ID`, port ranges.
+//! - [`zmtp`]: ZeroMQ's wire protocol (ZMTP 3.0, NULL mechanism) as a connecting DEALER or SUB
+//!   speaks it: greeting, READY handshake, framing.
 //! - [`outstanding`]: the requests a websocket session is still owed replies to (a disconnected
 //!   session's sockets close once there are none).
 //! - [`argv`]: Jupyter's `{name}` substitution in a kernelspec's `argv`.
@@ -23,5 +25,6 @@ pub mod policy;
 pub mod response;
 pub mod wire;
 pub mod ws;
+pub mod zmtp;
 
 pub use wire::{Channel, Message};

@@ -5,6 +5,7 @@
 use std::task::{Context, Poll};
 
 use super::{zsock::ZSocket, *};
+use crate::zmtp::ZmtpSocket;
 
 pub(super) struct Sockets {
     iopub: ZSocket,
@@ -45,9 +46,6 @@ pub(super) struct Io {
     pub(super) held: Vec<(String, Channel, Message)>,
     pub(super) paused: bool,
     pub(super) bad_frames: u64,
-    /// Last: the context outlives every socket of this bridge (terminating a context waits for
-    /// its sockets to close).
-    pub(super) ctx: zmq::Context,
 }
 
 /// Where a readable socket belongs.
@@ -158,16 +156,22 @@ impl Io {
         }
     }
 
-    pub(super) fn dealer(&self, identity: Option<&[u8]>, port: u16) -> std::io::Result<ZSocket> {
-        let s = self.ctx.socket(zmq::DEALER)?;
-        s.set_linger(0)?;
-        s.set_sndhwm(0)?;
-        s.set_rcvhwm(0)?;
-        if let Some(id) = identity {
-            s.set_identity(id)?;
+    /// The kernel's address, if its transport is one the bridge speaks.
+    fn host(&self) -> std::io::Result<&str> {
+        if self.info.transport == "tcp" {
+            Ok(&self.info.ip)
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("transport {:?}: only tcp is spoken", self.info.transport),
+            ))
         }
-        s.connect(&self.info.endpoint(port))?;
-        ZSocket::new(s, &self.metrics)
+    }
+
+    /// A DEALER to `port`; without an identity the kernel's ROUTER makes one up.
+    pub(super) fn dealer(&self, identity: Option<&[u8]>, port: u16) -> std::io::Result<ZSocket> {
+        let socket = ZmtpSocket::dealer(self.host()?, port, identity.unwrap_or_default());
+        Ok(ZSocket::new(socket, &self.metrics))
     }
 
     pub(super) fn gateway_sockets(&self) -> std::io::Result<GatewaySockets> {
@@ -178,14 +182,10 @@ impl Io {
     }
 
     pub(super) fn connect(&mut self) -> std::io::Result<()> {
-        let iopub = self.ctx.socket(zmq::SUB)?;
-        iopub.set_linger(0)?;
-        // Never drop on our side: the kernel's own high-water mark is the only bound, and it is
-        // never reached because this socket is read continuously.
-        iopub.set_rcvhwm(0)?;
-        iopub.set_subscribe(b"")?;
-        iopub.connect(&self.info.endpoint(self.info.iopub_port))?;
-        let iopub = ZSocket::new(iopub, &self.metrics)?;
+        // Read continuously and never bounded on our side: the kernel's own high-water mark is
+        // the only bound, and it is not reached.
+        let iopub = ZmtpSocket::sub(self.host()?, self.info.iopub_port);
+        let iopub = ZSocket::new(iopub, &self.metrics);
         self.sockets = Some(Sockets {
             iopub,
             gateway: Some(self.gateway_sockets()?),
@@ -353,23 +353,20 @@ impl Io {
         } else {
             &g.shell
         };
-        let frames = wire::encode(msg, &self.signer);
-        if let Err(e) = socket.send(&frames) {
-            debug!(kernel_id = %self.kernel_id, error = %e, "gateway message not sent");
-        }
+        socket.send(&wire::encode(msg, &self.signer));
     }
 
-    pub(super) fn socket(&self, source: &Source) -> Option<&zmq::Socket> {
+    pub(super) fn socket(&self, source: &Source) -> Option<&ZSocket> {
         match source {
-            Source::Iopub => self.sockets.as_ref().map(|s| s.iopub.socket()),
-            Source::GatewayShell => self.gateway().map(|g| g.shell.socket()),
-            Source::GatewayControl => self.gateway().map(|g| g.control.socket()),
+            Source::Iopub => self.sockets.as_ref().map(|s| &s.iopub),
+            Source::GatewayShell => self.gateway().map(|g| &g.shell),
+            Source::GatewayControl => self.gateway().map(|g| &g.control),
             Source::Session(id, channel) => {
                 let s = self.sessions.get(id)?.sockets.as_ref()?;
                 Some(match channel {
-                    Channel::Control => s.control.socket(),
-                    Channel::Stdin => s.stdin.socket(),
-                    _ => s.shell.socket(),
+                    Channel::Control => &s.control,
+                    Channel::Stdin => &s.stdin,
+                    _ => &s.shell,
                 })
             }
         }
@@ -384,19 +381,12 @@ impl Io {
             let Some(socket) = self.socket(&source) else {
                 return;
             };
-            let frames = match zsock::recv_frames(socket) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => {
-                    if let Source::Session(id, _) = &source {
-                        let id = id.clone();
-                        self.release_if_done(&id);
-                    }
-                    return;
+            let Some(frames) = socket.recv() else {
+                if let Source::Session(id, _) = &source {
+                    let id = id.clone();
+                    self.release_if_done(&id);
                 }
-                Err(e) => {
-                    debug!(kernel_id = %self.kernel_id, error = %e, "recv failed");
-                    return;
-                }
+                return;
             };
             let msg = match wire::decode(frames, &self.signer, &mut self.digests) {
                 Ok(msg) => msg,

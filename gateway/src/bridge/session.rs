@@ -145,11 +145,7 @@ impl Io {
         let Some(sockets) = &session.sockets else {
             return;
         };
-        let waiting = sockets.all().iter().any(|s| {
-            s.socket()
-                .get_events()
-                .is_ok_and(|e| e.contains(zmq::POLLIN))
-        });
+        let waiting = sockets.all().iter().any(|s| s.has_pending());
         if !waiting {
             session.sockets = None;
             debug!(kernel_id = %self.kernel_id, session = %id, "disconnected session owed nothing: its sockets closed");
@@ -171,20 +167,12 @@ impl Io {
             Channel::Stdin => &sockets.stdin,
             _ => &sockets.shell,
         };
-        let frames = wire::encode(msg, &self.signer);
-        match socket.send(&frames) {
-            Ok(()) => {
-                self.metrics.relayed(channel, "to_kernel");
-                if channel != Channel::Stdin
-                    && let Some(h) = HeaderInfo::parse(&msg.header)
-                {
-                    session.owed.sent(&h.msg_type, &h.msg_id);
-                }
-            }
-            Err(e) => {
-                self.metrics.dropped("send_failed");
-                warn!(kernel_id = %self.kernel_id, session = %id, channel = channel.as_str(), error = %e, "message to kernel dropped");
-            }
+        socket.send(&wire::encode(msg, &self.signer));
+        self.metrics.relayed(channel, "to_kernel");
+        if channel != Channel::Stdin
+            && let Some(h) = HeaderInfo::parse(&msg.header)
+        {
+            session.owed.sent(&h.msg_type, &h.msg_id);
         }
     }
 

@@ -226,7 +226,6 @@ pub struct KernelManager {
     store: Arc<Store>,
     settings: KernelSettings,
     metrics: Arc<Metrics>,
-    zmq: zmq::Context,
     gateway_env: BTreeMap<String, String>,
     gateway_user: String,
     /// Cancelled at shutdown: no new starts; monitors stand down.
@@ -295,7 +294,6 @@ impl KernelManager {
             store,
             settings,
             metrics,
-            zmq: zmq::Context::new(),
             gateway_env,
             gateway_user,
             cancel,

@@ -187,7 +187,6 @@ impl KernelManager {
         let process = self.launch(&request).await?;
         let activity = Arc::new(Activity::new("starting"));
         let bridge = match Bridge::start(
-            &self.zmq,
             kernel_id,
             process.connection().clone(),
             self.settings.bridge,

@@ -141,7 +141,7 @@ impl ZmtpSocket {
 impl Inner {
     fn poll_io(&mut self, cx: &mut Context<'_>) {
         loop {
-            let stream = match &mut self.conn {
+            match &mut self.conn {
                 Conn::Connecting(f) => match f.as_mut().poll(cx) {
                     Poll::Pending => return,
                     Poll::Ready((stream, leftover)) => {
@@ -151,7 +151,15 @@ impl Inner {
                         continue;
                     }
                 },
-                Conn::Up(stream) => stream,
+                Conn::Up(_) => {}
+            };
+            // Messages already read (a PING among them adds its PONG to what waits).
+            if let Err(e) = self.decode() {
+                self.lost(&e.to_string());
+                continue;
+            }
+            let Conn::Up(stream) = &mut self.conn else {
+                continue;
             };
             // Write what waits.
             let mut failed = None;
@@ -176,14 +184,10 @@ impl Inner {
                 self.lost(&e.to_string());
                 continue;
             }
-            // Read until a message is whole or the stream has nothing more.
-            if let Err(e) = self.decode() {
-                self.lost(&e.to_string());
-                continue;
-            }
             if !self.incoming.is_empty() {
                 return;
             }
+            // Read until a message is whole or the stream has nothing more.
             let Conn::Up(stream) = &mut self.conn else {
                 continue;
             };
@@ -232,12 +236,16 @@ impl Inner {
         }
     }
 
-    /// Moves whole messages from the read buffer to `incoming`; commands (none expected after
-    /// the handshake in ZMTP 3.0) are skipped, an ERROR ends the connection.
+    /// Moves whole messages from the read buffer to `incoming`; a PING is answered, an ERROR
+    /// ends the connection, other commands are skipped.
     fn decode(&mut self) -> Result<(), ZmtpError> {
         while let Some(d) = self.decoder.decode(&mut self.rbuf)? {
             match d {
                 Decoded::Message(frames) => self.incoming.push_back(frames),
+                Decoded::Command(zmtp::Command::Ping(context)) => {
+                    zmtp::pong(&context, &mut self.wbuf);
+                    self.write_now();
+                }
                 Decoded::Command(zmtp::Command::Error(reason)) => {
                     return Err(ZmtpError::Refused(reason));
                 }

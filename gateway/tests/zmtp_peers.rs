@@ -1,6 +1,7 @@
 //! The gateway's ZMTP sockets against libzmq peers (pyzmq, `fixtures/zmq_peer.py`), which is what
 //! kernels are: connecting before the peer listens, identities, long frames, a 20,000-message
-//! publication, reconnecting to a peer that came back, refusing a peer of the wrong type.
+//! publication, reconnecting to a peer that came back, refusing a peer of the wrong type,
+//! answering a peer's heartbeats.
 //!
 //! Needs Debian's `python3` with `python3-zmq` (installed with `python3-ipykernel` by
 //! `tests/scripts/install-deps.sh`). A missing component skips the tests, except under `CI=true`,
@@ -156,4 +157,24 @@ async fn a_peer_of_the_wrong_type_is_not_talked_to() {
         "nothing comes from a PUB"
     );
     assert!(!socket.is_connected(), "a DEALER does not talk to a PUB");
+}
+
+#[tokio::test]
+async fn a_peer_that_sends_heartbeats_gets_its_pongs_and_keeps_the_connection() {
+    let Some(python) = python() else {
+        return;
+    };
+    let port = free_port();
+    let _router = peer(&python, &["heartbeat", &port.to_string()], true).await;
+    let socket = ZmtpSocket::dealer("127.0.0.1", port, b"s");
+    socket.send(&[b"hello"]);
+    assert_eq!(next(&socket).await[1], b"1");
+    // Silent for 1.5 s but driven: the peer's PINGs (every 100 ms, 300 ms to answer) are answered.
+    let _ = timeout(Duration::from_millis(1500), socket.next()).await;
+    socket.send(&[b"again"]);
+    assert_eq!(
+        next(&socket).await[1],
+        b"1",
+        "still the first connection: none was dropped for a missing PONG"
+    );
 }

@@ -126,6 +126,9 @@ pub enum Command {
     Ready(Vec<(String, Bytes)>),
     /// ERROR with its reason.
     Error(String),
+    /// PING (a libzmq peer with `ZMQ_HEARTBEAT_IVL` sends it whatever the version): its
+    /// context, which the PONG returns.
+    Ping(Bytes),
     /// Any other command (ignored by the caller).
     Other(String),
 }
@@ -148,6 +151,14 @@ impl Command {
                     properties.push((name, body.split_to(len)));
                 }
                 Ok(Self::Ready(properties))
+            }
+            "PING" => {
+                // A 16-bit TTL, then the context (at most 16 bytes).
+                if body.remaining() < 2 {
+                    return Err(ZmtpError::Command("PING"));
+                }
+                body.advance(2);
+                Ok(Self::Ping(body))
             }
             "ERROR" => {
                 let reason = take_short_string(&mut body).unwrap_or_default();
@@ -177,7 +188,7 @@ impl Command {
                 }
             }
             Self::Error(reason) => Err(ZmtpError::Refused(reason.clone())),
-            Self::Other(_) => Err(ZmtpError::NotReady),
+            Self::Ping(_) | Self::Other(_) => Err(ZmtpError::NotReady),
         }
     }
 }
@@ -213,6 +224,14 @@ pub fn encode_message<F: AsRef<[u8]>>(frames: &[F], out: &mut BytesMut) {
         put_header(out, flags, f.len());
         out.put_slice(f);
     }
+}
+
+/// The PONG command answering a PING with `context`.
+pub fn pong(context: &[u8], out: &mut BytesMut) {
+    put_header(out, COMMAND, 5 + context.len());
+    out.put_u8(4);
+    out.put_slice(b"PONG");
+    out.put_slice(context);
 }
 
 /// The subscription message of a SUB that wants everything (ZMTP 3.0: `0x01` + empty prefix).
@@ -379,6 +398,13 @@ mod tests {
     }
 
     #[test]
+    fn pong_returns_the_ping_context() {
+        let mut out = BytesMut::new();
+        pong(b"ctx", &mut out);
+        assert_eq!(&out[..], b"\x04\x08\x04PONGctx");
+    }
+
+    #[test]
     fn peer_ready_and_socket_types() {
         let ready_of =
             |t: &'static str| Command::Ready(vec![("Socket-Type".into(), Bytes::from(t))]);
@@ -444,8 +470,18 @@ mod tests {
                 Ok(vec![Decoded::Command(Command::Error(String::new()))]),
             ),
             (
+                b"\x04\x0a\x04PING\x00\x64ctx".to_vec(),
+                Ok(vec![Decoded::Command(Command::Ping(Bytes::from_static(
+                    b"ctx",
+                )))]),
+            ),
+            (
                 b"\x04\x05\x04PING".to_vec(),
-                Ok(vec![Decoded::Command(Command::Other("PING".into()))]),
+                Err(ZmtpError::Command("PING")),
+            ),
+            (
+                b"\x04\x05\x04PONG".to_vec(),
+                Ok(vec![Decoded::Command(Command::Other("PONG".into()))]),
             ),
             (b"\x08\x00".to_vec(), Err(ZmtpError::Flags(0x08))),
             (b"\x05\x00".to_vec(), Err(ZmtpError::CommandMore)),

@@ -157,13 +157,31 @@ pub fn write_docker_config(path: &Path, registry: &str, entry: Value) {
     std::fs::write(path, config.to_string()).expect("write the Docker config");
 }
 
-/// Lines of the registry's request log that contain `needle` (e.g. `GET /v2/test/x/blobs/`).
+/// Requests the test registry served whose access-log line contains `needle` (e.g.
+/// `GET /v2/test/x/blobs/`), leaving out those of the tests' own image pusher (skopeo, which
+/// also probes other repositories' blobs while tests run side by side). The registry writes a
+/// line once it has answered, so the count is read until two reads 50 ms apart agree.
 pub fn registry_requests(needle: &str) -> usize {
     let log = component("KIP_TEST_REGISTRY_LOG").expect("registry log");
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
+    let read = || count_requests(&std::fs::read_to_string(&log).unwrap_or_default(), needle);
+    let mut count = read();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let again = read();
+        if again == count {
+            break;
+        }
+        count = again;
+    }
+    count
+}
+
+/// Access-log lines (Apache combined format) of `log` that contain `needle` and were not sent
+/// by skopeo.
+fn count_requests(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter(|l| l.contains(needle) && !l.contains("\"skopeo/"))
         .count()
 }
 
@@ -625,4 +643,28 @@ pub fn processes_naming(needle: &Path) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_requests;
+
+    #[test]
+    fn registry_requests_count_access_lines_of_others_than_skopeo() {
+        let log = r#"time="t" level=info msg="response completed" http.request.uri="/v2/test/a-1/manifests/1"
+127.0.0.1 - - [03/Dec/2026:06:32:53 +0000] "GET /v2/test/a-1/manifests/1 HTTP/1.1" 200 661 "" "kip/0.1.0"
+127.0.0.1 - - [03/Dec/2026:06:32:56 +0000] "HEAD /v2/test/a-1/blobs/sha256:90 HTTP/1.1" 200 0 "" "skopeo/1.9.3"
+127.0.0.1 - - [03/Dec/2026:06:32:57 +0000] "GET /v2/test/a-1/blobs/sha256:90 HTTP/1.1" 200 9 "" "containerd/v2.1.4"
+127.0.0.1 - - [03/Dec/2026:06:32:57 +0000] "GET /v2/test/a-10/blobs/sha256:90 HTTP/1.1" 200 9 "" "kip/0.1.0"
+"#;
+        for (needle, expected) in [
+            ("/v2/test/a-1/", 2),
+            ("GET /v2/test/a-1/blobs/", 1),
+            ("HEAD /v2/test/a-1/", 0),
+            ("/v2/test/a-10/", 1),
+            ("/v2/test/b-1/", 0),
+        ] {
+            assert_eq!(count_requests(log, needle), expected, "{needle}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Downloads cut off mid-layer, per backend: the native containerd backend resumes the partial
 //! ingest with an HTTP Range request; Docker and CRI retry until the registry is back.
 
-use e2e::{Backend, CuttingProxy, component, output_text, repo_of, unique};
+use e2e::{Backend, CuttingProxy, output_text, registry_lines, repo_of, unique};
 
 /// A pull cut off mid-layer fails clearly and leaves its partial ingest; the next pull resumes
 /// it with an HTTP Range request (206) and succeeds, leaving nothing behind. (The native path.)
@@ -40,13 +40,10 @@ fn interrupted_pull_resumes(backend: Backend) {
     backend.ctr(&ns, &["leases", "rm", "--sync", &gc]);
 
     let repo = repo_of(&images[0]).to_owned();
-    let log = component("KIP_TEST_REGISTRY_LOG").unwrap();
     let blob_gets = |status: &str| -> Vec<String> {
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")) && l.contains(status))
-            .map(str::to_owned)
+        registry_lines(&format!("GET /v2/{repo}/blobs/"))
+            .into_iter()
+            .filter(|l| l.contains(status))
             .collect()
     };
     let (ranged_before, full_before) = (blob_gets("\" 206 ").len(), blob_gets("\" 200 ").len());

@@ -159,30 +159,36 @@ pub fn write_docker_config(path: &Path, registry: &str, entry: Value) {
 
 /// Requests the test registry served whose access-log line contains `needle` (e.g.
 /// `GET /v2/test/x/blobs/`), leaving out those of the tests' own image pusher (skopeo, which
-/// also probes other repositories' blobs while tests run side by side). The registry writes a
-/// line once it has answered, so the count is read until two reads 50 ms apart agree.
+/// also probes other repositories' blobs while tests run side by side).
 pub fn registry_requests(needle: &str) -> usize {
+    registry_lines(needle).len()
+}
+
+/// The access-log lines [`registry_requests`] counts. The registry writes a line once it has
+/// answered, so the log is read until two reads 50 ms apart agree.
+pub fn registry_lines(needle: &str) -> Vec<String> {
     let log = component("KIP_TEST_REGISTRY_LOG").expect("registry log");
-    let read = || count_requests(&std::fs::read_to_string(&log).unwrap_or_default(), needle);
-    let mut count = read();
+    let read = || request_lines(&std::fs::read_to_string(&log).unwrap_or_default(), needle);
+    let mut lines = read();
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let again = read();
-        if again == count {
+        if again.len() == lines.len() {
             break;
         }
-        count = again;
+        lines = again;
     }
-    count
+    lines
 }
 
 /// Access-log lines (Apache combined format) of `log` that contain `needle` and were not sent
 /// by skopeo.
-fn count_requests(log: &str, needle: &str) -> usize {
+fn request_lines(log: &str, needle: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .filter(|l| l.contains(needle) && !l.contains("\"skopeo/"))
-        .count()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Runs a command and returns stdout, failing the test with its stderr otherwise.
@@ -647,7 +653,7 @@ pub fn processes_naming(needle: &Path) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::count_requests;
+    use super::request_lines;
 
     #[test]
     fn registry_requests_count_access_lines_of_others_than_skopeo() {
@@ -664,7 +670,7 @@ mod tests {
             ("/v2/test/a-10/", 1),
             ("/v2/test/b-1/", 0),
         ] {
-            assert_eq!(count_requests(log, needle), expected, "{needle}");
+            assert_eq!(request_lines(log, needle).len(), expected, "{needle}");
         }
     }
 }

@@ -164,11 +164,17 @@ pub fn registry_requests(needle: &str) -> usize {
     registry_lines(needle).len()
 }
 
-/// The access-log lines [`registry_requests`] counts. The registry writes a line once it has
-/// answered, so the log is read until two reads 50 ms apart agree.
+/// The access-log lines [`registry_requests`] counts.
 pub fn registry_lines(needle: &str) -> Vec<String> {
     let log = component("KIP_TEST_REGISTRY_LOG").expect("registry log");
-    let read = || request_lines(&std::fs::read_to_string(&log).unwrap_or_default(), needle);
+    registry_log_lines(&log, needle)
+}
+
+/// The access-log lines of the registry logging to `log` that contain `needle`, not sent by
+/// skopeo. The registry writes a line once it has answered, so the log is read until two reads
+/// 50 ms apart agree.
+pub fn registry_log_lines(log: &str, needle: &str) -> Vec<String> {
+    let read = || request_lines(&std::fs::read_to_string(log).unwrap_or_default(), needle);
     let mut lines = read();
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(50));
